@@ -1,0 +1,67 @@
+"""On-disk cache of slice records, keyed by image content, model and scoring settings.
+
+Each settings combination gets its own folder (named by a hash of the settings, which are also
+written there as JSON for people); each slice one ``<content hash>.npz``. Writes go through a
+temporary file and an atomic rename, so an interrupted run leaves either a whole record or none,
+and a rerun picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from sugfw.records import SliceRecord
+
+log = logging.getLogger(__name__)
+_SCALARS = ("slice_id", "content_hash", "uncertainty", "masks_kept")
+
+
+def settings_key(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class RecordCache:
+    def __init__(self, root: Path, settings: dict) -> None:
+        self.folder = Path(root) / settings_key(settings)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        description = self.folder / "settings.json"
+        if not description.exists():
+            description.write_text(json.dumps(settings, indent=2, sort_keys=True))
+
+    def _path(self, image_hash: str) -> Path:
+        return self.folder / f"{image_hash}.npz"
+
+    def get(self, image_hash: str) -> SliceRecord | None:
+        path = self._path(image_hash)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                values = {f.name: data[f.name] for f in fields(SliceRecord)}
+        except Exception as err:  # a damaged cache entry is recomputed, never trusted
+            log.warning("discarding unreadable cache entry %s (%s)", path, err)
+            path.unlink(missing_ok=True)
+            return None
+        values["slice_id"] = str(values["slice_id"])
+        values["content_hash"] = str(values["content_hash"])
+        values["uncertainty"] = float(values["uncertainty"])
+        values["masks_kept"] = int(values["masks_kept"])
+        return SliceRecord(**values)
+
+    def put(self, record: SliceRecord) -> None:
+        path = self._path(record.content_hash)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        arrays = {f.name: getattr(record, f.name) for f in fields(SliceRecord) if f.name not in _SCALARS}
+        scalars = {name: np.asarray(getattr(record, name)) for name in _SCALARS}
+        np.savez_compressed(tmp, **arrays, **scalars)
+        os.replace(tmp, path)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.folder.glob("*.npz"))

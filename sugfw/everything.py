@@ -1,0 +1,110 @@
+"""Everything mode (Eq. 2): prompt a whole grid, filter the masks, take the union.
+
+Filters follow SAM's automatic mask generator, in its order, so that the SAM path reproduces
+the stock generator's output: predicted IoU > ``pred_iou_thresh``; stability score (IoU of the
+mask thresholded at ±1 logit) >= ``stability_thresh`` (a threshold of 0 disables either filter); box non-maximum suppression at
+``box_nms_thresh`` (1.0 disables it); then the SUGFW filter area < ``max_area_fraction`` · H · W,
+which drops background-sized masks. The union of what is left is the slice's mask M_i.
+
+Everything here stays on the model's device: prompts are decoded in chunks, survivors are kept as
+boolean masks at the slice's resolution, and only the union leaves this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score
+from torchvision.ops import batched_nms
+
+from sugfw.models.base import CanvasGeometry, EverythingDefaults, PromptKind, SegmenterModel
+
+STABILITY_OFFSET = 1.0  # SAM's stability_score_offset
+
+
+@dataclass(frozen=True)
+class EverythingSettings:
+    prompt_kind: PromptKind
+    grid: tuple[int, ...]
+    pred_iou_thresh: float
+    stability_thresh: float
+    max_area_fraction: float
+    box_nms_thresh: float
+    multimask: bool
+
+    @classmethod
+    def for_model(cls, model: SegmenterModel, **overrides: object) -> "EverythingSettings":
+        """The model's defaults with ``overrides`` (keys with value ``None`` are ignored)."""
+        base = cls(**{f.name: getattr(model.defaults, f.name) for f in fields(EverythingDefaults)})
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def logits_to_slice(logits: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
+    """Resample low-resolution logits (N, 256, 256) covering the canvas onto the slice's pixels.
+
+    One bilinear resampling at the exact position of every slice pixel on the canvas (SAM goes
+    through the full canvas and back; the results differ only at the mask border, and this avoids
+    materialising N × 1024² floats).
+    """
+    n, low, _ = logits.shape
+    h, w = geometry.height, geometry.width
+    # Pixel centre i of the slice lies at canvas coordinate (i + 0.5) · content/size; in
+    # grid_sample's normalised frame (align_corners=False) that is 2 · coord / canvas − 1.
+    ys = (torch.arange(h, device=logits.device, dtype=torch.float32) + 0.5) * (geometry.content_height / h)
+    xs = (torch.arange(w, device=logits.device, dtype=torch.float32) + 0.5) * (geometry.content_width / w)
+    gy = 2 * ys / geometry.canvas - 1
+    gx = 2 * xs / geometry.canvas - 1
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)
+    grid = grid.expand(n, h, w, 2)
+    return F.grid_sample(logits[:, None].float(), grid, mode="bilinear", align_corners=False)[:, 0]
+
+
+@dataclass
+class EverythingResult:
+    union: torch.Tensor
+    """(H, W) bool union of the kept masks."""
+    kept: int
+    """Number of masks in the union."""
+
+
+def everything_union(
+    model: SegmenterModel,
+    embedding: torch.Tensor,
+    geometry: CanvasGeometry,
+    settings: EverythingSettings,
+    prompt_batch_size: int,
+) -> EverythingResult:
+    """Run everything mode on one encoded slice (embedding (1, 256, 64, 64)) and return its union."""
+    prompts = model.prompt_grid(geometry, settings.grid, settings.prompt_kind)
+    masks, scores = [], []
+    for chunk in prompts.split(prompt_batch_size):
+        logits, iou = model.decode(embedding, chunk, settings.multimask)
+        logits, iou = logits.flatten(0, 1), iou.flatten(0, 1).float()
+        if settings.pred_iou_thresh > 0:  # a zero threshold disables the filter, as in SAM
+            keep = iou > settings.pred_iou_thresh
+            logits, iou = logits[keep], iou[keep]
+        if len(iou) == 0:
+            continue
+        logits = logits_to_slice(logits, geometry)
+        if settings.stability_thresh > 0:
+            stability = calculate_stability_score(logits, model.mask_threshold, STABILITY_OFFSET)
+            keep = stability >= settings.stability_thresh
+            logits, iou = logits[keep], iou[keep]
+        masks.append(logits > model.mask_threshold)
+        scores.append(iou)
+    empty = torch.zeros(geometry.height, geometry.width, dtype=torch.bool, device=embedding.device)
+    if not masks:
+        return EverythingResult(empty, 0)
+    kept_masks = torch.cat(masks)
+    kept_scores = torch.cat(scores)
+    if settings.box_nms_thresh < 1.0 and len(kept_masks) > 1:
+        boxes = batched_mask_to_box(kept_masks).float()
+        order = batched_nms(boxes, kept_scores, torch.zeros_like(kept_scores), settings.box_nms_thresh)
+        kept_masks = kept_masks[order]
+    area = kept_masks.flatten(1).sum(1)
+    kept_masks = kept_masks[area < settings.max_area_fraction * geometry.height * geometry.width]
+    if len(kept_masks) == 0:
+        return EverythingResult(empty, 0)
+    return EverythingResult(kept_masks.any(0), len(kept_masks))

@@ -1,0 +1,164 @@
+"""One small interface for SAM-family models.
+
+Every model encodes a batch of prepared canvases into a 256 × 64 × 64 patch embedding and decodes
+a batch of prompts (points or boxes, in canvas pixels) into low-resolution mask logits plus the
+model's own predicted IoU. Everything mode, uncertainty and pooling are written once against this
+interface, so SAM ViT-B/L/H and LiteMedSAM share them.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PromptKind = Literal["points", "boxes"]
+
+
+@dataclass(frozen=True)
+class EverythingDefaults:
+    """Per-model everything-mode settings (see ``sugfw.everything`` for what each one filters)."""
+
+    prompt_kind: PromptKind
+    grid: tuple[int, ...]
+    """Points: points per side. Boxes: box side lengths in canvas pixels (stride = half a side)."""
+    pred_iou_thresh: float
+    stability_thresh: float
+    max_area_fraction: float
+    box_nms_thresh: float
+    multimask: bool
+
+
+@dataclass(frozen=True)
+class CanvasGeometry:
+    """Where a slice of ``height`` × ``width`` pixels sits on the square encoder canvas."""
+
+    height: int
+    width: int
+    canvas: int
+    scale: float
+
+    @property
+    def content_height(self) -> int:
+        return int(self.height * self.scale + 0.5)  # SAM's ResizeLongestSide rounding
+
+    @property
+    def content_width(self) -> int:
+        return int(self.width * self.scale + 0.5)
+
+    @classmethod
+    def fit(cls, height: int, width: int, canvas: int, resize: bool = True) -> "CanvasGeometry":
+        """Resize the longest side to the canvas (SAM's rule); ``resize=False`` keeps the slice's
+        own pixel size (the authors' placement), shrinking only what would not fit."""
+        longest = max(height, width)
+        scale = canvas / longest if resize or longest > canvas else 1.0
+        return cls(height, width, canvas, scale)
+
+
+class SegmenterModel(ABC):
+    """A SAM-family model: image encoder, prompt encoder, mask decoder."""
+
+    name: str
+    canvas_size: int
+    grid_size: int = 64
+    mask_threshold: float = 0.0
+    defaults: EverythingDefaults
+
+    def __init__(self, net: nn.Module, device: torch.device, checkpoint_id: str) -> None:
+        self.net = net.to(device).eval()
+        self.device = device
+        self.checkpoint_id = checkpoint_id
+        """Identity of the weights (a SHA-256, or a one-off id for random weights), for cache keys."""
+
+    @property
+    def image_encoder(self) -> nn.Module:
+        return self.net.image_encoder
+
+    @property
+    def prompt_encoder(self) -> nn.Module:
+        return self.net.prompt_encoder
+
+    @property
+    def mask_decoder(self) -> nn.Module:
+        return self.net.mask_decoder
+
+    @abstractmethod
+    def normalise(self, canvas: torch.Tensor) -> torch.Tensor:
+        """Map canvases of grey values in [0, 1], shape (B, 3, S, S), to the encoder's input."""
+
+    def prepare(self, images: list[torch.Tensor], geometry: list[CanvasGeometry]) -> torch.Tensor:
+        """Grey slices in [0, 1] → one (B, 3, S, S) batch: resized, padded bottom-right, normalised."""
+        canvases = []
+        for image, geo in zip(images, geometry):
+            resized = image[None, None].to(self.device, torch.float32)
+            size = (geo.content_height, geo.content_width)
+            if size != tuple(image.shape):
+                resized = F.interpolate(resized, size=size, mode="bilinear", align_corners=False, antialias=True)
+            pad = (0, self.canvas_size - size[1], 0, self.canvas_size - size[0])
+            canvases.append(F.pad(resized, pad))
+        batch = torch.cat(canvases).clamp_(0, 1).expand(-1, 3, -1, -1)
+        # Pad with zeros *after* normalising, as SAM does: the padding is "no image", not black.
+        normalised = self.normalise(batch)
+        content = torch.zeros_like(normalised[:, :1], dtype=torch.bool)
+        for i, geo in enumerate(geometry):
+            content[i, :, : geo.content_height, : geo.content_width] = True
+        return normalised * content
+
+    @torch.inference_mode()
+    def encode(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) prepared canvases → (B, 256, 64, 64) patch embeddings."""
+        return self.image_encoder(batch)
+
+    @torch.inference_mode()
+    def decode(self, embedding: torch.Tensor, prompts: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode P prompts on one image embedding (1, 256, 64, 64).
+
+        ``prompts`` is (P, 2) points or (P, 4) xyxy boxes in canvas pixels. Returns low-resolution
+        logits (P, M, 256, 256) and predicted IoU (P, M), M = 3 with ``multimask`` else 1.
+        """
+        prompts = prompts.to(self.device, torch.float32)
+        if prompts.shape[-1] == 2:
+            labels = torch.ones(prompts.shape[0], 1, dtype=torch.int, device=self.device)
+            sparse, dense = self.prompt_encoder(points=(prompts[:, None, :], labels), boxes=None, masks=None)
+        else:
+            sparse, dense = self.prompt_encoder(points=None, boxes=prompts, masks=None)
+        logits, iou = self.mask_decoder(
+            image_embeddings=embedding,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+        return logits, iou
+
+    def prompt_grid(self, geometry: CanvasGeometry, grid: tuple[int, ...], kind: PromptKind) -> torch.Tensor:
+        """Everything-mode prompts covering the slice's content area, in canvas pixels."""
+        h, w = geometry.content_height, geometry.content_width
+        if kind == "points":
+            (n,) = grid
+            # SAM's grid: cell centres of an n × n partition of the image.
+            offsets = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+            ys, xs = torch.meshgrid(offsets * h, offsets * w, indexing="ij")
+            # SAM maps original coordinates to the canvas with the resize factor; doing the same on
+            # the content size keeps the grid identical to the stock generator's.
+            return torch.stack([xs.flatten(), ys.flatten()], dim=1).float()
+        boxes = []
+        for side in grid:
+            stride = max(side // 2, 1)
+            for y0 in _starts(h, side, stride):
+                for x0 in _starts(w, side, stride):
+                    boxes.append([x0, y0, min(x0 + side, w), min(y0 + side, h)])
+        return torch.tensor(boxes, dtype=torch.float32)
+
+
+def _starts(length: int, side: int, stride: int) -> list[int]:
+    """Window starts that tile ``length`` with windows of ``side`` at ``stride``, last one flush."""
+    if side >= length:
+        return [0]
+    count = math.ceil((length - side) / stride) + 1
+    return sorted({min(i * stride, length - side) for i in range(count)})

@@ -1,0 +1,196 @@
+"""Scoring: slice → SliceRecord (union mask, uncertainty map, PGDR feature, Û).
+
+For one slice: scale intensities to [0, 1], draw K augmentations from a seed derived from the
+slice's content, encode the original and its K copies as one batch, run everything mode on each,
+undo each copy's spatial transform on its union mask, average (M̄), form U (Eq. 3), and pool the
+original's patch features with U (Eq. 4–5). Records are cached by content + settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sugfw.augment import AugmentationParams, augment, invert_spatial, sample_augmentations
+from sugfw.cache import RecordCache
+from sugfw.data import Slice, validate_slice
+from sugfw.everything import EverythingSettings, everything_union
+from sugfw.models.base import CanvasGeometry, SegmenterModel
+from sugfw.records import SliceRecord, content_hash, slice_seed
+from sugfw.uncertainty import GridAlignment, UncertaintySign, mean_mask, pgdr, uncertainty_map
+
+log = logging.getLogger(__name__)
+SCORING_VERSION = 1  # bump when a change alters records, so old cache entries are not reused
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """Everything that changes a record (and so keys the cache)."""
+
+    everything: EverythingSettings
+    k: int = 10
+    seed: int = 0
+    uncertainty_sign: UncertaintySign = "code"
+    alignment: GridAlignment = "content"
+    intensity_percentiles: tuple[float, float] = (0.5, 99.5)
+    precision: str = "fp32"
+    """"fp32" or "bf16" (autocast of encoder and decoder)."""
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k={self.k}: need at least one augmentation")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision={self.precision!r}: use 'fp32' or 'bf16'")
+        low, high = self.intensity_percentiles
+        if not 0 <= low < high <= 100:
+            raise ValueError(f"intensity_percentiles={self.intensity_percentiles}: need 0 <= low < high <= 100")
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How work is split on the device; does not change records."""
+
+    encoder_batch_size: int
+    prompt_batch_size: int
+
+    @classmethod
+    def for_device(cls, device: torch.device, k: int) -> "Batching":
+        # On a GPU the original and its K copies go through the encoder together and ~1k prompts
+        # per decoder call fit easily. On a CPU big batches only add memory traffic (measured:
+        # 16-prompt chunks decode faster than 64-prompt ones) and large encoder batches run out
+        # of memory with ViT-B.
+        if device.type == "cuda":
+            return cls(encoder_batch_size=k + 1, prompt_batch_size=1024)
+        return cls(encoder_batch_size=2, prompt_batch_size=16)
+
+
+def scale_intensities(image: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    """Clip to the given percentiles and min-max scale to [0, 1] (a constant slice → zeros)."""
+    low, high = np.percentile(image, percentiles)
+    if high <= low:
+        return np.zeros_like(image, dtype=np.float32)
+    return ((np.clip(image, low, high) - low) / (high - low)).astype(np.float32)
+
+
+@dataclass
+class AugmentedViews:
+    """The original slice (view 0) and its K augmented copies, with where each sits on the canvas."""
+
+    params: list[AugmentationParams]
+    images: list[torch.Tensor]
+    geometry: list[CanvasGeometry]
+    feature_geometry: CanvasGeometry
+    extra: list[torch.Tensor] = field(default_factory=list)
+
+
+def build_views(image: np.ndarray, settings: ScoringSettings, model: SegmenterModel) -> tuple[str, AugmentedViews]:
+    """Scale, hash and augment one slice (shared by the fast and the plain path)."""
+    image = validate_slice(image, "slice")
+    image_hash = content_hash(image)
+    scaled = torch.from_numpy(scale_intensities(image, settings.intensity_percentiles)).to(model.device)
+    params = [AugmentationParams(1.0, None, 0, 8, 1.0, 1.0, 1.0)]
+    params += sample_augmentations(settings.k, slice_seed(settings.seed, image_hash))
+    images = [scaled] + [augment(scaled, p) for p in params[1:]]
+    geometry = [CanvasGeometry.fit(*img.shape, model.canvas_size) for img in images]
+    feature_geometry = geometry[0]
+    extra = []
+    if settings.alignment == "authors":
+        # The authors encode the slice placed on the canvas without resizing (see uncertainty.py).
+        feature_geometry = CanvasGeometry.fit(*image.shape, model.canvas_size, resize=False)
+        extra = [scaled]
+    return image_hash, AugmentedViews(params, images, geometry, feature_geometry, extra)
+
+
+def finish_record(
+    slice_id: str,
+    image_hash: str,
+    views: AugmentedViews,
+    unions: list[torch.Tensor],
+    kept: int,
+    features: torch.Tensor,
+    settings: ScoringSettings,
+) -> SliceRecord:
+    """Register the augmented unions back, form U, pool the features: the record (Eq. 3–5)."""
+    registered = torch.stack([invert_spatial(u, p) for u, p in zip(unions[1:], views.params[1:])])
+    u_map = uncertainty_map(mean_mask(registered), settings.uncertainty_sign)
+    f_pgdr, f_mean, u_scalar = pgdr(features.float(), u_map, views.feature_geometry, settings.alignment)
+    return SliceRecord(
+        slice_id=slice_id,
+        content_hash=image_hash,
+        features_pgdr=f_pgdr.cpu().numpy().astype(np.float32),
+        features_mean=f_mean.cpu().numpy().astype(np.float32),
+        uncertainty=float(u_scalar),
+        union_mask=unions[0].cpu().numpy().astype(bool),
+        uncertainty_map=u_map.cpu().numpy().astype(np.float16),
+        masks_kept=kept,
+    )
+
+
+def autocast(model: SegmenterModel, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(model.device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Scorer:
+    """Batched scoring on the model's device, with an optional on-disk cache."""
+
+    def __init__(
+        self,
+        model: SegmenterModel,
+        settings: ScoringSettings,
+        cache_dir: Path | None = None,
+        batching: Batching | None = None,
+    ) -> None:
+        self.model = model
+        self.settings = settings
+        self.batching = batching or Batching.for_device(model.device, settings.k)
+        self.cache = RecordCache(cache_dir, self.identity()) if cache_dir is not None else None
+
+    def identity(self) -> dict:
+        """What the cache is keyed on besides the pixels: model, weights, settings, code version."""
+        return {"model": self.model.name, "checkpoint": self.model.checkpoint_id, "version": SCORING_VERSION, **asdict(self.settings)}
+
+    def score_image(self, image: np.ndarray, slice_id: str = "") -> SliceRecord:
+        image = validate_slice(image, slice_id or "slice")
+        if self.cache is not None:
+            cached = self.cache.get(content_hash(image))
+            if cached is not None:
+                cached.slice_id = slice_id
+                return cached
+        record = self._compute(image, slice_id)
+        if self.cache is not None:
+            self.cache.put(record)
+        return record
+
+    def score_slices(self, slices: Iterable[Slice], progress: bool = True, total: int | None = None) -> list[SliceRecord]:
+        records = []
+        for item in tqdm(slices, total=total, disable=not progress, desc="scoring", unit="slice"):
+            records.append(self.score_image(item.image, item.slice_id))
+        return records
+
+    @torch.inference_mode()
+    def _compute(self, image: np.ndarray, slice_id: str) -> SliceRecord:
+        model, settings = self.model, self.settings
+        image_hash, views = build_views(image, settings, model)
+        canvases = views.images + views.extra
+        geometry = views.geometry + ([views.feature_geometry] if views.extra else [])
+        step = self.batching.encoder_batch_size
+        with autocast(model, settings.precision):
+            embeddings = torch.cat(
+                [model.encode(model.prepare(canvases[i : i + step], geometry[i : i + step])) for i in range(0, len(canvases), step)]
+            )
+            results = [
+                everything_union(model, embeddings[i : i + 1], views.geometry[i], settings.everything, self.batching.prompt_batch_size)
+                for i in range(len(views.images))
+            ]
+        features = embeddings[-1] if views.extra else embeddings[0]
+        unions = [r.union for r in results]
+        return finish_record(slice_id, image_hash, views, unions, results[0].kept, features, settings)

@@ -1,0 +1,64 @@
+"""Selection strategies behind one signature, and a registry pairing each with its feature kind.
+
+To add a strategy: write ``sugfw/selection/<name>.py`` with a function of the
+``SelectionStrategy`` signature and add one ``StrategySpec`` entry to ``STRATEGIES`` below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from sugfw.errors import InvalidInputError
+from sugfw.selection.base import Selection, SelectionStrategy
+from sugfw.selection.budget import resolve_budget
+from sugfw.selection.gscu import gscu, gscu_without_clustering, gscu_without_greedy
+
+FeatureKind = Literal["pgdr", "mean"]
+"""Which per-slice vector a strategy clusters: uncertainty-weighted (PGDR, Eq. 4-5) or plain mean
+pooling of the patch features."""
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    select: SelectionStrategy
+    features: FeatureKind
+
+    def __post_init__(self) -> None:
+        if self.features not in get_args(FeatureKind):
+            raise InvalidInputError(
+                f"feature kind {self.features!r} is unknown: expected one of {get_args(FeatureKind)}"
+            )
+
+
+STRATEGIES: dict[str, StrategySpec] = {
+    "gscu": StrategySpec(gscu, "pgdr"),
+    # "w/o PGDR" changes the features, not the selection rule.
+    "gscu_no_pgdr": StrategySpec(gscu, "mean"),
+    "gscu_no_clustering": StrategySpec(gscu_without_clustering, "pgdr"),
+    "gscu_no_greedy": StrategySpec(gscu_without_greedy, "pgdr"),
+}
+
+
+def get_strategy(name: str) -> StrategySpec:
+    """The registered strategy called ``name``."""
+    try:
+        return STRATEGIES[name]
+    except (KeyError, TypeError):
+        raise InvalidInputError(
+            f"selection strategy {name!r} is unknown: expected one of {', '.join(sorted(STRATEGIES))}"
+        ) from None
+
+
+__all__ = [
+    "STRATEGIES",
+    "FeatureKind",
+    "Selection",
+    "SelectionStrategy",
+    "StrategySpec",
+    "get_strategy",
+    "gscu",
+    "gscu_without_clustering",
+    "gscu_without_greedy",
+    "resolve_budget",
+]

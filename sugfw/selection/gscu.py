@@ -1,0 +1,218 @@
+"""GSCU, greedy selection over clusters by uncertainty (paper Eq. 6-7), and its two ablations.
+
+GSCU on features F (N, D), uncertainties u (N,) and a budget M:
+
+1. k-means on F with C = M clusters: ``KMeans(n_clusters=M, init="k-means++", n_init=10,
+   random_state=seed)`` on float64 copies of the features.
+2. Cluster order: sklearn's label numbering depends on the k-means++ draw (and so on the seed and the
+   sklearn version), so clusters are renumbered by their smallest member index: cluster 0 holds
+   slice 0, cluster 1 the lowest slice not in cluster 0, and so on. Clusters are visited 0..C-1 in
+   that order (the authors visit sklearn's labels 0..C-1). The result then depends only on the
+   partition, and every seed that finds the same partition gives the same Selection.
+3. First cluster: its member whose uncertainty is closest to the cluster's median uncertainty
+   (``numpy.median``: the mean of the two middle values for an even count).
+4. Each next cluster: its member maximising ``min |u - u_s|`` over every slice s selected so far.
+5. Continuation to a full queue: after the M picks of round 1, further rounds apply rule 4 over the
+   clusters in the same order; in each round every cluster with members left contributes one
+   member, until every slice is queued. ``order[:M]`` is the paper's selection.
+
+Ties (exact float64 equality) go to the lowest slice index, as ``argmin``/``argmax`` over the
+members in index order do in the authors' code. ``Selection.clusters`` holds the renumbered ids.
+
+k-means cannot form C non-empty clusters from fewer than C distinct feature rows; that raises
+BudgetError. Should k-means still leave a cluster empty, that cluster has no id and the picks it
+would have made come from the next round.
+
+Ablations (same signature):
+- ``gscu_without_clustering``: uncertainty-only uniform selection. Slices are sorted by
+  uncertainty (ties by index); the picks are the sorted positions ``floor((i + 1/2) * N / M)``,
+  i = 0..M-1, i.e. the slice holding the midpoint of each of M equal quantile bins (floor, not
+  round: round-half-even would repeat positions when N = M). The rest of the queue follows rule 4
+  over all remaining slices. Every slice has cluster id -1.
+- ``gscu_without_greedy``: the clusters and cluster order of GSCU, but a random member per cluster
+  in every round (``numpy.random.default_rng(seed)``), for the picks and the continuation alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from numbers import Integral
+
+import numpy as np
+from sklearn.cluster import KMeans
+
+from sugfw.errors import BudgetError, InvalidInputError
+from sugfw.selection.base import Selection
+from sugfw.selection.budget import resolve_budget
+
+KMEANS_N_INIT = 10
+"""k-means restarts; the authors relied on sklearn's default, which was 10 before sklearn 1.4."""
+
+_MAX_SEED = 2**32 - 1  # sklearn's random_state range
+
+
+def gscu(features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int) -> Selection:
+    """GSCU (Eq. 6-7): one slice per k-means cluster, greedily spread over uncertainty."""
+    features, uncertainty, budget = _check_inputs(features, uncertainty, budget, seed)
+    clusters = cluster_features(features, budget, seed)
+    order = _queue_by_rounds(_members_by_cluster(clusters), _greedy_uncertainty_chooser(uncertainty))
+    return Selection(order=order, clusters=clusters, n_selected=budget)
+
+
+def gscu_without_greedy(
+    features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int
+) -> Selection:
+    """Ablation "w/o GS": GSCU's clusters, a seeded random member from each."""
+    features, uncertainty, budget = _check_inputs(features, uncertainty, budget, seed)
+    clusters = cluster_features(features, budget, seed)
+    rng = np.random.default_rng(seed)
+    order = _queue_by_rounds(
+        _members_by_cluster(clusters), lambda left: int(left[rng.integers(left.size)])
+    )
+    return Selection(order=order, clusters=clusters, n_selected=budget)
+
+
+def gscu_without_clustering(
+    features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int
+) -> Selection:
+    """Ablation "w/o clustering": M slices at evenly spaced uncertainty quantiles."""
+    features, uncertainty, budget = _check_inputs(features, uncertainty, budget, seed)
+    n = len(uncertainty)
+    by_uncertainty = np.argsort(uncertainty, kind="stable")
+    positions = ((2 * np.arange(budget) + 1) * n) // (2 * budget)  # floor((i + 1/2) N / M), exact
+    picks = by_uncertainty[positions]
+
+    spread = _MaxMinDistance(uncertainty)
+    for i in picks:
+        spread.add(int(i))
+    rest = np.setdiff1d(np.arange(n), picks)  # sorted, so ties go to the lowest index
+
+    def farthest(left: np.ndarray) -> int:
+        i = spread.farthest(left)
+        spread.add(i)
+        return i
+
+    order = np.concatenate([picks, _queue_by_rounds([rest], farthest)])
+    return Selection(
+        order=order.astype(np.int64), clusters=np.full(n, -1, dtype=np.int64), n_selected=budget
+    )
+
+
+def cluster_features(features: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    """k-means labels of every row, renumbered by smallest member index (see module docstring)."""
+    n_distinct = len(np.unique(features, axis=0))
+    if n_distinct < n_clusters:
+        raise BudgetError(
+            f"budget {n_clusters} needs {n_clusters} k-means clusters, but the features have only "
+            f"{n_distinct} distinct rows among {len(features)}; lower the budget to at most {n_distinct}"
+        )
+    kmeans = KMeans(
+        n_clusters=n_clusters, init="k-means++", n_init=KMEANS_N_INIT, random_state=seed
+    )
+    return _renumber_by_first_member(kmeans.fit_predict(features))
+
+
+def _renumber_by_first_member(labels: np.ndarray) -> np.ndarray:
+    _, first_member, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    new_id = np.empty(len(first_member), dtype=np.int64)
+    new_id[np.argsort(first_member)] = np.arange(len(first_member))
+    return new_id[inverse.ravel()]
+
+
+def _members_by_cluster(clusters: np.ndarray) -> list[np.ndarray]:
+    return [np.flatnonzero(clusters == c) for c in range(int(clusters.max()) + 1)]
+
+
+def _queue_by_rounds(
+    members: list[np.ndarray], choose: Callable[[np.ndarray], int]
+) -> np.ndarray:
+    """Visit clusters in list order, round after round; each with members left gives ``choose(left)``.
+
+    ``left`` is always sorted ascending, so first-of-ties in ``choose`` means lowest slice index.
+    """
+    remaining = [m for m in members if m.size]
+    order: list[int] = []
+    while remaining:
+        still_left = []
+        for left in remaining:
+            chosen = choose(left)
+            order.append(chosen)
+            left = left[left != chosen]
+            if left.size:
+                still_left.append(left)
+        remaining = still_left
+    return np.asarray(order, dtype=np.int64)
+
+
+class _MaxMinDistance:
+    """Eq. 7 bookkeeping: each slice's uncertainty distance to its nearest selected slice."""
+
+    def __init__(self, uncertainty: np.ndarray) -> None:
+        self.uncertainty = uncertainty
+        self.nearest = np.full(len(uncertainty), np.inf)
+
+    def add(self, i: int) -> None:
+        np.minimum(self.nearest, np.abs(self.uncertainty - self.uncertainty[i]), out=self.nearest)
+
+    def farthest(self, candidates: np.ndarray) -> int:
+        return int(candidates[np.argmax(self.nearest[candidates])])
+
+
+def _greedy_uncertainty_chooser(uncertainty: np.ndarray) -> Callable[[np.ndarray], int]:
+    spread = _MaxMinDistance(uncertainty)
+    nothing_selected = True
+
+    def choose(left: np.ndarray) -> int:
+        nonlocal nothing_selected
+        if nothing_selected:
+            values = uncertainty[left]
+            i = int(left[np.argmin(np.abs(values - np.median(values)))])
+            nothing_selected = False
+        else:
+            i = spread.farthest(left)
+        spread.add(i)
+        return i
+
+    return choose
+
+
+def _check_inputs(
+    features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    features = _real_array("features", features, "2-D array (N slices, D dims)", ndim=2)
+    if features.shape[1] == 0:
+        raise InvalidInputError(f"features have shape {features.shape}: expected at least 1 dim per slice")
+    n = features.shape[0]
+    uncertainty = _real_array("uncertainty", uncertainty, "1-D array (N slices,)", ndim=1)
+    if len(uncertainty) != n:
+        raise InvalidInputError(
+            f"uncertainty has {len(uncertainty)} values but features have {n} rows: expected one per slice"
+        )
+    if isinstance(budget, bool) or not isinstance(budget, Integral):
+        raise BudgetError(
+            f"budget {budget!r} is not an int count: strategies take a count in [1, {n}]; "
+            "convert a ratio with resolve_budget first"
+        )
+    budget = resolve_budget(budget, n)
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed <= _MAX_SEED:
+        raise InvalidInputError(f"seed {seed!r} is invalid: expected an int in [0, 2**32 - 1]")
+    return features, uncertainty, budget
+
+
+def _real_array(name: str, value: object, expected: str, ndim: int) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(f"{name} cannot be read as an array ({err}): expected a {expected}") from err
+    if array.ndim != ndim:
+        raise InvalidInputError(f"{name} has shape {array.shape}: expected a {expected}")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise InvalidInputError(f"{name} has dtype {array.dtype}: expected real numbers in a {expected}")
+    array = array.astype(np.float64)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = tuple(int(k) for k in np.argwhere(bad)[0])
+        raise InvalidInputError(
+            f"{name} has {int(bad.sum())} non-finite values (first at index {first}): expected finite numbers"
+        )
+    return array
