@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
@@ -37,3 +39,41 @@ def content_hash(image: np.ndarray) -> str:
 def slice_seed(base_seed: int, image_hash: str) -> int:
     """Per-slice augmentation seed, so a slice's record does not depend on its batch or position."""
     return int(hashlib.sha256(f"{base_seed}:{image_hash}".encode()).hexdigest()[:15], 16)
+
+
+@dataclass
+class RecordIndex:
+    """What selection needs of a scored folder: one row per slice, in scoring order."""
+
+    slice_ids: np.ndarray
+    case_ids: np.ndarray
+    slice_indices: np.ndarray
+    content_hashes: np.ndarray
+    features_pgdr: np.ndarray
+    features_mean: np.ndarray
+    uncertainty: np.ndarray
+
+    @classmethod
+    def from_records(cls, records: list[SliceRecord], case_ids: list[str], slice_indices: list[int]) -> "RecordIndex":
+        return cls(
+            slice_ids=np.array([r.slice_id for r in records]),
+            case_ids=np.array(case_ids),
+            slice_indices=np.array(slice_indices, dtype=np.int64),
+            content_hashes=np.array([r.content_hash for r in records]),
+            features_pgdr=np.stack([r.features_pgdr for r in records]).astype(np.float32),
+            features_mean=np.stack([r.features_mean for r in records]).astype(np.float32),
+            uncertainty=np.array([r.uncertainty for r in records], dtype=np.float64),
+        )
+
+    def features(self, kind: str) -> np.ndarray:
+        return self.features_pgdr if kind == "pgdr" else self.features_mean
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, **{f.name: getattr(self, f.name) for f in fields(self)})
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "RecordIndex":
+        with np.load(path, allow_pickle=False) as data:
+            return cls(**{f.name: data[f.name] for f in fields(cls)})

@@ -122,8 +122,10 @@ def test_gscu_result_depends_on_partition_not_on_sklearn_label_numbering():
 )
 def test_gscu_first_pick_uses_numpy_median_of_even_cluster(uncertainty):
     # budget 1 -> one cluster holding all four slices.
-    # Continuation for [9,5,1,3]: selected {5}: s0 4, s2 4, s3 2 -> tie, s0; then {5,9}: s2 4, s3 2 -> s2.
-    # Continuation for [9,3,1,5]: selected {3}: s0 6, s2 2, s3 2 -> s0; then {3,9}: s2 2, s3 2 -> s2.
+    # Continuation for [9,5,1,3]: selected {5}: s0 4, s2 4, s3 2 -> tie, s0;
+    #   then {5,9}: s2 4, s3 2 -> s2; then s3.
+    # Continuation for [9,3,1,5]: selected {3}: s0 6, s2 2, s3 2 -> s0;
+    #   then {3,9}: s2 2, s3 2 -> tie, s2; then s3.
     features = np.arange(8, dtype=float).reshape(4, 2)
     selection = gscu(features, np.array(uncertainty, dtype=float), budget=1, seed=0)
     assert selection.order.tolist() == [1, 0, 2, 3]
@@ -172,7 +174,10 @@ def _assert_obeys_gscu_rule(selection: Selection, uncertainty: np.ndarray) -> No
                 target = np.median(uncertainty[remaining[c]])
                 scores = [-abs(uncertainty[i] - target) for i in remaining[c]]
             else:
-                scores = [min(abs(uncertainty[i] - uncertainty[s]) for s in selected) for i in remaining[c]]
+                scores = [
+                    min(abs(uncertainty[i] - uncertainty[s]) for s in selected)
+                    for i in remaining[c]
+                ]
             best = remaining[c][scores.index(max(scores))]  # first maximum = lowest index
             assert chosen == best, f"position {position}: picked {chosen}, rule gives {best}"
             remaining[c].remove(chosen)
@@ -225,7 +230,8 @@ def test_gscu_accepts_duplicate_rows_when_enough_are_distinct():
 @pytest.mark.parametrize("strategy", [gscu, gscu_without_greedy])
 def test_fewer_distinct_rows_than_clusters_is_a_budget_error(strategy):
     features = np.repeat(np.array([[0.0, 0.0], [10.0, 0.0]]), 3, axis=0)
-    with pytest.raises(BudgetError, match="budget 3 needs 3 k-means clusters.*only 2 distinct rows"):
+    match = "budget 3 needs 3 k-means clusters.*only 2 distinct rows"
+    with pytest.raises(BudgetError, match=match):
         strategy(features, np.linspace(0.5, 0.75, 6), 3, 0)
 
 
@@ -247,14 +253,14 @@ def test_without_clustering_hand_computed():
 
 
 def test_without_clustering_full_budget_is_the_stable_uncertainty_sort():
-    # M = N: positions floor((2i+1)/2) = i, so every slice in sorted order; equal u keep index order.
+    # M = N: positions floor((2i+1)/2) = i, so all slices in sorted order; equal u keep index order.
     uncertainty = np.array([2.0, 1.0, 2.0, 0.0])
     selection = gscu_without_clustering(np.eye(4), uncertainty, budget=4, seed=0)
     assert selection.order.tolist() == [3, 1, 0, 2]
 
 
 def test_without_greedy_singleton_clusters_follow_slice_order():
-    # budget = N: every slice is its own cluster, numbered by slice, so the random draw has one choice.
+    # budget = N: each slice is its own cluster, numbered by slice; every draw has one choice.
     features = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], dtype=float)
     selection = gscu_without_greedy(features, np.array([0.7, 0.6, 0.5, 0.55]), budget=4, seed=5)
     assert selection.order.tolist() == [0, 1, 2, 3]
@@ -288,15 +294,23 @@ GOOD_U = np.linspace(0.5, 0.75, 6)
         (np.arange(6.0), GOOD_U, r"features has shape \(6,\): expected a 2-D array"),
         (np.zeros((6, 2, 1)), GOOD_U, r"features has shape \(6, 2, 1\)"),
         (np.zeros((6, 0)), GOOD_U, r"features have shape \(6, 0\)"),
-        (np.where(np.eye(6, 2) > 0, np.nan, 1.0), GOOD_U, r"features has 2 non-finite values \(first at index \(0, 0\)\)"),
+        (
+            np.where(np.eye(6, 2) > 0, np.nan, 1.0),
+            GOOD_U,
+            r"features has 2 non-finite values \(first at index \(0, 0\)\)",
+        ),
         (np.full((6, 2), np.inf), GOOD_U, "features has 12 non-finite"),
         (GOOD_FEATURES.astype(complex), GOOD_U, "features has dtype complex128"),
         (GOOD_FEATURES > 3, GOOD_U, "features has dtype bool"),
         (np.full((6, 2), "a"), GOOD_U, "features has dtype <U1"),
         ([[1.0, 2.0], [3.0]], GOOD_U, "features cannot be read as an array"),
         (GOOD_FEATURES, GOOD_U[:5], "uncertainty has 5 values but features have 6 rows"),
-        (GOOD_FEATURES, GOOD_U.reshape(6, 1), r"uncertainty has shape \(6, 1\): expected a 1-D array"),
-        (GOOD_FEATURES, np.array([0.5, np.nan, 0.6, 0.6, 0.6, 0.6]), r"uncertainty has 1 non-finite values \(first at index \(1,\)\)"),
+        (GOOD_FEATURES, GOOD_U.reshape(6, 1), r"uncertainty has shape \(6, 1\): expected a 1-D"),
+        (
+            GOOD_FEATURES,
+            np.array([0.5, np.nan, 0.6, 0.6, 0.6, 0.6]),
+            r"uncertainty has 1 non-finite values \(first at index \(1,\)\)",
+        ),
     ],
 )
 def test_bad_arrays_raise_invalid_input(strategy, features, uncertainty, match):

@@ -27,7 +27,8 @@ class StrategySpec:
     def __post_init__(self) -> None:
         if self.features not in get_args(FeatureKind):
             raise InvalidInputError(
-                f"feature kind {self.features!r} is unknown: expected one of {get_args(FeatureKind)}"
+                f"feature kind {self.features!r} is unknown: "
+                f"expected one of {get_args(FeatureKind)}"
             )
 
 
@@ -46,7 +47,8 @@ def get_strategy(name: str) -> StrategySpec:
         return STRATEGIES[name]
     except (KeyError, TypeError):
         raise InvalidInputError(
-            f"selection strategy {name!r} is unknown: expected one of {', '.join(sorted(STRATEGIES))}"
+            f"selection strategy {name!r} is unknown: "
+            f"expected one of {', '.join(sorted(STRATEGIES))}"
         ) from None
 
 

@@ -21,34 +21,42 @@ _ALLOWED = "an int count in [1, {n}] or a float ratio strictly between 0 and 1"
 def resolve_budget(budget: int | float, n: int) -> int:
     """Number of slices to select from a pool of ``n``: ints are counts, floats ratios of ``n``."""
     if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
-        raise BudgetError(f"pool size n={n!r} is invalid: expected an int >= 1 (no slices to select from)")
+        raise BudgetError(
+            f"pool size n={n!r} is invalid: expected an int >= 1 (no slices to select from)"
+        )
     n = int(n)
     if isinstance(budget, bool):
         raise BudgetError(f"budget {budget!r} is a bool; expected {_ALLOWED.format(n=n)} (n={n})")
     if isinstance(budget, Integral):
         if not 1 <= budget <= n:
             raise BudgetError(
-                f"budget {int(budget)} is out of range for n={n} slices; expected {_ALLOWED.format(n=n)}"
+                f"budget {int(budget)} is out of range for n={n} slices; "
+                f"expected {_ALLOWED.format(n=n)}"
             )
         return int(budget)
     if isinstance(budget, Real):
         return _count_from_ratio(float(budget), n)
     raise BudgetError(
-        f"budget {budget!r} has type {type(budget).__name__}; expected {_ALLOWED.format(n=n)} (n={n})"
+        f"budget {budget!r} has type {type(budget).__name__}; "
+        f"expected {_ALLOWED.format(n=n)} (n={n})"
     )
 
 
 def _count_from_ratio(ratio: float, n: int) -> int:
     if math.isnan(ratio) or math.isinf(ratio):
-        raise BudgetError(f"budget ratio {ratio!r} is not finite; expected {_ALLOWED.format(n=n)} (n={n})")
+        raise BudgetError(
+            f"budget ratio {ratio!r} is not finite; expected {_ALLOWED.format(n=n)} (n={n})"
+        )
     if ratio == 1.0:
         # 1.0 could mean "all slices" or "one slice"; a count says which.
         raise BudgetError(
-            f"budget ratio 1.0 is ambiguous for n={n}: use the count ({n} for all slices, 1 for one)"
+            f"budget ratio 1.0 is ambiguous for n={n}: "
+            f"use the count ({n} for all slices, 1 for one)"
         )
     if not 0.0 < ratio < 1.0:
         raise BudgetError(
-            f"budget ratio {ratio!r} is out of range for n={n} slices; expected {_ALLOWED.format(n=n)}"
+            f"budget ratio {ratio!r} is out of range for n={n} slices; "
+            f"expected {_ALLOWED.format(n=n)}"
         )
     exact = Decimal(repr(ratio)) * n
     return max(1, int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP)))

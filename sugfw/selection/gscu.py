@@ -4,8 +4,8 @@ GSCU on features F (N, D), uncertainties u (N,) and a budget M:
 
 1. k-means on F with C = M clusters: ``KMeans(n_clusters=M, init="k-means++", n_init=10,
    random_state=seed)`` on float64 copies of the features.
-2. Cluster order: sklearn's label numbering depends on the k-means++ draw (and so on the seed and the
-   sklearn version), so clusters are renumbered by their smallest member index: cluster 0 holds
+2. Cluster order: sklearn's label numbering depends on the k-means++ draw (and so on the seed and
+   the sklearn version), so clusters are renumbered by their smallest member index: cluster 0 holds
    slice 0, cluster 1 the lowest slice not in cluster 0, and so on. Clusters are visited 0..C-1 in
    that order (the authors visit sklearn's labels 0..C-1). The result then depends only on the
    partition, and every seed that finds the same partition gives the same Selection.
@@ -28,9 +28,11 @@ Ablations (same signature):
   uncertainty (ties by index); the picks are the sorted positions ``floor((i + 1/2) * N / M)``,
   i = 0..M-1, i.e. the slice holding the midpoint of each of M equal quantile bins (floor, not
   round: round-half-even would repeat positions when N = M). The rest of the queue follows rule 4
-  over all remaining slices. Every slice has cluster id -1.
+  over all remaining slices. Every slice has cluster id -1. (The authors' code has no such
+  ablation; this definition is ours.)
 - ``gscu_without_greedy``: the clusters and cluster order of GSCU, but a random member per cluster
   in every round (``numpy.random.default_rng(seed)``), for the picks and the continuation alike.
+  (The authors draw with the unseeded global ``np.random.choice``.)
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def gscu(features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int) 
     """GSCU (Eq. 6-7): one slice per k-means cluster, greedily spread over uncertainty."""
     features, uncertainty, budget = _check_inputs(features, uncertainty, budget, seed)
     clusters = cluster_features(features, budget, seed)
-    order = _queue_by_rounds(_members_by_cluster(clusters), _greedy_uncertainty_chooser(uncertainty))
+    choose = _greedy_uncertainty_chooser(uncertainty)
+    order = _queue_by_rounds(_members_by_cluster(clusters), choose)
     return Selection(order=order, clusters=clusters, n_selected=budget)
 
 
@@ -104,7 +107,8 @@ def cluster_features(features: np.ndarray, n_clusters: int, seed: int) -> np.nda
     if n_distinct < n_clusters:
         raise BudgetError(
             f"budget {n_clusters} needs {n_clusters} k-means clusters, but the features have only "
-            f"{n_distinct} distinct rows among {len(features)}; lower the budget to at most {n_distinct}"
+            f"{n_distinct} distinct rows among {len(features)}; "
+            f"lower the budget to at most {n_distinct}"
         )
     kmeans = KMeans(
         n_clusters=n_clusters, init="k-means++", n_init=KMEANS_N_INIT, random_state=seed
@@ -126,7 +130,7 @@ def _members_by_cluster(clusters: np.ndarray) -> list[np.ndarray]:
 def _queue_by_rounds(
     members: list[np.ndarray], choose: Callable[[np.ndarray], int]
 ) -> np.ndarray:
-    """Visit clusters in list order, round after round; each with members left gives ``choose(left)``.
+    """Queue by rounds: each cluster (in list order) with members left adds ``choose(left)``.
 
     ``left`` is always sorted ascending, so first-of-ties in ``choose`` means lowest slice index.
     """
@@ -181,12 +185,15 @@ def _check_inputs(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     features = _real_array("features", features, "2-D array (N slices, D dims)", ndim=2)
     if features.shape[1] == 0:
-        raise InvalidInputError(f"features have shape {features.shape}: expected at least 1 dim per slice")
+        raise InvalidInputError(
+            f"features have shape {features.shape}: expected at least 1 dim per slice"
+        )
     n = features.shape[0]
     uncertainty = _real_array("uncertainty", uncertainty, "1-D array (N slices,)", ndim=1)
     if len(uncertainty) != n:
         raise InvalidInputError(
-            f"uncertainty has {len(uncertainty)} values but features have {n} rows: expected one per slice"
+            f"uncertainty has {len(uncertainty)} values but features have {n} rows: "
+            "expected one per slice"
         )
     if isinstance(budget, bool) or not isinstance(budget, Integral):
         raise BudgetError(
@@ -203,16 +210,21 @@ def _real_array(name: str, value: object, expected: str, ndim: int) -> np.ndarra
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as err:
-        raise InvalidInputError(f"{name} cannot be read as an array ({err}): expected a {expected}") from err
+        raise InvalidInputError(
+            f"{name} cannot be read as an array ({err}): expected a {expected}"
+        ) from err
     if array.ndim != ndim:
         raise InvalidInputError(f"{name} has shape {array.shape}: expected a {expected}")
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise InvalidInputError(f"{name} has dtype {array.dtype}: expected real numbers in a {expected}")
+        raise InvalidInputError(
+            f"{name} has dtype {array.dtype}: expected real numbers in a {expected}"
+        )
     array = array.astype(np.float64)
     bad = ~np.isfinite(array)
     if bad.any():
         first = tuple(int(k) for k in np.argwhere(bad)[0])
         raise InvalidInputError(
-            f"{name} has {int(bad.sum())} non-finite values (first at index {first}): expected finite numbers"
+            f"{name} has {int(bad.sum())} non-finite values (first at index {first}): "
+            "expected finite numbers"
         )
     return array

@@ -1,0 +1,197 @@
+"""``sugfw`` command line: score slices, select an annotation queue."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from sugfw.errors import SugfwError
+
+log = logging.getLogger("sugfw")
+
+
+def _budget(text: str) -> int | float:
+    """"35" is a count, "0.005" a ratio of the number of slices."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"budget {text!r}: give a count (35) or a ratio (0.005)") from None
+
+
+def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
+    from sugfw.models import MODEL_NAMES
+
+    group = parser.add_argument_group("model and scoring")
+    group.add_argument("--model", choices=MODEL_NAMES, default="litemedsam",
+                       help="SAM-family model (default: litemedsam, bundled weights)")
+    group.add_argument("--checkpoint", type=Path, help="checkpoint file (required for sam_vit_*)")
+    group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+    group.add_argument("--k", type=int, default=10, help="augmented everything-mode runs per slice (default 10)")
+    group.add_argument("--seed", type=int, default=0, help="base seed of the per-slice augmentations")
+    group.add_argument("--grid", type=int, nargs="+",
+                       help="points per side (SAM) or box sides in canvas pixels (LiteMedSAM); default per model")
+    group.add_argument("--pred-iou-thresh", type=float, help="keep masks with predicted IoU above this")
+    group.add_argument("--stability-thresh", type=float, help="keep masks with stability score at least this")
+    group.add_argument("--max-area", type=float, dest="max_area_fraction",
+                       help="drop masks covering this fraction of the slice or more")
+    group.add_argument("--box-nms-thresh", type=float, help="box NMS IoU threshold (1.0 disables)")
+    group.add_argument("--uncertainty-sign", choices=["code", "paper"], default="code",
+                       help="Eq. 3: +M(1-M)+0.5 (code, default) or -M(1-M)+0.5 (paper's printed formula)")
+    group.add_argument("--alignment", choices=["content", "authors"], default="content",
+                       help="pool U onto the patches the slice covers (default) or the authors' whole-grid pooling")
+    group.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    group.add_argument("--prompt-batch", type=int, help="prompts per decoder call (default: 1024 GPU, 16 CPU)")
+    group.add_argument("--encoder-batch", type=int, help="images per encoder call (default: K+1 GPU, 2 CPU)")
+
+
+def build_scorer(args: argparse.Namespace, cache_dir: Path | None):
+    from sugfw.everything import EverythingSettings
+    from sugfw.models import build_model
+    from sugfw.scoring import Batching, Scorer, ScoringSettings
+
+    model = build_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    everything = EverythingSettings.for_model(
+        model,
+        grid=tuple(args.grid) if args.grid else None,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_thresh=args.stability_thresh,
+        max_area_fraction=args.max_area_fraction,
+        box_nms_thresh=args.box_nms_thresh,
+    )
+    settings = ScoringSettings(
+        everything=everything,
+        k=args.k,
+        seed=args.seed,
+        uncertainty_sign=args.uncertainty_sign,
+        alignment=args.alignment,
+        precision=args.precision,
+    )
+    batching = Batching.for_device(model.device, args.k)
+    batching = Batching(args.encoder_batch or batching.encoder_batch_size, args.prompt_batch or batching.prompt_batch_size)
+    return Scorer(model, settings, cache_dir=cache_dir, batching=batching)
+
+
+def _chosen_slices(args: argparse.Namespace):
+    """Slices of the input, lazily, filtered by --slice-step and --limit."""
+    from sugfw.data import iter_slices
+
+    chosen = (s for s in iter_slices(args.input) if s.slice_index % args.slice_step == 0)
+    return islice(chosen, args.limit) if args.limit else chosen
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from sugfw.preview import save_preview
+    from sugfw.records import RecordIndex
+
+    if args.slice_step < 1:
+        raise SugfwError(f"--slice-step {args.slice_step}: must be at least 1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    scorer = build_scorer(args, args.cache_dir or args.out / "cache")
+    log.info("scoring with %s on %s (K=%d)", scorer.model.name, scorer.model.device, args.k)
+    started = time.perf_counter()
+    records, case_ids, slice_indices = [], [], []
+    for item in tqdm(_chosen_slices(args), disable=args.quiet, desc="scoring", unit="slice"):
+        record = scorer.score_image(item.image, item.slice_id)
+        # Keep only what selection needs; masks and maps stay in the cache.
+        record.union_mask = record.uncertainty_map = None
+        records.append(record)
+        case_ids.append(item.case_id)
+        slice_indices.append(item.slice_index)
+    if not records:
+        raise SugfwError(f"no slices to score in {args.input} (check --slice-step / --limit)")
+    elapsed = time.perf_counter() - started
+    index = RecordIndex.from_records(records, case_ids, slice_indices)
+    index.save(args.out / "records.npz")
+    u = index.uncertainty
+    print(f"scored {len(records)} slices in {elapsed:.1f} s ({elapsed / len(records):.2f} s/slice) -> {args.out / 'records.npz'}")
+    print(f"uncertainty: min {u.min():.4f}  p25 {np.percentile(u, 25):.4f}  median {np.median(u):.4f}  "
+          f"p75 {np.percentile(u, 75):.4f}  max {u.max():.4f}")
+    if args.save_preview:
+        chosen = args.preview_slice or str(index.slice_ids[int(np.argmax(u))])
+        item = next((s for s in _chosen_slices(args) if s.slice_id == chosen), None)
+        if item is None:
+            raise SugfwError(f"--preview-slice {chosen!r} is not among the scored slices")
+        save_preview(item.image, scorer.score_image(item.image, item.slice_id), args.save_preview)
+        print(f"preview of {chosen} -> {args.save_preview}")
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from sugfw.records import RecordIndex
+    from sugfw.selection import get_strategy, resolve_budget
+
+    if not args.records.is_file():
+        raise SugfwError(f"{args.records} not found: run `sugfw score` first (it writes records.npz)")
+    index = RecordIndex.load(args.records)
+    budget = resolve_budget(args.budget, len(index.slice_ids))
+    spec = get_strategy(args.strategy)
+    selection = spec.select(index.features(spec.features), index.uncertainty, budget, args.seed)
+    ranks = selection.ranks()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["slice", "rank", "cluster", "uncertainty", "selected", "case_id", "slice_index"])
+        for i in selection.order:
+            writer.writerow([index.slice_ids[i], ranks[i], selection.clusters[i], f"{index.uncertainty[i]:.6f}",
+                             int(ranks[i] < budget), index.case_ids[i], index.slice_indices[i]])
+    print(f"{args.strategy}: {budget} of {len(ranks)} slices selected; full queue -> {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sugfw", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    score = sub.add_parser("score", help="score slices: uncertainty, PGDR features, union masks",
+                           description="Score every slice of a folder (PNG/JPEG/TIFF slices, NIfTI slices or "
+                                       "volumes) and write records.npz; records are cached by content, so a rerun "
+                                       "resumes where it stopped.")
+    score.add_argument("input", type=Path, help="a folder of slices/volumes, or one file")
+    score.add_argument("--out", type=Path, default=Path("runs/score"), help="output folder (default runs/score)")
+    score.add_argument("--cache-dir", type=Path, help="record cache (default OUT/cache)")
+    score.add_argument("--slice-step", type=int, default=1, help="score every n-th slice of each volume")
+    score.add_argument("--limit", type=int, help="score at most this many slices")
+    score.add_argument("--save-preview", type=Path, help="write a PNG of one slice, its U map and union mask")
+    score.add_argument("--preview-slice", help="slice id for --save-preview (default: the most uncertain)")
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_scoring_arguments(score)
+    score.set_defaults(func=cmd_score)
+
+    select = sub.add_parser("select", help="order slices for annotation (GSCU or an ablation)",
+                            description="Read records.npz and write the annotation queue over ALL slices as CSV: "
+                                        "the budget's picks first (selected=1), then the strategy's continuation.")
+    select.add_argument("records", type=Path, help="records.npz written by `sugfw score`")
+    select.add_argument("--budget", type=_budget, required=True, help="count (35) or ratio of all slices (0.005)")
+    select.add_argument("--strategy", default="gscu", help="gscu (default), gscu_no_pgdr, gscu_no_clustering, gscu_no_greedy")
+    select.add_argument("--seed", type=int, default=2025, help="k-means seed (default 2025, the authors')")
+    select.add_argument("--out", type=Path, default=Path("runs/queue.csv"))
+    select.set_defaults(func=cmd_select)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except SugfwError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
