@@ -176,8 +176,12 @@ class Scorer:
             records.append(self.score_image(item.image, item.slice_id))
         return records
 
-    @torch.inference_mode()
     def _compute(self, image: np.ndarray, slice_id: str) -> SliceRecord:
+        return self.score_detailed(image, slice_id)[0]
+
+    @torch.inference_mode()
+    def score_detailed(self, image: np.ndarray, slice_id: str = "") -> tuple[SliceRecord, list[np.ndarray]]:
+        """Score without the cache; also return every view's union mask in the view's own frame."""
         model, settings = self.model, self.settings
         image_hash, views = build_views(image, settings, model)
         canvases = views.images + views.extra
@@ -193,4 +197,5 @@ class Scorer:
             ]
         features = embeddings[-1] if views.extra else embeddings[0]
         unions = [r.union for r in results]
-        return finish_record(slice_id, image_hash, views, unions, results[0].kept, features, settings)
+        record = finish_record(slice_id, image_hash, views, unions, results[0].kept, features, settings)
+        return record, [u.cpu().numpy() for u in unions]

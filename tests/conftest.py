@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny SAM-architecture model and a textured test slice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+TINY_SAM_SEED = 0
+
+
+def _tiny_sam_net() -> torch.nn.Module:
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    # 256-pixel canvas, 16-pixel patches: a 16 × 16 grid of 32-channel patch features.
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=256,
+            patch_size=16,
+            embed_dim=48,
+            depth=2,
+            num_heads=2,
+            mlp_ratio=4.0,
+            out_chans=32,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=4,
+            global_attn_indexes=[1],
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=32, image_embedding_size=(16, 16), input_image_size=(256, 256), mask_in_chans=8
+        ),
+        mask_decoder=MaskDecoder(
+            transformer_dim=32,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=2),
+            num_multimask_outputs=3,
+            iou_head_depth=2,
+            iou_head_hidden_dim=32,
+        ),
+    )
+
+
+@pytest.fixture
+def tiny_sam():
+    """A seeded, randomly initialised SAM (same code path as ViT-B) small enough for CPU tests."""
+    from sugfw.models.sam import SamModel
+
+    # fork_rng: seeding must not disturb the global generator other tests may rely on.
+    with torch.random.fork_rng():
+        torch.manual_seed(TINY_SAM_SEED)
+        net = _tiny_sam_net()
+    model = SamModel(net, torch.device("cpu"), "tiny_sam", "tiny")
+    model.canvas_size = 256
+    model.grid_size = 16
+    return model
+
+
+@pytest.fixture
+def textured_slice() -> Callable[..., np.ndarray]:
+    """Factory for a smooth pattern plus noise: structure for the model, and a distinct slice per seed."""
+
+    def make(height: int = 40, width: int = 56, seed: int = 0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        rows, cols = np.mgrid[:height, :width]
+        phase = rng.uniform(0, 2 * np.pi, size=2)
+        pattern = np.sin(rows / 5.0 + phase[0]) + np.cos(cols / 7.0 + phase[1])
+        return (pattern + 0.3 * rng.standard_normal((height, width))).astype(np.float32)
+
+    return make
