@@ -64,4 +64,4 @@ class RecordCache:
         os.replace(tmp, path)
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.folder.glob("*.npz"))
+        return sum(1 for path in self.folder.glob("*.npz") if not path.name.endswith(".tmp.npz"))

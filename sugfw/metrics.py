@@ -72,17 +72,15 @@ def hd95(
     spacing: Sequence[float],
     definition: HD95Definition = "pooled",
 ) -> float:
-    """95th-percentile Hausdorff distance in the units of ``spacing``; both masks must be non-empty."""
+    """95th-percentile Hausdorff distance in the units of ``spacing``; needs two non-empty masks."""
     pred, truth = _validated_pair(pred, truth)
     sampling = _validated_spacing(spacing)
-    if definition not in ("pooled", "max_directed"):
-        raise InvalidInputError(
-            f"unknown HD95 definition {definition!r}; expected 'pooled' or 'max_directed'"
-        )
+    _check_definition(definition)
     for name, mask in (("prediction", pred), ("truth", truth)):
         if not mask.any():
             raise InvalidInputError(
-                f"HD95 is undefined for an empty {name} mask; use case_metrics for an empty-mask rule"
+                f"HD95 is undefined for an empty {name} mask; "
+                "use case_metrics to apply an empty-mask rule"
             )
     pred_to_truth, truth_to_pred = _directed_surface_distances(pred, truth, sampling)
     if definition == "pooled":
@@ -100,6 +98,7 @@ def case_metrics(
     """Dice and HD95 of one case under an empty-mask rule (see the module docstring)."""
     pred, truth = _validated_pair(pred, truth)
     sampling = _validated_spacing(spacing)
+    _check_definition(definition)
     pred_empty, truth_empty = not pred.any(), not truth.any()
     both_present = not (pred_empty or truth_empty)
 
@@ -215,13 +214,22 @@ def _as_mask(array: np.ndarray, name: str) -> np.ndarray:
     return mask.astype(bool)
 
 
+def _check_definition(definition: str) -> None:
+    if definition not in ("pooled", "max_directed"):
+        raise InvalidInputError(
+            f"unknown HD95 definition {definition!r}; expected 'pooled' or 'max_directed'"
+        )
+
+
 def _validated_spacing(spacing: Sequence[float]) -> tuple[float, ...]:
     try:
         values = tuple(float(s) for s in spacing)
     except (TypeError, ValueError) as error:
         raise InvalidInputError(f"spacing {spacing!r} is not a sequence of numbers") from error
     if len(values) != 3:
-        raise InvalidInputError(f"spacing {spacing!r} has {len(values)} values; expected 3 (one per axis)")
+        raise InvalidInputError(
+            f"spacing {spacing!r} has {len(values)} values; expected 3 (one per axis)"
+        )
     if not all(math.isfinite(s) and s > 0 for s in values):
         raise InvalidInputError(f"spacing {spacing!r} must be finite and positive along every axis")
     return values

@@ -51,7 +51,8 @@ def test_pooled_hd95_matches_medpy_with_anisotropic_spacing(seed: int) -> None:
 
 def test_pooled_hd95_matches_medpy_on_masks_touching_the_volume_border() -> None:
     rng = np.random.default_rng(7)
-    pred, truth = rng.random((2, 6, 12, 11)) > 0.5  # noise: most voxels are surface, many on the border
+    # noise: most voxels are surface, many of them on the volume's border
+    pred, truth = rng.random((2, 6, 12, 11)) > 0.5
     expected = medpy_binary.hd95(pred, truth, voxelspacing=SPACING)
     assert hd95(pred, truth, SPACING) == pytest.approx(expected, rel=1e-12)
 
@@ -106,11 +107,12 @@ def test_single_voxels_a_known_distance_apart() -> None:
 
 @pytest.mark.parametrize(("axis", "expected_mm"), [(0, 2.5), (1, 0.625), (2, 0.7)])
 def test_cube_shifted_by_one_voxel_is_one_spacing_away(axis: int, expected_mm: float) -> None:
-    # 3x3x3 cube: 26 surface voxels and one centre. Shifted by one voxel along `axis`, per direction:
-    # 16 surface voxels coincide with a partner surface voxel (0), the moved face's 9 voxels lie one
-    # spacing s from the other cube's face (s), and one face centre that falls on the other cube's
-    # interior centre is min(spacing) = 0.625 from its ring. Pooled: 52 values, 18 equal to s, so the
-    # 95th percentile (position 48.45 of 0..51) is s; each directed set alike (position 23.75 of 0..25).
+    # 3x3x3 cube: 26 surface voxels and one centre. Shifted by one voxel along `axis`, per
+    # direction: 16 surface voxels coincide with a partner surface voxel (0), the moved face's 9
+    # voxels lie one spacing s from the other cube's face (s), and one face centre that falls on
+    # the other cube's interior centre is min(spacing) = 0.625 from its ring. Pooled: 52 values,
+    # 18 equal to s, so the 95th percentile (position 48.45 of 0..51) is s; each directed set
+    # alike (position 23.75 of 0..25).
     truth = np.zeros((7, 7, 7), dtype=bool)
     truth[2:5, 2:5, 2:5] = True
     pred = np.roll(truth, 1, axis=axis)
@@ -124,7 +126,8 @@ def test_identical_masks_score_perfectly() -> None:
     pred, _ = blob_pair(0)
     assert dice(pred, pred) == 1.0
     assert hd95(pred, pred, SPACING) == 0.0
-    assert case_metrics(pred, pred, SPACING) == CaseMetrics(1.0, 0.0, "mm", "physical", False, False)
+    perfect = CaseMetrics(1.0, 0.0, "mm", "physical", pred_empty=False, truth_empty=False)
+    assert case_metrics(pred, pred, SPACING) == perfect
 
 
 def test_dice_accepts_zero_one_integer_masks_like_booleans() -> None:
@@ -148,7 +151,8 @@ def test_dice_of_two_empty_masks_is_the_chosen_empty_value() -> None:
 
 
 def test_physical_rule_both_empty_is_perfect() -> None:
-    assert case_metrics(EMPTY, EMPTY, SPACING) == CaseMetrics(1.0, 0.0, "mm", "physical", True, True)
+    perfect = CaseMetrics(1.0, 0.0, "mm", "physical", pred_empty=True, truth_empty=True)
+    assert case_metrics(EMPTY, EMPTY, SPACING) == perfect
 
 
 @pytest.mark.parametrize(("pred", "truth"), [(EMPTY, ONE_VOXEL), (ONE_VOXEL, EMPTY)])
@@ -278,6 +282,8 @@ def test_hd95_of_an_empty_mask_raises() -> None:
 def test_unknown_options_raise() -> None:
     with pytest.raises(InvalidInputError, match="unknown HD95 definition 'mean'"):
         hd95(CUBE, CUBE, SPACING, "mean")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="unknown HD95 definition 'mean'"):
+        case_metrics(EMPTY, EMPTY, SPACING, definition="mean")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="unknown empty-mask rule 'lenient'"):
         case_metrics(CUBE, CUBE, SPACING, rule="lenient")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="pooled HD95"):

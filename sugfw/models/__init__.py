@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from sugfw.errors import CheckpointError
+from sugfw.errors import CheckpointError, InvalidInputError
 from sugfw.models.base import CanvasGeometry, EverythingDefaults, SegmenterModel
 from sugfw.models.litemedsam import build_litemedsam
 from sugfw.models.sam import SAM_VARIANTS, build_sam
@@ -32,11 +32,11 @@ def build_model(
     if name == "litemedsam":
         return build_litemedsam(dev, Path(checkpoint) if checkpoint else None, pretrained=not random_weights)
     if name in SAM_VARIANTS:
-        if checkpoint is None and not random_weights:
+        if not checkpoint and not random_weights:
             official = SAM_VARIANTS[name][1]
             raise CheckpointError(f"{name} needs a checkpoint path (the official file is {official})")
         return build_sam(name, dev, Path(checkpoint) if checkpoint and not random_weights else None)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    raise InvalidInputError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
 
 
 __all__ = ["CanvasGeometry", "EverythingDefaults", "MODEL_NAMES", "SegmenterModel", "build_model", "resolve_device"]

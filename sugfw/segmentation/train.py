@@ -15,7 +15,6 @@ stop (bit-for-bit on CPU; CUDA's bilinear-upsampling backward is not determinist
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -163,6 +162,7 @@ class _RunState:
 
     rng: np.random.Generator
     iteration: int = 0
+    lr: float = 0.0
     queue: list[int] = field(default_factory=list)
     best_state: StateDict | None = None
     best_val_dice: float = -math.inf
@@ -221,34 +221,51 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, run: _RunState,
     losses: list[float] = []
     bar = tqdm(total=config.iterations, initial=run.iteration, disable=not progress, desc="UNet")
     model.train()
-    while run.iteration < config.iterations:
-        lr = poly_lr(config.lr, run.iteration, config.iterations, config.poly_power)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = run.next_batch(len(images), config.batch_size)
-        x, y = _augmented_batch(images, masks, batch, config.crop_size, run.rng)
-        loss = segmentation_loss(model(x.to(device)), y.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        run.iteration += 1
-        losses.append(loss.item())
-        bar.update(1)
-        if run.iteration % config.eval_every and run.iteration < config.iterations:
-            continue
-        dice = _validate(model, evaluate)
-        run.history.append({"iteration": run.iteration, "lr": lr,
-                            "train_loss": float(np.mean(losses)), "val_dice": dice})
-        losses.clear()
-        if dice > run.best_val_dice:
-            run.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            run.best_val_dice, run.best_iteration = dice, run.iteration
-            _atomic_save({"config": asdict(config), "model": run.best_state, "val_dice": dice,
-                          "iteration": run.iteration}, checkpoint_dir / BEST_CHECKPOINT)
-        run.save(checkpoint_dir / LAST_CHECKPOINT, model, optimizer, config, len(images), device)
-        bar.set_postfix(loss=f"{run.history[-1]['train_loss']:.3f}", val_dice=f"{dice:.3f}",
-                        best=f"{run.best_val_dice:.3f}")
-    bar.close()
+    try:
+        while run.iteration < config.iterations:
+            losses.append(_step(model, optimizer, run, images, masks, config, device))
+            bar.update(1)
+            if run.iteration % config.eval_every and run.iteration < config.iterations:
+                continue
+            _checkpoint(model, optimizer, run, float(np.mean(losses)), _validate(model, evaluate),
+                        config, checkpoint_dir, len(images), device)
+            losses.clear()
+            record = run.history[-1]
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_dice=f"{record['val_dice']:.3f}",
+                            best=f"{run.best_val_dice:.3f}")
+    finally:
+        bar.close()
+
+
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer, run: _RunState,
+          images: Sequence[np.ndarray], masks: Sequence[np.ndarray], config: TrainConfig,
+          device: torch.device) -> float:
+    """One SGD step at the poly-decayed learning rate; returns the batch loss."""
+    run.lr = poly_lr(config.lr, run.iteration, config.iterations, config.poly_power)
+    for group in optimizer.param_groups:
+        group["lr"] = run.lr
+    batch = run.next_batch(len(images), config.batch_size)
+    x, y = _augmented_batch(images, masks, batch, config.crop_size, run.rng)
+    loss = segmentation_loss(model(x.to(device)), y.to(device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    run.iteration += 1
+    return loss.item()
+
+
+def _checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, run: _RunState,
+                train_loss: float, dice: float, config: TrainConfig, checkpoint_dir: Path,
+                n_train: int, device: torch.device) -> None:
+    """Record a validation, keep the model if it is the best so far, and write the checkpoints."""
+    run.history.append({"iteration": run.iteration, "lr": run.lr, "train_loss": train_loss,
+                        "val_dice": dice})
+    if dice > run.best_val_dice:
+        run.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        run.best_val_dice, run.best_iteration = dice, run.iteration
+        _atomic_save({"config": asdict(config), "model": run.best_state, "val_dice": dice,
+                      "iteration": run.iteration}, checkpoint_dir / BEST_CHECKPOINT)
+    run.save(checkpoint_dir / LAST_CHECKPOINT, model, optimizer, config, n_train, device)
 
 
 def _validate(model: nn.Module, evaluate: Validator) -> float:

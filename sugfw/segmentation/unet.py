@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sugfw.errors import InvalidInputError
+
 CHANNELS = (16, 32, 64, 128, 256)
 ENCODER_DROPOUT = (0.05, 0.1, 0.2, 0.3, 0.5)
 # Four 2× poolings: sides must be multiples of 2**4 for the skips to line up.
@@ -57,7 +59,9 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, n_classes: int = 2) -> None:
         super().__init__()
         if in_channels < 1 or n_classes < 2:
-            raise ValueError(f"need in_channels >= 1 and n_classes >= 2, got {in_channels}, {n_classes}")
+            raise InvalidInputError(
+                f"UNet needs in_channels >= 1 and n_classes >= 2, got {in_channels} and {n_classes}"
+            )
         self.in_channels = in_channels
         self.n_classes = n_classes
         self.encoder = nn.ModuleList()

@@ -1,0 +1,246 @@
+"""Everything mode (Eq. 2) with a stub model whose masks and predicted IoUs are designed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from segment_anything.utils.amg import build_point_grid
+from torch import nn
+
+from sugfw.everything import EverythingResult, EverythingSettings, everything_union, logits_to_slice
+from sugfw.models.base import CanvasGeometry, EverythingDefaults, SegmenterModel, _starts
+
+SIZE = 12  # canvas = low-res logits = slice side, so logits_to_slice is the identity
+GEOMETRY = CanvasGeometry(height=SIZE, width=SIZE, canvas=SIZE, scale=1.0)
+INSIDE, OUTSIDE = 10.0, -10.0  # far from the ±1 stability thresholds: stability 1
+
+
+class GridModel(SegmenterModel):
+    """Concrete model with no network: enough for the base class's prompt grid."""
+
+    name = "stub"
+    canvas_size = SIZE
+    defaults = EverythingDefaults(
+        prompt_kind="points",
+        grid=(1,),
+        pred_iou_thresh=0.0,
+        stability_thresh=0.0,
+        max_area_fraction=1.0,
+        box_nms_thresh=1.0,
+        multimask=False,
+    )
+
+    def __init__(self) -> None:
+        super().__init__(nn.Identity(), torch.device("cpu"), "stub")
+
+    def normalise(self, canvas: torch.Tensor) -> torch.Tensor:
+        return canvas
+
+
+class DesignedModel(GridModel):
+    """Prompt i decodes to the i-th designed (logits, predicted IoU) pair, one mask per prompt."""
+
+    def __init__(self, designs: list[tuple[torch.Tensor, float]]) -> None:
+        super().__init__()
+        self.logits = torch.stack([logits for logits, _ in designs])
+        self.ious = torch.tensor([iou for _, iou in designs])
+
+    def prompt_grid(self, geometry: CanvasGeometry, grid: tuple[int, ...], kind: str) -> torch.Tensor:
+        index = torch.arange(len(self.ious), dtype=torch.float32)
+        return torch.stack([index, torch.zeros_like(index)], dim=1)
+
+    def decode(self, embedding: torch.Tensor, prompts: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        index = prompts[:, 0].long()
+        return self.logits[index][:, None], self.ious[index][:, None]
+
+
+def block(rows: slice, cols: slice) -> torch.Tensor:
+    mask = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    mask[rows, cols] = True
+    return mask
+
+
+def confident(mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask, INSIDE, OUTSIDE)
+
+
+def settings(**overrides: object) -> EverythingSettings:
+    base = dict(
+        prompt_kind="points",
+        grid=(1,),
+        pred_iou_thresh=0.5,
+        stability_thresh=0.9,
+        max_area_fraction=0.25,
+        box_nms_thresh=0.7,
+        multimask=False,
+    )
+    return EverythingSettings(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+def run(designs: list[tuple[torch.Tensor, float]], prompt_batch_size: int = 2, **overrides: object) -> EverythingResult:
+    model = DesignedModel(designs)
+    embedding = torch.zeros(1, 1, 1, 1)  # the stub ignores it
+    return everything_union(model, embedding, GEOMETRY, settings(**overrides), prompt_batch_size)
+
+
+def assert_union(result: EverythingResult, expected: torch.Tensor, kept: int) -> None:
+    assert result.union.dtype == torch.bool
+    assert torch.equal(result.union, expected)
+    assert result.kept == kept
+
+
+# --- resampling logits onto the slice --------------------------------------------------------------
+
+
+def test_logits_to_slice_is_identity_when_slice_matches_low_res_canvas() -> None:
+    logits = torch.randn(3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(logits_to_slice(logits, GEOMETRY), logits, rtol=0, atol=1e-5)
+
+
+def test_logits_to_slice_crops_a_wide_slice_to_its_rows() -> None:
+    # A 6 × 12 slice at scale 1 occupies the top 6 rows of the 12-pixel canvas.
+    logits = torch.randn(2, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    wide = CanvasGeometry(height=6, width=SIZE, canvas=SIZE, scale=1.0)
+    torch.testing.assert_close(logits_to_slice(logits, wide), logits[:, :6], rtol=0, atol=1e-5)
+
+
+def test_logits_to_slice_downscaled_slice_averages_2x2_blocks() -> None:
+    # A 6 × 6 slice at scale 2 fills the canvas; slice pixel i's centre sits at canvas coordinate
+    # (i + 0.5)·2 = 2i + 1, halfway between low-res pixel centres 2i + 0.5 and 2i + 1.5, so bilinear
+    # sampling gives the mean of the 2 × 2 block (2i..2i+1, 2j..2j+1).
+    logits = torch.randn(1, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    half = CanvasGeometry(height=6, width=6, canvas=SIZE, scale=2.0)
+    expected = logits.reshape(1, 6, 2, 6, 2).mean((2, 4))
+    torch.testing.assert_close(logits_to_slice(logits, half), expected, rtol=0, atol=1e-5)
+
+
+# --- Eq. 2: filters and union -----------------------------------------------------------------------
+
+
+def test_union_of_kept_masks_forms_a_3x3_block() -> None:
+    left = block(slice(0, 3), slice(0, 2))  # rows 0–2, cols 0–1
+    right = block(slice(0, 3), slice(2, 3))  # rows 0–2, col 2
+    # Boxes (x0, y0, x1, y1) = (0, 0, 1, 2) and (2, 0, 2, 2) do not overlap: NMS keeps both.
+    result = run([(confident(left), 0.9), (confident(right), 0.8)], prompt_batch_size=1)
+    assert_union(result, block(slice(0, 3), slice(0, 3)), kept=2)
+
+
+def test_predicted_iou_filter_is_strict() -> None:
+    good = block(slice(0, 2), slice(0, 2))
+    at_threshold = block(slice(4, 6), slice(4, 6))
+    negative = block(slice(8, 10), slice(8, 10))
+    designs = [(confident(good), 0.9), (confident(at_threshold), 0.5), (confident(negative), -0.1)]
+    # IoU > 0.5: 0.9 passes, 0.5 (equal) and −0.1 do not.
+    assert_union(run(designs, pred_iou_thresh=0.5), good, kept=1)
+    # Threshold 0 disables the filter, even for a negative predicted IoU.
+    assert_union(run(designs, pred_iou_thresh=0.0), good | at_threshold | negative, kept=3)
+
+
+def test_stability_filter_uses_the_plus_minus_one_thresholds() -> None:
+    logits = torch.full((SIZE, SIZE), OUTSIDE)
+    logits[0, 0:2] = 10.0  # above +1: in the mask at both thresholds
+    logits[1, 0:2] = 0.5  # in (0, 1): in the mask, not in the +1 mask
+    logits[2, 0:4] = -0.5  # in (−1, 0): outside the mask, inside the −1 mask
+    # Stability = |logits > 1| / |logits > −1| = 2 / (2 + 2 + 4) = 0.25; the mask is logits > 0.
+    mask = block(slice(0, 2), slice(0, 2))
+    empty = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    assert_union(run([(logits, 0.9)], stability_thresh=0.9), empty, kept=0)
+    assert_union(run([(logits, 0.9)], stability_thresh=0.26), empty, kept=0)
+    assert_union(run([(logits, 0.9)], stability_thresh=0.25), mask, kept=1)  # >= keeps the boundary
+    assert_union(run([(logits, 0.9)], stability_thresh=0.0), mask, kept=1)  # 0 disables it
+
+
+def test_area_filter_drops_masks_of_a_quarter_of_the_slice_or_more() -> None:
+    # Limit: area < 0.25 · 12 · 12 = 36 pixels.
+    quarter = block(slice(0, 6), slice(0, 6))  # 36 pixels: dropped
+    smaller = block(slice(6, 11), slice(5, 12))  # 5 · 7 = 35 pixels: kept
+    designs = [(confident(quarter), 0.9), (confident(smaller), 0.9)]
+    assert_union(run(designs), smaller, kept=1)
+    assert_union(run(designs, max_area_fraction=0.5), quarter | smaller, kept=2)
+
+
+# Two 5 × 5 masks shifted by one column: boxes (0, 0, 4, 4) and (1, 0, 5, 4), each of area 4·4 = 16,
+# overlap 3·4 = 12, box IoU 12 / (16 + 16 − 12) = 0.6.
+LEFT5 = block(slice(0, 5), slice(0, 5))
+RIGHT5 = block(slice(0, 5), slice(1, 6))
+FAR = block(slice(9, 11), slice(9, 11))
+
+
+def test_box_nms_keeps_the_higher_scoring_of_two_overlapping_masks() -> None:
+    designs = [(confident(LEFT5), 0.9), (confident(RIGHT5), 0.8), (confident(FAR), 0.6)]
+    # 0.6 > 0.5: the lower-scoring RIGHT5 goes, so column 5 leaves the union; FAR overlaps nothing.
+    assert_union(run(designs, box_nms_thresh=0.5), LEFT5 | FAR, kept=2)
+    swapped = [(confident(LEFT5), 0.8), (confident(RIGHT5), 0.9), (confident(FAR), 0.6)]
+    assert_union(run(swapped, box_nms_thresh=0.5), RIGHT5 | FAR, kept=2)
+
+
+def test_box_nms_below_the_overlap_or_disabled_keeps_both() -> None:
+    designs = [(confident(LEFT5), 0.9), (confident(RIGHT5), 0.8)]
+    assert_union(run(designs, box_nms_thresh=0.7), LEFT5 | RIGHT5, kept=2)  # 0.6 <= 0.7
+    assert_union(run(designs, box_nms_thresh=1.0), LEFT5 | RIGHT5, kept=2)
+
+
+def test_nms_runs_before_the_area_filter() -> None:
+    # SAM's generator order, then the area filter: a background-sized mask can suppress a smaller
+    # one and then be dropped itself.
+    big = block(slice(0, 7), slice(0, 7))  # 49 px >= 36; box (0, 0, 6, 6), area 36
+    small = block(slice(0, 5), slice(0, 6))  # 30 px; box (0, 0, 5, 4), area 20, inside big's box
+    # Box IoU = 20 / 36 ≈ 0.56 > 0.5 → small is suppressed by the higher-scoring big.
+    designs = [(confident(big), 0.9), (confident(small), 0.8)]
+    empty = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    assert_union(run(designs, box_nms_thresh=0.5), empty, kept=0)
+    assert_union(run(designs, box_nms_thresh=1.0), small, kept=1)
+
+
+def test_nothing_kept_gives_an_empty_union() -> None:
+    designs = [(confident(LEFT5), 0.2), (confident(FAR), 0.3)]
+    result = run(designs, pred_iou_thresh=0.5)
+    assert_union(result, torch.zeros(SIZE, SIZE, dtype=torch.bool), kept=0)
+    assert result.union.shape == (SIZE, SIZE)
+
+
+# --- prompt grids ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("length", "side", "stride", "expected"),
+    [
+        (10, 4, 2, [0, 2, 4, 6]),  # ceil((10 − 4) / 2) + 1 = 4 windows, the last ends at 6 + 4 = 10
+        (11, 4, 2, [0, 2, 4, 6, 7]),  # ceil(7 / 2) + 1 = 5 windows, the last moved to 11 − 4 = 7
+        (4, 4, 2, [0]),  # one window fits exactly
+        (3, 4, 2, [0]),  # window longer than the side: one, clipped by the caller
+    ],
+)
+def test_starts_tile_with_the_last_window_flush(length: int, side: int, stride: int, expected: list[int]) -> None:
+    assert _starts(length, side, stride) == expected
+
+
+def test_box_grid_tiles_the_content_area() -> None:
+    # 40 × 56 on a 256 canvas: scale 256/56, content int(40 · 256/56 + 0.5) = int(183.36) = 183 × 256.
+    geometry = CanvasGeometry.fit(40, 56, 256)
+    assert (geometry.content_height, geometry.content_width) == (183, 256)
+    boxes = GridModel().prompt_grid(geometry, (64, 128, 256), "boxes").long()
+    # side 64 (stride 32): y starts 0, 32, 64, 96, 119 (183 − 64); x starts 0, 32, …, 192 → 5 · 7 = 35
+    # side 128 (stride 64): y starts 0, 55 (183 − 128); x starts 0, 64, 128 → 2 · 3 = 6
+    # side 256: one box, clipped to the content height → 1
+    assert len(boxes) == 35 + 6 + 1
+    assert boxes[:, 0].min() == 0 and boxes[:, 1].min() == 0
+    assert boxes[:, 2].max() == 256 and boxes[:, 3].max() == 183  # flush with the content edges
+    assert ((boxes[:, 2] - boxes[:, 0]) <= 256).all() and (boxes[:, 3] <= 183).all()
+    assert boxes[-1].tolist() == [0, 0, 256, 183]
+    for side, count in ((64, 35), (128, 6)):
+        sized = boxes[((boxes[:, 2] - boxes[:, 0]) == side) & ((boxes[:, 3] - boxes[:, 1]) == side)]
+        assert len(sized) == count
+        covered = torch.zeros(183, 256, dtype=torch.bool)
+        for x0, y0, x1, y1 in sized.tolist():
+            covered[y0:y1, x0:x1] = True
+        assert covered.all(), f"boxes of side {side} leave content pixels uncovered"
+
+
+@pytest.mark.parametrize("n", [4, 32])
+def test_point_grid_equals_sam_grid_scaled_to_the_content(n: int) -> None:
+    geometry = CanvasGeometry.fit(40, 56, 256)  # content 183 × 256
+    points = GridModel().prompt_grid(geometry, (n,), "points").double().numpy()
+    expected = build_point_grid(n) * np.array([256, 183])  # (x, y) order
+    np.testing.assert_allclose(points, expected, rtol=0, atol=1e-4)
