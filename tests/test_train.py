@@ -22,6 +22,15 @@ from sugfw.segmentation.unet import UNet
 SIZE = 32
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # Tiny convolutions on a shared 2-core machine run ~30× slower with 2 threads (spin-waiting).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def squares(n: int, seed: int, n_classes: int = 2) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Noisy slices with one square per foreground class: label c has intensity +1.5·(−1)^(c+1)."""
     rng = np.random.default_rng(seed)
@@ -105,7 +114,9 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(data, tmp_p
 
 def test_resuming_after_a_crash_equals_an_uninterrupted_run(data, tmp_path):
     (images, masks), val = data
-    straight = train(images, masks, slice_dice(val), config(), tmp_path / "straight", progress=False)
+    # Batch 3 over 16 slices: at iteration 20 the current epoch is part-way through (60 = 3·16 + 12).
+    run = config(batch_size=3)
+    straight = train(images, masks, slice_dice(val), run, tmp_path / "straight", progress=False)
 
     calls = {"n": 0}
 
@@ -116,10 +127,10 @@ def test_resuming_after_a_crash_equals_an_uninterrupted_run(data, tmp_path):
         return slice_dice(val)(model)
 
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(images, masks, crashing, config(), tmp_path / "resumed", progress=False)
+        train(images, masks, crashing, run, tmp_path / "resumed", progress=False)
     assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["iteration"] == 20
 
-    resumed = train(images, masks, slice_dice(val), config(), tmp_path / "resumed", progress=False)
+    resumed = train(images, masks, slice_dice(val), run, tmp_path / "resumed", progress=False)
     expected, actual = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "resumed")
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
     assert resumed.history == straight.history
@@ -150,7 +161,7 @@ def test_warm_start_begins_from_the_given_weights(data, tmp_path):
     warm = train(images, masks, val, frozen, tmp_path / "warm", init_state=trained.best_state,
                  progress=False)
     cold = train(images, masks, val, frozen, tmp_path / "cold", progress=False)
-    assert warm.best_val_dice > 0.8 > 0.3 > cold.best_val_dice
+    assert warm.best_val_dice > 0.8 > 0.3 > cold.best_val_dice  # measured ≈ 0.91 and ≈ 0.12
     with pytest.raises(CheckpointError, match="n_classes=3"):
         train(images, masks, val, config(n_classes=3), tmp_path / "bad", init_state=trained.best_state)
 
@@ -158,7 +169,7 @@ def test_warm_start_begins_from_the_given_weights(data, tmp_path):
 def test_three_classes_train_and_are_all_predicted(tmp_path):
     (images, masks), val = squares(16, seed=0, n_classes=3), squares(8, seed=1, n_classes=3)
     result = train(images, masks, val, config(iterations=60, n_classes=3), tmp_path, progress=False)
-    assert result.best_val_dice > 0.7
+    assert result.best_val_dice > 0.7  # measured ≈ 0.85–0.86 (seeds 0–2) after 60 iterations
     model = load_trained_unet(tmp_path / "best.pt")
     predicted = predict_volume(model, np.stack(val[0]), "cpu", batch_size=8)
     assert set(np.unique(predicted)) == {0, 1, 2}

@@ -16,6 +16,15 @@ from sugfw.segmentation.losses import segmentation_loss, soft_dice_loss
 from sugfw.segmentation.unet import UNet, count_parameters
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # Tiny convolutions on a shared 2-core machine run ~30× slower with 2 threads (spin-waiting).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def test_parameter_count_matches_the_described_architecture_and_the_papers_1_81_m():
     # Conv block (i -> o), biased convs + BN (2 per channel): 9io + o + 2o + 9o² + o + 2o = 9io + 9o² + 6o.
     # Encoder (1,16) 2544 + (16,32) 14016 + (32,64) 55680 + (64,128) 221952 + (128,256) 886272 = 1,180,464.

@@ -26,7 +26,8 @@ def predict_volume(
     try:
         with torch.inference_mode():
             for start in range(0, len(slices), batch_size):
-                batch = torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size], dtype=np.float32))
+                chunk = slices[start : start + batch_size]
+                batch = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
                 logits = model(batch[:, None].to(device))
                 labels[start : start + len(batch)] = logits.argmax(1).cpu().numpy()
     finally:

@@ -10,7 +10,8 @@ Reproducibility: model init and dropout draw from torch's global generator, seed
 augmentation draw from a numpy generator seeded the same way. Both generator states, the sampling
 queue, the optimizer and the best model so far go into ``last.pt`` at every validation, so a run
 that stops and is restarted with the same arguments ends with the same weights as one that did not
-stop (bit-for-bit on CPU; CUDA's bilinear-upsampling backward is not deterministic).
+stop (bit-for-bit on CPU with the same torch thread count, which changes summation order; CUDA's
+bilinear-upsampling backward is not deterministic).
 """
 
 from __future__ import annotations
@@ -145,14 +146,20 @@ def train(
             run.restore(last_path, model, optimizer, config, len(images), device)
         _fit(model, optimizer, run, images, masks, evaluate, config, checkpoint_dir, device, progress)
 
+    if run.best_state is None:  # every validation returned NaN
+        raise InvalidInputError(f"validation gave no finite score in {len(run.history)} evaluations")
     return TrainResult(run.best_state, run.best_val_dice, run.history)
 
 
 def load_trained_unet(path: str | os.PathLike, device: str | torch.device = "cpu") -> UNet:
     """The UNet stored in a ``best.pt`` or ``last.pt`` written by :func:`train`, in eval mode."""
     checkpoint = _read_checkpoint(Path(path))
-    model = UNet(in_channels=1, n_classes=checkpoint["config"]["n_classes"])
-    _load_weights(model, checkpoint["model"], str(path))
+    try:
+        n_classes = checkpoint["config"]["n_classes"]
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{path} has no training config; expected best.pt or last.pt") from error
+    model = UNet(in_channels=1, n_classes=n_classes)
+    _load_weights(model, checkpoint.get("model", {}), str(path))
     return model.to(device).eval()
 
 
@@ -198,7 +205,7 @@ class _RunState:
                 config: TrainConfig, n_train: int, device: torch.device) -> None:
         saved = _read_checkpoint(path)
         _check_same_run(path, saved, config, n_train)
-        _load_weights(model, saved["model"], str(path))
+        _load_weights(model, saved.get("model", {}), str(path))
         try:
             optimizer.load_state_dict(saved["optimizer"])
             torch.set_rng_state(saved["torch_rng"])
@@ -367,10 +374,11 @@ def _check_same_run(path: Path, saved: dict[str, Any], config: TrainConfig, n_tr
     current = {k: v for k, v in asdict(config).items() if k not in _RESUME_FREE_FIELDS}
     stored = {k: v for k, v in saved.get("config", {}).items() if k not in _RESUME_FREE_FIELDS}
     changed = sorted(k for k in current.keys() | stored.keys() if current.get(k) != stored.get(k))
-    if changed or saved.get("n_train") != n_train:
-        detail = ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in changed)
-        if saved.get("n_train") != n_train:
-            detail = ", ".join(filter(None, [detail, f"training slices: {saved.get('n_train')} -> {n_train}"]))
+    differences = [f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in changed]
+    if saved.get("n_train") != n_train:
+        differences.append(f"training slices: {saved.get('n_train')} -> {n_train}")
+    if differences:
+        detail = ", ".join(differences)
         raise CheckpointError(
             f"{path} belongs to a different run ({detail}); pass the same data and config to resume, "
             f"or use an empty checkpoint_dir"
