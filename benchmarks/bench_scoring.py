@@ -4,7 +4,8 @@ Three paths, each in its own child process (so peak memory is its own), on the s
 
 - ``authors``: SAM's stock ``SamAutomaticMaskGenerator`` run once per image (the slice and each of
   its K augmented copies), sequentially, then the same area filter, union, registration and pooling.
-- ``project``: ``sugfw.scoring.Scorer`` on the same SAM model, weights and settings.
+- ``project``: ``sugfw.scoring.Scorer`` on the same SAM model, weights and settings
+  (``project_bf16``: the same under bf16 autocast).
 - ``litemedsam``: the project's path with the default model and its default settings.
 
 SAM weights are random (seeded), so the thresholds are set to keep every mask (predicted IoU and
@@ -50,10 +51,10 @@ def load_bench_slices(data: Path, count: int) -> list[np.ndarray]:
     return [(((yy - 90) ** 2 + (xx - 80) ** 2 < 900) + rng.normal(0, 0.1, yy.shape)).astype(np.float32) for _ in range(count)]
 
 
-def sam_settings(model, points: int, k: int) -> ScoringSettings:
+def sam_settings(model, points: int, k: int, precision: str = "fp32") -> ScoringSettings:
     everything = EverythingSettings.for_model(model, grid=(points,))
     everything = replace(everything, pred_iou_thresh=0.0, stability_thresh=0.0, box_nms_thresh=1.0)
-    return ScoringSettings(everything=everything, k=k)
+    return ScoringSettings(everything=everything, k=k, precision=precision)
 
 
 def build_sam(device: str):
@@ -91,9 +92,9 @@ def run_authors(slices, points: int, k: int, device: str) -> dict:
     return {"seconds": time.perf_counter() - start, "unions": unions}
 
 
-def run_project(slices, points: int, k: int, device: str) -> dict:
+def run_project(slices, points: int, k: int, device: str, precision: str = "fp32") -> dict:
     model = build_sam(device)
-    scorer = Scorer(model, sam_settings(model, points, k))
+    scorer = Scorer(model, sam_settings(model, points, k, precision))
     unions = []
     start = time.perf_counter()
     for image in slices:
@@ -111,7 +112,11 @@ def run_litemedsam(slices, points: int, k: int, device: str) -> dict:
     return {"seconds": time.perf_counter() - start, "unions": []}
 
 
-PATHS = {"authors": run_authors, "project": run_project, "litemedsam": run_litemedsam}
+def run_project_bf16(slices, points: int, k: int, device: str) -> dict:
+    return run_project(slices, points, k, device, precision="bf16")
+
+
+PATHS = {"authors": run_authors, "project": run_project, "project_bf16": run_project_bf16, "litemedsam": run_litemedsam}
 
 
 def child(name: str, slices, points: int, k: int, device: str, queue) -> None:
@@ -159,10 +164,13 @@ def main() -> None:
         gpu = f", peak GPU {r['peak_gpu_mb']:.0f} MB" if r["peak_gpu_mb"] is not None else ""
         print(f"{name:>11}: {r['seconds']:8.1f} s  {len(slices) / r['seconds']:.4f} slices/s  "
               f"peak RSS {r['peak_rss_mb']:.0f} MB{gpu}")
-    if "authors" in results and "project" in results:
-        ious = [union_iou(a, b) for sa, sb in zip(results["authors"]["unions"], results["project"]["unions"]) for a, b in zip(sa, sb)]
-        speedup = results["authors"]["seconds"] / results["project"]["seconds"]
-        print(f"speed-up project/authors: {speedup:.2f}x; union-mask IoU authors vs project: "
+    for name in ("project", "project_bf16"):
+        if "authors" not in results or name not in results:
+            continue
+        pairs = zip(results["authors"]["unions"], results[name]["unions"])
+        ious = [union_iou(a, b) for sa, sb in pairs for a, b in zip(sa, sb)]
+        speedup = results["authors"]["seconds"] / results[name]["seconds"]
+        print(f"speed-up {name}/authors: {speedup:.2f}x; union-mask IoU authors vs {name}: "
               f"mean {np.mean(ious):.4f}, min {np.min(ious):.4f} over {len(ious)} masks")
     if args.json:
         summary = {n: {k: v for k, v in r.items() if k != "unions"} for n, r in results.items()}

@@ -49,8 +49,8 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--alignment", choices=["content", "authors"], default="content",
                        help="pool U onto the patches the slice covers (default) or the authors' whole-grid pooling")
     group.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    group.add_argument("--prompt-batch", type=int, help="prompts per decoder call (default: 1024 GPU, 16 CPU)")
-    group.add_argument("--encoder-batch", type=int, help="images per encoder call (default: K+1 GPU, 2 CPU)")
+    group.add_argument("--prompt-batch", type=int, help="prompts per decoder call (default: 1024 GPU, 64 CPU)")
+    group.add_argument("--encoder-batch", type=int, help="images per encoder call (default: K+1 GPU, 1 CPU)")
 
 
 def build_scorer(args: argparse.Namespace, cache_dir: Path | None):

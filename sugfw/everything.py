@@ -41,24 +41,24 @@ class EverythingSettings:
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def logits_to_slice(logits: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
+def logits_to_slice(logits: torch.Tensor, geometry: CanvasGeometry, max_chunk: int = 64) -> torch.Tensor:
     """Resample low-resolution logits (N, 256, 256) covering the canvas onto the slice's pixels.
 
-    One bilinear resampling at the exact position of every slice pixel on the canvas (SAM goes
-    through the full canvas and back; the results differ only at the mask border, and this avoids
-    materialising N × 1024² floats).
+    The same two bilinear steps as SAM's ``postprocess_masks`` (to the full canvas, crop the
+    slice's area, down to the slice's size), so masks match SAM's own generator pixel for pixel.
+    Done ``max_chunk`` masks at a time: a 1024² canvas costs 4 MB per mask.
     """
-    n, low, _ = logits.shape
-    h, w = geometry.height, geometry.width
-    # Pixel centre i of the slice lies at canvas coordinate (i + 0.5) · content/size; in
-    # grid_sample's normalised frame (align_corners=False) that is 2 · coord / canvas − 1.
-    ys = (torch.arange(h, device=logits.device, dtype=torch.float32) + 0.5) * (geometry.content_height / h)
-    xs = (torch.arange(w, device=logits.device, dtype=torch.float32) + 0.5) * (geometry.content_width / w)
-    gy = 2 * ys / geometry.canvas - 1
-    gx = 2 * xs / geometry.canvas - 1
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)
-    grid = grid.expand(n, h, w, 2)
-    return F.grid_sample(logits[:, None].float(), grid, mode="bilinear", align_corners=False)[:, 0]
+    out = []
+    content = (geometry.content_height, geometry.content_width)
+    for chunk in logits.split(max_chunk):
+        x = chunk[:, None].float()
+        if x.shape[-1] != geometry.canvas:
+            x = F.interpolate(x, size=(geometry.canvas, geometry.canvas), mode="bilinear", align_corners=False)
+        x = x[..., : content[0], : content[1]]
+        if content != (geometry.height, geometry.width):
+            x = F.interpolate(x, size=(geometry.height, geometry.width), mode="bilinear", align_corners=False)
+        out.append(x[:, 0])
+    return torch.cat(out) if out else logits.new_zeros(0, geometry.height, geometry.width)
 
 
 @dataclass

@@ -67,6 +67,9 @@ class SegmenterModel(ABC):
     canvas_size: int
     grid_size: int = 64
     mask_threshold: float = 0.0
+    quantise_8bit: bool = False
+    """Round the input to 8-bit grey levels before and after resizing, as SAM's own predictor
+    does with its uint8 images (keeps this path's masks identical to SAM's generator)."""
     defaults: EverythingDefaults
 
     def __init__(self, net: nn.Module, device: torch.device, checkpoint_id: str) -> None:
@@ -95,10 +98,11 @@ class SegmenterModel(ABC):
         """Grey slices in [0, 1] → one (B, 3, S, S) batch: resized, padded bottom-right, normalised."""
         canvases = []
         for image, geo in zip(images, geometry):
-            resized = image[None, None].to(self.device, torch.float32)
+            resized = self._quantise(image[None, None].to(self.device, torch.float32))
             size = (geo.content_height, geo.content_width)
             if size != tuple(image.shape):
                 resized = F.interpolate(resized, size=size, mode="bilinear", align_corners=False, antialias=True)
+                resized = self._quantise(resized)
             pad = (0, self.canvas_size - size[1], 0, self.canvas_size - size[0])
             canvases.append(F.pad(resized, pad))
         batch = torch.cat(canvases).clamp_(0, 1).expand(-1, 3, -1, -1)
@@ -108,6 +112,9 @@ class SegmenterModel(ABC):
         for i, geo in enumerate(geometry):
             content[i, :, : geo.content_height, : geo.content_width] = True
         return normalised * content
+
+    def _quantise(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x.clamp(0, 1) * 255) / 255 if self.quantise_8bit else x
 
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,7 @@ SAM_VARIANTS = {
 
 class SamModel(SegmenterModel):
     canvas_size = 1024
+    quantise_8bit = True
     defaults = SAM_DEFAULTS
 
     def __init__(self, net: torch.nn.Module, device: torch.device, name: str, checkpoint_id: str) -> None:
