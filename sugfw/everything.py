@@ -12,33 +12,16 @@ boolean masks at the slice's resolution, and only the union leaves this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score
 from torchvision.ops import batched_nms
 
-from sugfw.models.base import CanvasGeometry, EverythingDefaults, PromptKind, SegmenterModel
+from sugfw.models.base import CanvasGeometry, EverythingSettings, SegmenterModel
 
 STABILITY_OFFSET = 1.0  # SAM's stability_score_offset
-
-
-@dataclass(frozen=True)
-class EverythingSettings:
-    prompt_kind: PromptKind
-    grid: tuple[int, ...]
-    pred_iou_thresh: float
-    stability_thresh: float
-    max_area_fraction: float
-    box_nms_thresh: float
-    multimask: bool
-
-    @classmethod
-    def for_model(cls, model: SegmenterModel, **overrides: object) -> "EverythingSettings":
-        """The model's defaults with ``overrides`` (keys with value ``None`` are ignored)."""
-        base = cls(**{f.name: getattr(model.defaults, f.name) for f in fields(EverythingDefaults)})
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def logits_to_slice(logits: torch.Tensor, geometry: CanvasGeometry, max_chunk: int = 64) -> torch.Tensor:

@@ -77,3 +77,12 @@ def textured_slice() -> Callable[..., np.ndarray]:
         return (pattern + 0.3 * rng.standard_normal((height, width))).astype(np.float32)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny convolutions on a shared 2-core machine run ~30× slower with 2 threads (spin-waiting)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

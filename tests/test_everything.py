@@ -9,7 +9,7 @@ from segment_anything.utils.amg import build_point_grid
 from torch import nn
 
 from sugfw.everything import EverythingResult, EverythingSettings, everything_union, logits_to_slice
-from sugfw.models.base import CanvasGeometry, EverythingDefaults, SegmenterModel, _starts
+from sugfw.models.base import CanvasGeometry, EverythingSettings, SegmenterModel, _starts
 
 SIZE = 12  # canvas = low-res logits = slice side, so logits_to_slice is the identity
 GEOMETRY = CanvasGeometry(height=SIZE, width=SIZE, canvas=SIZE, scale=1.0)
@@ -21,7 +21,7 @@ class GridModel(SegmenterModel):
 
     name = "stub"
     canvas_size = SIZE
-    defaults = EverythingDefaults(
+    defaults = EverythingSettings(
         prompt_kind="points",
         grid=(1,),
         pred_iou_thresh=0.0,

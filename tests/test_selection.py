@@ -365,8 +365,8 @@ def test_registry_pairs_each_strategy_with_its_features():
 
 
 def test_unknown_strategy_lists_the_known_names():
-    with pytest.raises(InvalidInputError, match="'typiclust' is unknown.*gscu, gscu_no_clustering"):
-        get_strategy("typiclust")
+    with pytest.raises(InvalidInputError, match="'no_such_strategy' is unknown.*gscu, gscu_no_clustering"):
+        get_strategy("no_such_strategy")
 
 
 def test_strategy_spec_rejects_unknown_feature_kind():

@@ -22,13 +22,7 @@ from sugfw.segmentation.unet import UNet
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Tiny convolutions on a shared 2-core machine run ~30× slower with 2 threads (spin-waiting).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def squares(n: int, seed: int, n_classes: int = 2) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -16,13 +16,7 @@ from sugfw.segmentation.losses import segmentation_loss, soft_dice_loss
 from sugfw.segmentation.unet import UNet, count_parameters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Tiny convolutions on a shared 2-core machine run ~30× slower with 2 threads (spin-waiting).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_parameter_count_matches_the_described_architecture_and_the_papers_1_81_m():

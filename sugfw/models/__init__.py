@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from sugfw.errors import CheckpointError, InvalidInputError
-from sugfw.models.base import CanvasGeometry, EverythingDefaults, SegmenterModel
+from sugfw.models.base import CanvasGeometry, EverythingSettings, SegmenterModel
 from sugfw.models.litemedsam import build_litemedsam
 from sugfw.models.sam import SAM_VARIANTS, build_sam
 
@@ -39,4 +39,4 @@ def build_model(
     raise InvalidInputError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
 
 
-__all__ = ["CanvasGeometry", "EverythingDefaults", "MODEL_NAMES", "SegmenterModel", "build_model", "resolve_device"]
+__all__ = ["CanvasGeometry", "EverythingSettings", "MODEL_NAMES", "SegmenterModel", "build_model", "resolve_device"]

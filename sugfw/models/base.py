@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -21,8 +21,9 @@ PromptKind = Literal["points", "boxes"]
 
 
 @dataclass(frozen=True)
-class EverythingDefaults:
-    """Per-model everything-mode settings (see ``sugfw.everything`` for what each one filters)."""
+class EverythingSettings:
+    """Everything-mode settings; each model carries its defaults (``sugfw.everything`` says what
+    each one filters)."""
 
     prompt_kind: PromptKind
     grid: tuple[int, ...]
@@ -32,6 +33,11 @@ class EverythingDefaults:
     max_area_fraction: float
     box_nms_thresh: float
     multimask: bool
+
+    @classmethod
+    def for_model(cls, model: "SegmenterModel", **overrides: object) -> "EverythingSettings":
+        """The model's defaults with ``overrides`` (keys with value ``None`` are ignored)."""
+        return replace(model.defaults, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ class SegmenterModel(ABC):
     quantise_8bit: bool = False
     """Round the input to 8-bit grey levels before and after resizing, as SAM's own predictor
     does with its uint8 images (keeps this path's masks identical to SAM's generator)."""
-    defaults: EverythingDefaults
+    defaults: EverythingSettings
 
     def __init__(self, net: nn.Module, device: torch.device, checkpoint_id: str) -> None:
         self.net = net.to(device).eval()

@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 
 from sugfw.errors import CheckpointError
-from sugfw.models.base import EverythingDefaults, SegmenterModel
+from sugfw.models.base import EverythingSettings, SegmenterModel
 from sugfw.models.litemedsam import _load_state, file_sha256, random_weights_id
 
 # The authors' filters on top of SAM's automatic-mask defaults: predicted IoU > 0.95,
 # stability > 0.95, area < H·W/4, box NMS 0.7, 32 × 32 points.
-SAM_DEFAULTS = EverythingDefaults(
+SAM_DEFAULTS = EverythingSettings(
     prompt_kind="points",
     grid=(32,),
     pred_iou_thresh=0.95,

@@ -10,9 +10,15 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from sugfw.errors import InvalidInputError
+from sugfw.selection.alps import alps
 from sugfw.selection.base import Selection, SelectionStrategy
 from sugfw.selection.budget import resolve_budget
+from sugfw.selection.calr import calr
+from sugfw.selection.fps import fps
 from sugfw.selection.gscu import gscu, gscu_without_clustering, gscu_without_greedy
+from sugfw.selection.probcover import probcover
+from sugfw.selection.random_baseline import random_selection
+from sugfw.selection.typiclust import typiclust, typiclust_sugfw
 
 FeatureKind = Literal["pgdr", "mean"]
 """Which per-slice vector a strategy clusters: uncertainty-weighted (PGDR, Eq. 4-5) or plain mean
@@ -38,6 +44,16 @@ STRATEGIES: dict[str, StrategySpec] = {
     "gscu_no_pgdr": StrategySpec(gscu, "mean"),
     "gscu_no_clustering": StrategySpec(gscu_without_clustering, "pgdr"),
     "gscu_no_greedy": StrategySpec(gscu_without_greedy, "pgdr"),
+    # Baselines of the paper's Table 1, all run on PGDR features as in the paper. Random is
+    # reported as the mean over 5 seeds; TypiClust as its authors define it, and the SUGFW
+    # authors' simplified variant beside it.
+    "random": StrategySpec(random_selection, "pgdr"),
+    "probcover": StrategySpec(probcover, "pgdr"),
+    "fps": StrategySpec(fps, "pgdr"),
+    "typiclust": StrategySpec(typiclust, "pgdr"),
+    "typiclust_sugfw": StrategySpec(typiclust_sugfw, "pgdr"),
+    "calr": StrategySpec(calr, "pgdr"),
+    "alps": StrategySpec(alps, "pgdr"),
 }
 
 
@@ -58,9 +74,16 @@ __all__ = [
     "Selection",
     "SelectionStrategy",
     "StrategySpec",
+    "alps",
+    "calr",
+    "fps",
     "get_strategy",
     "gscu",
     "gscu_without_clustering",
     "gscu_without_greedy",
+    "probcover",
+    "random_selection",
     "resolve_budget",
+    "typiclust",
+    "typiclust_sugfw",
 ]

@@ -38,24 +38,21 @@ Ablations (same signature):
 from __future__ import annotations
 
 from collections.abc import Callable
-from numbers import Integral
 
 import numpy as np
 from sklearn.cluster import KMeans
 
-from sugfw.errors import BudgetError, InvalidInputError
+from sugfw.errors import BudgetError
 from sugfw.selection.base import Selection
-from sugfw.selection.budget import resolve_budget
+from sugfw.selection.inputs import check_inputs
 
 KMEANS_N_INIT = 10
 """k-means restarts; the authors relied on sklearn's default, which was 10 before sklearn 1.4."""
 
-_MAX_SEED = 2**32 - 1  # sklearn's random_state range
-
 
 def gscu(features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int) -> Selection:
     """GSCU (Eq. 6-7): one slice per k-means cluster, greedily spread over uncertainty."""
-    features, uncertainty, budget = _check_inputs(features, uncertainty, budget, seed)
+    features, uncertainty, budget = check_inputs(features, uncertainty, budget, seed)
     clusters = cluster_features(features, budget, seed)
     choose = _greedy_uncertainty_chooser(uncertainty)
     order = _queue_by_rounds(_members_by_cluster(clusters), choose)
@@ -66,7 +63,7 @@ def gscu_without_greedy(
     features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int
 ) -> Selection:
     """Ablation "w/o GS": GSCU's clusters, a seeded random member from each."""
-    features, uncertainty, budget = _check_inputs(features, uncertainty, budget, seed)
+    features, uncertainty, budget = check_inputs(features, uncertainty, budget, seed)
     clusters = cluster_features(features, budget, seed)
     rng = np.random.default_rng(seed)
     order = _queue_by_rounds(
@@ -79,7 +76,7 @@ def gscu_without_clustering(
     features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int
 ) -> Selection:
     """Ablation "w/o clustering": M slices at evenly spaced uncertainty quantiles."""
-    features, uncertainty, budget = _check_inputs(features, uncertainty, budget, seed)
+    features, uncertainty, budget = check_inputs(features, uncertainty, budget, seed)
     n = len(uncertainty)
     by_uncertainty = np.argsort(uncertainty, kind="stable")
     positions = ((2 * np.arange(budget) + 1) * n) // (2 * budget)  # floor((i + 1/2) N / M), exact
@@ -113,10 +110,10 @@ def cluster_features(features: np.ndarray, n_clusters: int, seed: int) -> np.nda
     kmeans = KMeans(
         n_clusters=n_clusters, init="k-means++", n_init=KMEANS_N_INIT, random_state=seed
     )
-    return _renumber_by_first_member(kmeans.fit_predict(features))
+    return renumber_by_first_member(kmeans.fit_predict(features))
 
 
-def _renumber_by_first_member(labels: np.ndarray) -> np.ndarray:
+def renumber_by_first_member(labels: np.ndarray) -> np.ndarray:
     _, first_member, inverse = np.unique(labels, return_index=True, return_inverse=True)
     new_id = np.empty(len(first_member), dtype=np.int64)
     new_id[np.argsort(first_member)] = np.arange(len(first_member))
@@ -178,53 +175,3 @@ def _greedy_uncertainty_chooser(uncertainty: np.ndarray) -> Callable[[np.ndarray
         return i
 
     return choose
-
-
-def _check_inputs(
-    features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int
-) -> tuple[np.ndarray, np.ndarray, int]:
-    features = _real_array("features", features, "2-D array (N slices, D dims)", ndim=2)
-    if features.shape[1] == 0:
-        raise InvalidInputError(
-            f"features have shape {features.shape}: expected at least 1 dim per slice"
-        )
-    n = features.shape[0]
-    uncertainty = _real_array("uncertainty", uncertainty, "1-D array (N slices,)", ndim=1)
-    if len(uncertainty) != n:
-        raise InvalidInputError(
-            f"uncertainty has {len(uncertainty)} values but features have {n} rows: "
-            "expected one per slice"
-        )
-    if isinstance(budget, bool) or not isinstance(budget, Integral):
-        raise BudgetError(
-            f"budget {budget!r} is not an int count: strategies take a count in [1, {n}]; "
-            "convert a ratio with resolve_budget first"
-        )
-    budget = resolve_budget(budget, n)
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed <= _MAX_SEED:
-        raise InvalidInputError(f"seed {seed!r} is invalid: expected an int in [0, 2**32 - 1]")
-    return features, uncertainty, budget
-
-
-def _real_array(name: str, value: object, expected: str, ndim: int) -> np.ndarray:
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as err:
-        raise InvalidInputError(
-            f"{name} cannot be read as an array ({err}): expected a {expected}"
-        ) from err
-    if array.ndim != ndim:
-        raise InvalidInputError(f"{name} has shape {array.shape}: expected a {expected}")
-    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise InvalidInputError(
-            f"{name} has dtype {array.dtype}: expected real numbers in a {expected}"
-        )
-    array = array.astype(np.float64)
-    bad = ~np.isfinite(array)
-    if bad.any():
-        first = tuple(int(k) for k in np.argwhere(bad)[0])
-        raise InvalidInputError(
-            f"{name} has {int(bad.sum())} non-finite values (first at index {first}): "
-            "expected finite numbers"
-        )
-    return array

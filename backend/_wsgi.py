@@ -1,0 +1,95 @@
+"""Entry point: ``python -m backend._wsgi --port 9090`` or ``gunicorn backend._wsgi:app``.
+
+Settings come from environment variables (see ``backend/config.py``); flags override them.
+Secrets (LABEL_STUDIO_API_KEY, BASIC_AUTH_PASS) are read from the environment only, because
+command lines are visible to every user of the machine.
+
+Run one process (gunicorn ``--workers 1 --threads 8``): each process has its own job worker,
+and two workers would train the same project twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from backend.config import BackendConfig, parse_budget
+from sugfw.errors import SugfwError
+
+log = logging.getLogger("backend")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m backend._wsgi",
+        description="sugfw Label Studio ML backend. Flags override the environment variables named in brackets.",
+    )
+    parser.add_argument("--host", default="0.0.0.0", help="interface to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=9090, help="port (default 9090)")
+    parser.add_argument("--label-studio-url", help="[LABEL_STUDIO_URL] e.g. http://label-studio:8080")
+    parser.add_argument("--model", help="[SUGFW_MODEL] litemedsam (default), sam_vit_b, sam_vit_l, sam_vit_h")
+    parser.add_argument("--checkpoint", type=Path, help="[SUGFW_CHECKPOINT] checkpoint file (SAM variants)")
+    parser.add_argument("--device", help="[SUGFW_DEVICE] auto (default), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--k", type=int, help="[SUGFW_K] augmented everything-mode runs per slice (default 10)")
+    parser.add_argument("--budget", help="[SUGFW_BUDGET] annotations to plan for: count (35) or ratio (0.01, default)")
+    parser.add_argument("--state-dir", type=Path, help="[SUGFW_STATE_DIR] job state and caches (default .sugfw-backend)")
+    parser.add_argument("--test-data", type=Path, help="[SUGFW_TEST_DATA] held-out labelled volumes for evaluation")
+    parser.add_argument("--local-files-root", type=Path, help="[LOCAL_FILES_DOCUMENT_ROOT] read /data/local-files/ images here")
+    parser.add_argument("--debounce", type=float, help="[SUGFW_DEBOUNCE_S] seconds a burst of events is merged over (default 5)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> BackendConfig:
+    return BackendConfig.from_env().replace(
+        label_studio_url=args.label_studio_url,
+        model=args.model,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        k=args.k,
+        budget=parse_budget(args.budget, "--budget"),
+        state_dir=args.state_dir,
+        test_data=args.test_data,
+        local_files_document_root=args.local_files_root,
+        debounce_s=args.debounce,
+    )
+
+
+def build_app(config: BackendConfig):
+    from backend.app import create_app
+    from backend.model import SugfwModel
+
+    log.info("configuration: %s", config.redacted())
+    if config.label_studio_api_key is None:
+        log.warning("LABEL_STUDIO_API_KEY is not set: images uploaded to Label Studio cannot be downloaded")
+    return create_app(config, SugfwModel(config))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app = build_app(config_from_args(args))
+    except SugfwError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
+    return 0
+
+
+def __getattr__(name: str) -> Any:
+    # `gunicorn backend._wsgi:app` asks for `app`; building it lazily keeps `--help` and imports
+    # free of side effects (state directory, worker thread).
+    if name == "app":
+        global app
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        app = build_app(BackendConfig.from_env())
+        return app
+    raise AttributeError(name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

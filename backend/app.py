@@ -1,0 +1,170 @@
+"""HTTP routes of the ML backend, as Label Studio calls them.
+
+Every route answers at once: anything slow becomes a job for the background worker. Request
+bodies are never logged verbatim (Label Studio puts tokens in them): only a summary at INFO and
+the redacted body at DEBUG.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from backend.brush import LabelConfigError
+from backend.config import BackendConfig
+from backend.jobs import JobQueue
+from backend.model import SugfwModel
+from backend.redact import redact
+
+log = logging.getLogger(__name__)
+REALM = "sugfw"
+
+
+class BadRequest(Exception):
+    """A request this backend cannot act on; answered with 400 and the message."""
+
+
+def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None = None) -> Flask:
+    """The Flask app. Without ``jobs``, a queue under the state dir is created and its worker started."""
+    if jobs is None:
+        jobs = JobQueue(config.state_dir, debounce_s=config.debounce_s)
+        jobs.start()
+    app = Flask(__name__)
+    app.config["SUGFW_JOBS"] = jobs
+    started = time.time()
+
+    @app.before_request
+    def require_basic_auth() -> Response | None:
+        if config.auth_enabled and not _credentials_match(config):
+            response = jsonify({"error": "authentication required"})
+            response.status_code = 401
+            response.headers["WWW-Authenticate"] = f'Basic realm="{REALM}", charset="UTF-8"'
+            return response
+        return None
+
+    @app.get("/")
+    @app.get("/health")
+    def health() -> Response:
+        return jsonify({"status": "UP", "model_class": type(model).__name__, "model_version": model.model_version})
+
+    @app.post("/setup")
+    def setup() -> Response:
+        payload = _json_body()
+        project = _required(payload, "project", (str, int))
+        _log_request("setup", payload, project=project)
+        version = model.setup(str(project), payload.get("schema"))
+        # Connecting a project is the moment its queue needs an order: score it in the background.
+        # Label Studio sends "<id>.<timestamp>"; repeated /setup calls merge into one pending job.
+        jobs.submit("score", str(project).split(".", 1)[0])
+        return jsonify({"model_version": version})
+
+    @app.post("/predict")
+    def predict() -> Response:
+        payload = _json_body()
+        tasks = _required(payload, "tasks", list)
+        if not all(isinstance(task, dict) for task in tasks):
+            raise BadRequest("'tasks' must be a list of task objects")
+        params = payload.get("params") or {}
+        if not isinstance(params, dict):
+            raise BadRequest("'params' must be an object")
+        _log_request("predict", payload, project=payload.get("project"), tasks=len(tasks))
+        results = model.predict(
+            tasks, context=params.get("context"), project=payload.get("project"), label_config=payload.get("label_config")
+        )
+        if len(results) != len(tasks):
+            raise RuntimeError(f"model returned {len(results)} predictions for {len(tasks)} tasks")
+        return jsonify({"results": results})
+
+    @app.post("/webhook")
+    def webhook() -> Response:
+        payload = _json_body()
+        action = _required(payload, "action", str)
+        kind = model.fit(action, payload)
+        if kind is None:
+            _log_request("webhook", payload, action=action)
+            log.info("ignored webhook action %s", action)
+            return jsonify({"status": "ignored", "action": action})
+        project = _project_id(payload)
+        _log_request("webhook", payload, action=action, project=project)
+        new = jobs.submit(kind, project)
+        return jsonify({"status": "queued" if new else "merged", "job": kind, "project": project})
+
+    @app.get("/versions")
+    def versions() -> Response:
+        return jsonify({"versions": [model.model_version]})
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return jsonify({"model_version": model.model_version, "uptime_s": round(time.time() - started, 1), "jobs": jobs.snapshot()})
+
+    @app.errorhandler(BadRequest)
+    def bad_request(error: BadRequest) -> tuple[Response, int]:
+        log.info("400 on %s %s: %s", request.method, request.path, error)
+        return jsonify({"error": str(error)}), 400
+
+    @app.errorhandler(LabelConfigError)
+    def bad_label_config(error: LabelConfigError) -> tuple[Response, int]:
+        log.warning("labelling config refused: %s", error)
+        return jsonify({"error": str(error)}), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[Response, int]:
+        return jsonify({"error": error.description}), error.code or 500
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> tuple[Response, int]:
+        # The traceback goes to the log only; the client learns the kind of failure, no internals.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return jsonify({"error": f"internal error ({type(error).__name__}); see the backend log"}), 500
+
+    return app
+
+
+def _credentials_match(config: BackendConfig) -> bool:
+    auth = request.authorization
+    if auth is None or auth.type != "basic":
+        return False
+    user, password = auth.username or "", auth.password or ""
+    # Both comparisons always run, in constant time, so timing reveals neither which part failed.
+    user_ok = hmac.compare_digest(user.encode(), (config.basic_auth_user or "").encode())
+    pass_ok = hmac.compare_digest(password.encode(), (config.basic_auth_pass or "").encode())
+    return user_ok & pass_ok
+
+
+def _json_body() -> dict[str, Any]:
+    payload = request.get_json(silent=True, force=True)
+    if not isinstance(payload, dict):
+        what = "is not valid JSON" if payload is None else f"is JSON {type(payload).__name__}"
+        raise BadRequest(f"request body {what}; expected a JSON object")
+    return payload
+
+
+def _required(payload: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in payload:
+        raise BadRequest(f"missing key {key!r} in the request body")
+    value = payload[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        names = " or ".join(item.__name__ for item in (kind if isinstance(kind, tuple) else (kind,)))
+        raise BadRequest(f"key {key!r} must be {names}, got {type(value).__name__}")
+    return value
+
+
+def _project_id(payload: dict[str, Any]) -> str:
+    """Project id of a webhook: ``project`` is an object with ``id`` (or, from older servers, the id)."""
+    project = payload.get("project")
+    if isinstance(project, dict):
+        project = project.get("id")
+    if isinstance(project, bool) or not isinstance(project, (int, str)) or str(project).strip() == "":
+        raise BadRequest("webhook has no project id (expected 'project': {'id': ...})")
+    return str(project)
+
+
+def _log_request(route: str, payload: dict[str, Any], **summary: Any) -> None:
+    log.info("%s %s", route, " ".join(f"{key}={value}" for key, value in summary.items()))
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s body (redacted): %s", route, redact(payload))

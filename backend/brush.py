@@ -1,0 +1,149 @@
+"""Masks ⇄ Label Studio results, and the segmentation control found in a labelling config.
+
+Brush results use Label Studio's own RLE (a bit-packed RGBA stream, not COCO RLE), encoded and
+decoded by ``label_studio_sdk.converter.brush``; polygon results hold each outer contour as
+vertices in percent of the image size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from label_studio_sdk.converter.brush import decode_rle, mask2rle
+from label_studio_sdk.label_interface import LabelInterface
+
+from sugfw.errors import InvalidInputError, SugfwError
+
+SEGMENTATION_TAGS = {"BrushLabels": "brushlabels", "PolygonLabels": "polygonlabels"}
+
+
+class LabelConfigError(SugfwError, ValueError):
+    """A labelling config this backend cannot predict for."""
+
+
+@dataclass(frozen=True)
+class SegmentationControl:
+    """The control tag that predictions fill in, and the image it labels."""
+
+    from_name: str
+    to_name: str
+    result_type: str
+    """"brushlabels" or "polygonlabels"."""
+    image_key: str
+    """Key of the image URL in ``task["data"]`` (``$image`` → ``image``)."""
+    labels: tuple[str, ...]
+
+
+def parse_label_config(label_config: str) -> SegmentationControl:
+    """The first BrushLabels (else PolygonLabels) control of ``label_config`` and its Image."""
+    try:
+        interface = LabelInterface(label_config)
+    except Exception as error:  # the SDK raises bare Exception subclasses for XML errors
+        raise LabelConfigError(f"labelling config is not valid XML: {error}") from error
+    controls = [control for control in interface.controls if control.tag in SEGMENTATION_TAGS]
+    if not controls:
+        found = ", ".join(sorted({control.tag for control in interface.controls})) or "none"
+        raise LabelConfigError(
+            f"labelling config has no BrushLabels or PolygonLabels tag (control tags found: {found}); "
+            "this backend predicts segmentation masks: see label_config.xml for a working config"
+        )
+    control = min(controls, key=lambda item: list(SEGMENTATION_TAGS).index(item.tag))
+    if not control.labels:
+        raise LabelConfigError(f"<{control.tag} name={control.name!r}> has no <Label> children; add at least one label")
+    image = next((obj for obj in interface.objects if obj.name in control.to_name), None)
+    if image is None or image.tag != "Image":
+        raise LabelConfigError(
+            f"<{control.tag} name={control.name!r}> labels {control.to_name}, which is not an <Image> tag"
+        )
+    if not image.value_is_variable:
+        raise LabelConfigError(f"<Image name={image.name!r}> has value={image.value!r}; expected a task field such as $image")
+    return SegmentationControl(
+        from_name=control.name,
+        to_name=image.name,
+        result_type=SEGMENTATION_TAGS[control.tag],
+        image_key=image.value_name,
+        labels=tuple(control.labels),
+    )
+
+
+def mask_to_result(mask: np.ndarray, control: SegmentationControl, label: str | None = None) -> list[dict[str, Any]]:
+    """Result items drawing ``mask`` (bool H×W) with ``label`` (default: the control's first)."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.dtype != bool:
+        raise InvalidInputError(f"mask of shape {mask.shape} and dtype {mask.dtype}: expected a 2-D bool array")
+    label = control.labels[0] if label is None else label
+    if label not in control.labels:
+        raise LabelConfigError(f"label {label!r} is not one of {control.name!r}'s labels {list(control.labels)}")
+    height, width = mask.shape
+    common = {
+        "from_name": control.from_name,
+        "to_name": control.to_name,
+        "type": control.result_type,
+        "original_width": width,
+        "original_height": height,
+        "image_rotation": 0,
+    }
+    if control.result_type == "brushlabels":
+        # 0/255, not 0/1: the RLE carries RGBA bytes and 1/255 opacity renders as nearly invisible.
+        rle = mask2rle(mask.astype(np.uint8) * 255)
+        return [{**common, "value": {"format": "rle", "rle": rle, "brushlabels": [label]}}]
+    return [
+        {**common, "value": {"points": points, "closed": True, "polygonlabels": [label]}}
+        for points in _outer_polygons(mask)
+    ]
+
+
+def result_to_mask(item: dict[str, Any]) -> np.ndarray:
+    """The bool H×W mask one brush or polygon result item draws."""
+    try:
+        height, width = int(item["original_height"]), int(item["original_width"])
+        value = item["value"]
+    except (KeyError, TypeError, ValueError) as error:
+        raise InvalidInputError(f"result item lacks original_height/original_width/value: {error!r}") from None
+    if item.get("type") == "polygonlabels" or "points" in value:
+        return _fill_polygon(value.get("points", []), height, width)
+    if value.get("format", "rle") != "rle" or "rle" not in value:
+        raise InvalidInputError(f"brush result has format {value.get('format')!r}; expected 'rle' with an 'rle' list")
+    decoded = decode_rle(value["rle"])
+    if decoded.size != height * width * 4:
+        raise InvalidInputError(
+            f"brush RLE decodes to {decoded.size} values; expected {height}×{width}×4 = {height * width * 4}"
+        )
+    return decoded.reshape(height, width, 4)[..., 3] > 0
+
+
+def results_to_mask(items: Iterable[dict[str, Any]], control: SegmentationControl, height: int, width: int) -> np.ndarray:
+    """Union of the items that belong to ``control`` (an annotation may hold other controls' results)."""
+    mask = np.zeros((height, width), dtype=bool)
+    for item in items:
+        if item.get("from_name") != control.from_name:
+            continue
+        drawn = result_to_mask(item)
+        if drawn.shape != mask.shape:
+            raise InvalidInputError(f"result item of size {drawn.shape} on an image of size {mask.shape}")
+        mask |= drawn
+    return mask
+
+
+def _outer_polygons(mask: np.ndarray) -> list[list[list[float]]]:
+    height, width = mask.shape
+    # Outer contours only: a polygon result cannot express holes.
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polygons = []
+    for contour in contours:
+        if len(contour) < 3:
+            continue  # a one- or two-pixel sliver is not a polygon
+        polygons.append([[100.0 * x / width, 100.0 * y / height] for x, y in contour[:, 0, :].tolist()])
+    return polygons
+
+
+def _fill_polygon(points: list[list[float]], height: int, width: int) -> np.ndarray:
+    canvas = np.zeros((height, width), dtype=np.uint8)
+    if len(points) >= 3:
+        vertices = np.rint(np.asarray(points, dtype=np.float64) * [width / 100.0, height / 100.0]).astype(np.int32)
+        cv2.fillPoly(canvas, [vertices], 1)
+    return canvas.astype(bool)

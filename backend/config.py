@@ -1,0 +1,177 @@
+"""Backend configuration: environment variables first, CLI flags (see ``_wsgi.py``) on top.
+
+| variable                    | meaning                                                          |
+|-----------------------------|------------------------------------------------------------------|
+| LABEL_STUDIO_URL            | where Label Studio answers, e.g. http://label-studio:8080        |
+| LABEL_STUDIO_API_KEY        | legacy token or personal access token (a JWT; exchanged by the SDK) |
+| SUGFW_MODEL                 | litemedsam (default) or sam_vit_b / sam_vit_l / sam_vit_h         |
+| SUGFW_CHECKPOINT            | checkpoint file (needed by the SAM variants)                     |
+| SUGFW_DEVICE                | auto (default: CUDA when available), cpu, cuda, cuda:1 ...       |
+| SUGFW_K                     | augmented everything-mode runs per slice (default 10)            |
+| SUGFW_BUDGET                | annotations to plan for: a count (35) or a ratio (0.01, default) |
+| SUGFW_STATE_DIR             | job state, score cache, pre-annotations (default .sugfw-backend) |
+| SUGFW_TEST_DATA             | held-out labelled volumes for evaluating the retrained UNet      |
+| SUGFW_DEBOUNCE_S            | quiet seconds before a burst of events becomes one job (5)       |
+| SUGFW_IMAGE_TIMEOUT_S       | per-request timeout when downloading task images (30)            |
+| BASIC_AUTH_USER / _PASS     | protect every route with HTTP Basic auth (both or neither)       |
+| LOCAL_FILES_DOCUMENT_ROOT   | read ``/data/local-files/?d=...`` images from this folder        |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from backend.redact import REDACTED, redact_url
+from sugfw.errors import InvalidInputError
+
+DEFAULT_BUDGET = 0.01
+"""1 % of the pool: between the paper's 0.5 % and 1.5 % settings on the left atrium data."""
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    label_studio_url: str | None = None
+    label_studio_api_key: str | None = field(default=None, repr=False)
+    model: str = "litemedsam"
+    checkpoint: Path | None = None
+    device: str = "auto"
+    k: int = 10
+    budget: int | float = DEFAULT_BUDGET
+    state_dir: Path = Path(".sugfw-backend")
+    test_data: Path | None = None
+    debounce_s: float = 5.0
+    image_timeout_s: float = 30.0
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = field(default=None, repr=False)
+    local_files_document_root: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.label_studio_url is not None:
+            parts = urlsplit(self.label_studio_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise InvalidInputError(
+                    f"LABEL_STUDIO_URL={redact_url(self.label_studio_url)!r}: expected an http(s) URL "
+                    "such as http://label-studio:8080"
+                )
+        if self.k < 1:
+            raise InvalidInputError(f"SUGFW_K={self.k}: expected at least 1 augmented run per slice")
+        _check_budget(self.budget)
+        if self.debounce_s < 0:
+            raise InvalidInputError(f"SUGFW_DEBOUNCE_S={self.debounce_s}: expected seconds >= 0")
+        if self.image_timeout_s <= 0:
+            raise InvalidInputError(f"SUGFW_IMAGE_TIMEOUT_S={self.image_timeout_s}: expected seconds > 0")
+        if (self.basic_auth_user is None) != (self.basic_auth_pass is None):
+            missing = "BASIC_AUTH_PASS" if self.basic_auth_pass is None else "BASIC_AUTH_USER"
+            raise InvalidInputError(f"{missing} is not set: Basic auth needs both BASIC_AUTH_USER and BASIC_AUTH_PASS")
+        if self.local_files_document_root is not None and self.local_files_document_root.resolve() == Path("/"):
+            # "/" would let any task read any file the backend can read.
+            raise InvalidInputError("LOCAL_FILES_DOCUMENT_ROOT=/ is refused: point it at the folder Label Studio serves")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.basic_auth_user is not None
+
+    @property
+    def model_version(self) -> str:
+        """What predictions carry; Label Studio orders its queue only by predictions of the project's version."""
+        return f"sugfw-{self.model}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "BackendConfig":
+        """Read every setting from ``environ`` (default ``os.environ``); unset or empty → default."""
+        env = os.environ if environ is None else environ
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        values: dict[str, Any] = {
+            "label_studio_url": text("LABEL_STUDIO_URL"),
+            "label_studio_api_key": text("LABEL_STUDIO_API_KEY"),
+            "model": text("SUGFW_MODEL"),
+            "checkpoint": _path(text("SUGFW_CHECKPOINT")),
+            "device": text("SUGFW_DEVICE"),
+            "k": _number(text("SUGFW_K"), "SUGFW_K", int),
+            "budget": parse_budget(text("SUGFW_BUDGET"), "SUGFW_BUDGET"),
+            "state_dir": _path(text("SUGFW_STATE_DIR")),
+            "test_data": _path(text("SUGFW_TEST_DATA")),
+            "debounce_s": _number(text("SUGFW_DEBOUNCE_S"), "SUGFW_DEBOUNCE_S", float),
+            "image_timeout_s": _number(text("SUGFW_IMAGE_TIMEOUT_S"), "SUGFW_IMAGE_TIMEOUT_S", float),
+            # Passwords are taken verbatim: surrounding spaces may be part of them.
+            "basic_auth_user": env.get("BASIC_AUTH_USER") or None,
+            "basic_auth_pass": env.get("BASIC_AUTH_PASS") or None,
+            "local_files_document_root": _path(text("LOCAL_FILES_DOCUMENT_ROOT")),
+        }
+        config = cls(**{key: value for key, value in values.items() if value is not None})
+        config.check_model()
+        return config
+
+    def replace(self, **changes: Any) -> "BackendConfig":
+        """A copy with ``changes`` applied (CLI flags over the environment); ``None`` values are ignored."""
+        config = dataclasses.replace(self, **{key: value for key, value in changes.items() if value is not None})
+        config.check_model()
+        return config
+
+    def check_model(self) -> None:
+        from sugfw.models import MODEL_NAMES  # imports torch: only when a config is actually built
+
+        if self.model not in MODEL_NAMES:
+            raise InvalidInputError(f"SUGFW_MODEL={self.model!r} is unknown; choose one of {', '.join(MODEL_NAMES)}")
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting as plain values for logs: secrets masked, URLs stripped of credentials."""
+        view: dict[str, Any] = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if item.name in ("label_studio_api_key", "basic_auth_pass"):
+                value = None if value is None else REDACTED
+            elif item.name == "label_studio_url" and value is not None:
+                value = redact_url(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            view[item.name] = value
+        return view
+
+
+def parse_budget(text: str | None, name: str = "budget") -> int | float | None:
+    """"35" → a count, "0.01" → a ratio of the pool; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    try:
+        budget: int | float = int(text)
+    except ValueError:
+        try:
+            budget = float(text)
+        except ValueError:
+            raise InvalidInputError(f"{name}={text!r}: expected a count (35) or a ratio of the pool (0.01)") from None
+    _check_budget(budget, name)
+    return budget
+
+
+def _check_budget(budget: int | float, name: str = "SUGFW_BUDGET") -> None:
+    # The pool size is unknown here; resolve_budget checks the count against it when selecting.
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+        raise InvalidInputError(f"{name}={budget!r}: expected a count (35) or a ratio of the pool (0.01)")
+    if isinstance(budget, int) and budget < 1:
+        raise InvalidInputError(f"{name}={budget}: a count must be at least 1")
+    if isinstance(budget, float) and not 0 < budget < 1:
+        raise InvalidInputError(f"{name}={budget}: a ratio must lie strictly between 0 and 1")
+
+
+def _number(text: str | None, name: str, kind: type) -> Any:
+    if text is None:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise InvalidInputError(f"{name}={text!r}: expected {'an integer' if kind is int else 'a number'}") from None
+
+
+def _path(text: str | None) -> Path | None:
+    return None if text is None else Path(text).expanduser()

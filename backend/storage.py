@@ -1,0 +1,63 @@
+"""Files under the state directory: atomic JSON writes and the pre-annotation store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    """Write ``payload`` so that readers (and a restart after a crash) see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as tmp:
+            json.dump(payload, tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any | None:
+    """The parsed file, or ``None`` when it is missing or unreadable (logged, never raised)."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        log.warning("ignoring unreadable state file %s: %s", path, error)
+        return None
+
+
+class PredictionStore:
+    """Pre-annotations keyed by Label Studio task id (ids are unique across projects).
+
+    One JSON file per task, ``<root>/<task id>.json``, holding the prediction exactly as
+    ``/predict`` returns it (``result``, ``score``, ``model_version``, optionally ``cluster``).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, task_id: int) -> Path:
+        return self.root / f"{int(task_id)}.json"
+
+    def get(self, task_id: int) -> dict[str, Any] | None:
+        payload = read_json(self._path(task_id))
+        return payload if isinstance(payload, dict) else None
+
+    def put(self, task_id: int, prediction: dict[str, Any]) -> None:
+        atomic_write_json(self._path(task_id), prediction)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.root.glob("*.json")) if self.root.is_dir() else 0

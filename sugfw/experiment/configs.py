@@ -1,0 +1,175 @@
+"""Named benchmark configurations: the paper's protocol for a GPU, and a scaled-down CPU run.
+
+``CONFIGS["paper"]`` follows the paper for Promise12 (50/20/30 cases, foreground slices ± 2,
+256² slices, crop 224, K = 10, batch 8 for 1000 epochs, Random over 5 seeds). For UTAH (LA 2018)
+override the split (e.g. ``n_val=20, n_test=54``), ``budgets=(0.005, 0.01, 0.015)``,
+``working_size=512`` and ``crop_size=480``.
+
+``CONFIGS["cpu"]`` is sized to finish in about 1.6 h on an otherwise idle 2-core CPU on a
+Promise12-like data set (≈ 19 foreground-range slices per case, 256² slices):
+- Pool: 8 training cases, every 2nd slice of their foreground range ≈ 80 slices; 2 validation and
+  4 test cases at all their foreground-range slices.
+- Scoring (LiteMedSAM, default box grid): (K + 1) × (1 s encoder + 60 boxes × 0.075 s) = 3 × 5.5 s
+  = 16.5 s per slice with K = 2, so 80 × 16.5 s ≈ 22 min, once for all strategies.
+- Cells: Random × 5 seeds × 3 budgets + GSCU × 3 budgets + full supervision = 19 trainings.
+- UNet training at crop 128, batch 8: one timing of a few iterations on this CPU gave ≈ 0.9 s per
+  iteration when the other load paused and ≈ 4 s per iteration while another CPU job held both
+  cores. At ≈ 1 s: 200 iterations ≈ 200 s per cell; validation (2 × 38 slices) and prediction of
+  the test cases (76 slices) at ≈ 0.2 s per 256² slice add ≈ 30 s. 19 cells × ≈ 230 s ≈ 73 min.
+- Total ≈ 22 + 73 ≈ 95 min. On a CPU shared with another job, expect several times longer; the run
+  is resumable, so it can be stopped and restarted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from numbers import Integral, Real
+from typing import Any
+
+from sugfw.errors import BudgetError, InvalidInputError
+from sugfw.segmentation.train import TrainConfig, iterations_for_epochs
+
+RANDOM_STRATEGY = "random"
+FULL_SUPERVISION = "full_supervision"
+"""Pseudo-strategy of the reference cell trained on every pool slice."""
+# Fields that choose which cells run (or where), not what a cell computes: a results folder may be
+# resumed with other values for these.
+CELL_LIST_FIELDS = ("name", "strategies", "budgets", "seeds", "random_seeds", "full_supervision", "device")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything the benchmark runner needs: cells, data preparation, scoring and training."""
+
+    name: str
+    # Cells: every strategy × budget × seed, plus full supervision.
+    strategies: tuple[str, ...]
+    budgets: tuple[int | float, ...]
+    """Counts (int) or ratios of the pool (float in (0, 1)), as ``resolve_budget`` reads them."""
+    seeds: tuple[int, ...]
+    """Seeds of the deterministic strategies (selection and UNet training)."""
+    random_seeds: tuple[int, ...]
+    """Seeds of the Random strategy (the paper reports the mean over 5)."""
+    full_supervision: bool = True
+    # Data.
+    n_val: int = 20
+    n_test: int = 30
+    split_seed: int = 0
+    max_train_cases: int | None = None
+    """Use only the first this many training cases of the split (None: all)."""
+    foreground_margin: int | None = 2
+    """Keep the foreground z-range ± this many slices in every case (None: all slices)."""
+    slice_step: int = 1
+    """Keep every n-th slice of each training case's range in the pool (validation/test keep all)."""
+    working_size: int | None = 256
+    upper_percentile: float = 99.5
+    # Scoring.
+    model: str = "litemedsam"
+    checkpoint: str | None = None
+    k: int = 10
+    grid: tuple[int, ...] | None = None
+    """Everything-mode grid; None: the model's default."""
+    scoring_seed: int = 0
+    precision: str = "fp32"
+    # Training.
+    iterations: int | None = None
+    """Fixed iteration count; None: ``epochs`` × ceil(selected slices / batch size)."""
+    epochs: int = 1000
+    batch_size: int = 8
+    crop_size: int = 224
+    eval_every: int = 200
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("strategies", "budgets", "seeds"):
+            if not getattr(self, name):
+                raise InvalidInputError(f"BenchConfig.{name} is empty; expected at least one value")
+        if RANDOM_STRATEGY in self.strategies and not self.random_seeds:
+            raise InvalidInputError("BenchConfig.random_seeds is empty but 'random' is among the strategies")
+        for budget in self.budgets:
+            _check_budget(budget)
+        for name in ("n_val", "n_test", "slice_step", "k", "epochs", "batch_size", "crop_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(f"BenchConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_train_cases", "iterations"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InvalidInputError(f"BenchConfig.{name} must be >= 1, got {value}")
+        if self.foreground_margin is not None and self.foreground_margin < 0:
+            raise InvalidInputError(f"BenchConfig.foreground_margin must be >= 0, got {self.foreground_margin}")
+
+    def seeds_for(self, strategy: str) -> tuple[int, ...]:
+        return self.random_seeds if strategy == RANDOM_STRATEGY else self.seeds
+
+    def train_config(self, n_train: int, seed: int, device: str) -> TrainConfig:
+        iterations = self.iterations or iterations_for_epochs(self.epochs, n_train, self.batch_size)
+        return TrainConfig(
+            iterations=iterations,
+            batch_size=self.batch_size,
+            crop_size=self.crop_size,
+            eval_every=self.eval_every,
+            seed=seed,
+            device=device,
+        )
+
+    def with_overrides(self, **overrides: Any) -> BenchConfig:
+        """A copy with the given fields replaced; ``None`` values are ignored (CLI defaults)."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise InvalidInputError(f"unknown BenchConfig field(s) {unknown}; expected some of {sorted(known)}")
+        changes = {key: tuple(value) if isinstance(value, list) else value
+                   for key, value in overrides.items() if value is not None}
+        return replace(self, **changes)
+
+    def result_identity(self) -> dict[str, Any]:
+        """The fields that change what a cell computes; a results folder is tied to them."""
+        return {key: value for key, value in asdict(self).items() if key not in CELL_LIST_FIELDS}
+
+
+def _check_budget(budget: object) -> None:
+    if isinstance(budget, bool) or not isinstance(budget, Real):
+        raise BudgetError(f"budget {budget!r}: expected an int count or a float ratio in (0, 1)")
+    if isinstance(budget, Integral):
+        if budget < 1:
+            raise BudgetError(f"budget {budget}: a count must be >= 1")
+    elif not 0 < budget < 1:
+        raise BudgetError(f"budget {budget}: a ratio must lie strictly between 0 and 1")
+
+
+PAPER = BenchConfig(
+    name="paper",
+    strategies=("random", "probcover", "fps", "typiclust", "calr", "alps", "gscu"),
+    budgets=(0.05, 0.10, 0.15),
+    seeds=(2025,),
+    random_seeds=(0, 1, 2, 3, 4),
+    n_val=20,
+    n_test=30,
+    k=10,
+    working_size=256,
+    crop_size=224,
+    epochs=1000,
+    batch_size=8,
+    eval_every=200,
+)
+
+CPU = BenchConfig(
+    name="cpu",
+    strategies=("random", "gscu"),
+    budgets=(0.05, 0.10, 0.15),
+    seeds=(2025,),
+    random_seeds=(0, 1, 2, 3, 4),
+    n_val=2,
+    n_test=4,
+    max_train_cases=8,
+    slice_step=2,
+    k=2,
+    working_size=256,
+    iterations=200,
+    batch_size=8,
+    crop_size=128,
+    eval_every=100,
+    device="cpu",
+)
+
+CONFIGS: dict[str, BenchConfig] = {"cpu": CPU, "paper": PAPER}

@@ -1,0 +1,223 @@
+"""Table 1 and Fig. 2 of the paper from results.csv: a markdown table and a DSC-against-budget plot.
+
+Aggregation: for one seed, DSC and HD95 are mean ± std (population, ddof = 0) over the test
+cases, as ``sugfw.metrics.summarise`` computes them. A strategy run with several seeds (Random:
+5 in the paper) is shown as the mean over seeds of the per-seed means ± the mean over seeds of the
+per-seed stds, so its ± stays a spread over cases, comparable with the single-seed rows. The plot's
+band around such a strategy is its mean ± the std over seeds of the per-seed mean DSC.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from sugfw.errors import InvalidInputError
+from sugfw.experiment.configs import FULL_SUPERVISION
+from sugfw.experiment.runner import RESULT_COLUMNS
+from sugfw.metrics import CaseMetrics, summarise
+
+Rule = Literal["physical", "paper"]
+_COLUMNS = {"physical": ("dice", "hd95_mm", "mm"), "paper": ("dice_paper", "hd95_paper_voxels", "voxel")}
+REPORT_FILE, PLOT_FILE = "report.md", "dsc_vs_budget.png"
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    """One (strategy, budget) over its seeds; DSC as a fraction, HD95 in the rule's unit."""
+
+    strategy: str
+    budget: str
+    n_seeds: int
+    share: float
+    """Selected slices / pool slices, mean over seeds."""
+    dice_mean: float
+    dice_std: float
+    hd95_mean: float
+    hd95_std: float
+    dice_seed_std: float
+    """Std over seeds of the per-seed mean DSC (0 for one seed)."""
+
+
+@dataclass(frozen=True)
+class DscCurve:
+    """One strategy's line of the plot: x in % of the pool, DSC in %."""
+
+    share_percent: np.ndarray
+    dice_percent: np.ndarray
+    band_low: np.ndarray
+    band_high: np.ndarray
+    n_seeds: int
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    markdown: Path
+    plot: Path
+
+
+def load_results(path: Path | str) -> list[dict[str, str]]:
+    """Rows of a results.csv written by ``run_bench``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"{path} does not exist; expected the results.csv of `sugfw bench`")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = sorted(set(RESULT_COLUMNS) - set(reader.fieldnames or ()))
+        if missing:
+            raise InvalidInputError(f"{path} lacks the columns {missing}; expected a results.csv of `sugfw bench`")
+        rows = list(reader)
+    if not rows:
+        raise InvalidInputError(f"{path} holds no results yet")
+    return rows
+
+
+def summarise_cells(rows: list[dict[str, str]], rule: Rule = "physical") -> list[CellSummary]:
+    """One summary per (strategy, budget), in order of first appearance."""
+    dice_column, hd95_column, unit = _rule_columns(rule)
+    by_cell: dict[tuple[str, str], dict[str, list[dict[str, str]]]] = {}
+    for row in rows:
+        by_cell.setdefault((row["strategy"], row["budget"]), {}).setdefault(row["seed"], []).append(row)
+    summaries = []
+    for (strategy, budget), seeds in by_cell.items():
+        per_seed = []
+        for seed_rows in seeds.values():
+            cases = [
+                CaseMetrics(float(r[dice_column]), float(r[hd95_column]), unit, rule,
+                            r["pred_empty"] == "1", r["truth_empty"] == "1")
+                for r in seed_rows
+            ]
+            share = float(seed_rows[0]["n_selected"]) / float(seed_rows[0]["pool_size"])
+            per_seed.append((summarise(cases), share))
+        means = np.array([s["dice_mean"] for s, _ in per_seed])
+        summaries.append(CellSummary(
+            strategy=strategy,
+            budget=budget,
+            n_seeds=len(per_seed),
+            share=float(np.mean([share for _, share in per_seed])),
+            dice_mean=float(means.mean()),
+            dice_std=float(np.mean([s["dice_std"] for s, _ in per_seed])),
+            hd95_mean=float(np.mean([s["hd95_mean"] for s, _ in per_seed])),
+            hd95_std=float(np.mean([s["hd95_std"] for s, _ in per_seed])),
+            dice_seed_std=float(means.std()),
+        ))
+    return summaries
+
+
+def markdown_table(rows: list[dict[str, str]], rule: Rule = "physical") -> str:
+    """Table 1's shape: strategies × budgets, cells "DSC mean ± std / HD95 mean ± std", DSC in %,
+    followed by a full-supervision line."""
+    _, _, unit = _rule_columns(rule)
+    summaries = summarise_cells(rows, rule)
+    budgets = sorted({s.budget for s in summaries if s.strategy != FULL_SUPERVISION}, key=_budget_order)
+    strategies = list(dict.fromkeys(s.strategy for s in summaries if s.strategy != FULL_SUPERVISION))
+    cell = {(s.strategy, s.budget): s for s in summaries}
+    lines = [
+        f"DSC (%) / HD95 ({unit}), mean ± std over test cases ({rule} rule). Several seeds: mean over "
+        "seeds of the per-seed mean ± the mean over seeds of the per-seed std.",
+        "",
+        "| strategy | " + " | ".join(_budget_header(b) for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
+    for strategy in strategies:
+        seeds = max(s.n_seeds for s in summaries if s.strategy == strategy)
+        name = f"{strategy} (mean of {seeds} seeds)" if seeds > 1 else strategy
+        values = [_format_cell(cell[(strategy, b)]) if (strategy, b) in cell else "–" for b in budgets]
+        lines.append(f"| {name} | " + " | ".join(values) + " |")
+    full = [s for s in summaries if s.strategy == FULL_SUPERVISION]
+    if full:
+        n_slices = next(r["n_selected"] for r in rows if r["strategy"] == FULL_SUPERVISION)
+        lines += ["", f"Full supervision ({n_slices} slices, the whole pool): {_format_cell(full[0])}"]
+    return "\n".join(lines) + "\n"
+
+
+def dsc_curves(rows: list[dict[str, str]], rule: Rule = "physical") -> dict[str, DscCurve]:
+    """Per strategy (not full supervision), points sorted by the selected share of the pool."""
+    curves = {}
+    summaries = [s for s in summarise_cells(rows, rule) if s.strategy != FULL_SUPERVISION]
+    for strategy in dict.fromkeys(s.strategy for s in summaries):
+        points = sorted((s for s in summaries if s.strategy == strategy), key=lambda s: s.share)
+        dice = np.array([100 * s.dice_mean for s in points])
+        band = np.array([100 * s.dice_seed_std for s in points])
+        curves[strategy] = DscCurve(
+            share_percent=np.array([100 * s.share for s in points]),
+            dice_percent=dice,
+            band_low=dice - band,
+            band_high=dice + band,
+            n_seeds=max(s.n_seeds for s in points),
+        )
+    return curves
+
+
+def plot_dsc(rows: list[dict[str, str]], path: Path | str, rule: Rule = "physical") -> Path:
+    """PNG (6 × 4 in at 120 dpi) of DSC against budget; multi-seed strategies with their band,
+    full supervision as a dashed horizontal line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+    try:
+        for strategy, curve in dsc_curves(rows, rule).items():
+            label = f"{strategy} (mean of {curve.n_seeds} seeds)" if curve.n_seeds > 1 else strategy
+            (line,) = axes.plot(curve.share_percent, curve.dice_percent, marker="o", label=label)
+            if curve.n_seeds > 1:
+                axes.fill_between(curve.share_percent, curve.band_low, curve.band_high,
+                                  color=line.get_color(), alpha=0.2)
+        full = [s for s in summarise_cells(rows, rule) if s.strategy == FULL_SUPERVISION]
+        if full:
+            axes.axhline(100 * full[0].dice_mean, color="black", linestyle="--", label="full supervision")
+        axes.set_xlabel("annotated slices (% of the pool)")
+        axes.set_ylabel("DSC (%)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
+    return path
+
+
+def write_report(results_csv: Path | str, out_dir: Path | str) -> ReportFiles:
+    """report.md (tables under both metric rules) and dsc_vs_budget.png in ``out_dir``."""
+    rows = load_results(results_csv)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown = out_dir / REPORT_FILE
+    markdown.write_text(
+        "# Benchmark results\n\n## Physical HD95 (mm), explicit empty-mask rule\n\n"
+        + markdown_table(rows, "physical")
+        + "\n## The authors' convention (HD95 in voxels, empty prediction = 0 / 0)\n\n"
+        + markdown_table(rows, "paper")
+    )
+    return ReportFiles(markdown, plot_dsc(rows, out_dir / PLOT_FILE))
+
+
+def _rule_columns(rule: str) -> tuple[str, str, str]:
+    if rule not in _COLUMNS:
+        raise InvalidInputError(f"unknown metric rule {rule!r}; expected 'physical' or 'paper'")
+    return _COLUMNS[rule]
+
+
+def _format_cell(summary: CellSummary) -> str:
+    return (f"{100 * summary.dice_mean:.2f} ± {100 * summary.dice_std:.2f} / "
+            f"{summary.hd95_mean:.2f} ± {summary.hd95_std:.2f}")
+
+
+def _budget_order(budget: str) -> tuple[int, float]:
+    """Ratios first, ascending, then counts, ascending."""
+    try:
+        return 1, float(int(budget))
+    except ValueError:
+        return 0, float(budget)
+
+
+def _budget_header(budget: str) -> str:
+    kind, value = _budget_order(budget)
+    return f"{int(value)} slices" if kind else f"{100 * value:g}%"

@@ -1,0 +1,345 @@
+"""The benchmark of the paper's Table 1 / Fig. 2: score once, then select, train, test per cell.
+
+A cell is (strategy, budget, seed). The training pool is scored once through the record cache
+(``out/cache``) and every strategy selects from those records. Per cell: select, train the UNet on
+the picked slices (validation on the validation cases), predict every test case slice by slice,
+and append one row per test case to ``out/results.csv``. A rerun skips cells whose rows are all
+in the CSV, drops the rows of a cell that stopped half-written, and resumes a stopped training
+from its checkpoint folder (``out/cells/<cell>/checkpoints``). ``out/bench.json`` ties the folder
+to the data and to the settings that change results; a rerun with other settings is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from sugfw.errors import InvalidInputError
+from sugfw.experiment.configs import FULL_SUPERVISION, BenchConfig
+from sugfw.experiment.dataset import CaseFiles, CaseSplit, PreparedCase, find_case_files, load_case, prepare_case, split_cases
+from sugfw.metrics import case_metrics
+from sugfw.records import RecordIndex, SliceRecord
+from sugfw.segmentation.train import train
+from sugfw.segmentation.unet import UNet
+from sugfw.selection import get_strategy, resolve_budget
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE, SETTINGS_FILE, RECORDS_FILE = "results.csv", "bench.json", "records.npz"
+RESULT_COLUMNS = (
+    "strategy", "budget", "seed", "n_selected", "pool_size", "case_id",
+    "dice", "hd95_mm", "dice_paper", "hd95_paper_voxels", "pred_empty", "truth_empty",
+    "best_val_dice", "iterations",
+)
+"""``dice``/``hd95_mm``: physical rule (spacing-aware, explicit empty-mask rule); ``*_paper``: the
+authors' convention (HD95 in voxels, empty prediction scored 0/0). See ``sugfw.metrics``."""
+
+
+class RecordScorer(Protocol):
+    """What the runner needs of scoring (``sugfw.scoring.Scorer`` is one)."""
+
+    def score_image(self, image: np.ndarray, slice_id: str = "") -> SliceRecord: ...
+
+
+ScorerFactory = Callable[[BenchConfig, Path], RecordScorer]
+"""(config, cache folder) -> scorer."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    strategy: str
+    budget: int | float | None
+    """None for full supervision (every pool slice)."""
+    seed: int
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(strategy, budget, seed) as written in results.csv."""
+        return self.strategy, budget_label(self.budget), str(self.seed)
+
+    @property
+    def folder_name(self) -> str:
+        return f"{self.strategy}_b{budget_label(self.budget)}_s{self.seed}"
+
+
+@dataclass
+class TrainingPool:
+    """The selectable slices: every ``slice_step``-th slice of each training case's range."""
+
+    images: list[np.ndarray]
+    labels: list[np.ndarray]
+    case_ids: list[str]
+    slice_indices: list[int]
+
+    @property
+    def slice_ids(self) -> list[str]:
+        return [f"{case}_z{index:03d}" for case, index in zip(self.case_ids, self.slice_indices)]
+
+
+def budget_label(budget: int | float | None) -> str:
+    """Budget as text: "all" (full supervision), "35" (count) or "0.05" (ratio, Python's repr)."""
+    return "all" if budget is None else repr(budget)
+
+
+def plan_cells(config: BenchConfig) -> list[Cell]:
+    """Every strategy × budget × its seeds, then full supervision (first seed) if configured."""
+    cells = [
+        Cell(strategy, budget, seed)
+        for strategy in config.strategies
+        for budget in config.budgets
+        for seed in config.seeds_for(strategy)
+    ]
+    if config.full_supervision:
+        cells.append(Cell(FULL_SUPERVISION, None, config.seeds[0]))
+    return cells
+
+
+def plan_split(files: list[CaseFiles], config: BenchConfig) -> CaseSplit:
+    """Training/validation/test case ids. Labelled ``imagesTs`` cases, when the data set has
+    them, are the test pool (a seeded choice of ``n_test``); otherwise test cases come from the
+    split. ``max_train_cases`` keeps the first (sorted) training cases."""
+    train_ids = [f.case_id for f in files if f.subset == "train"]
+    provided_test = sorted(f.case_id for f in files if f.subset == "test")
+    split = split_cases(train_ids, config.n_val, 0 if provided_test else config.n_test, config.split_seed)
+    test = split.test
+    if provided_test:
+        order = np.random.default_rng(config.split_seed).permutation(len(provided_test))
+        test = tuple(sorted(provided_test[i] for i in order[: config.n_test]))
+    train_cases = split.train[: config.max_train_cases] if config.max_train_cases else split.train
+    return CaseSplit(train_cases, split.val, test)
+
+
+def build_pool(cases: Iterable[PreparedCase], slice_step: int) -> TrainingPool:
+    pool = TrainingPool([], [], [], [])
+    for case in cases:
+        for position in range(0, len(case.images), slice_step):
+            pool.images.append(case.images[position])
+            pool.labels.append(case.labels[position])
+            pool.case_ids.append(case.case_id)
+            pool.slice_indices.append(int(case.slice_indices[position]))
+    return pool
+
+
+def score_pool(pool: TrainingPool, scorer: RecordScorer, progress: bool = True) -> RecordIndex:
+    """One record per pool slice (cached by content inside the scorer), as a RecordIndex."""
+    records = []
+    for image, slice_id in tqdm(list(zip(pool.images, pool.slice_ids)), disable=not progress, desc="scoring"):
+        record = scorer.score_image(image, slice_id)
+        record.union_mask = record.uncertainty_map = None  # selection needs vectors and scalars only
+        records.append(record)
+    return RecordIndex.from_records(records, pool.case_ids, pool.slice_indices)
+
+
+def select_slices(cell: Cell, index: RecordIndex) -> np.ndarray:
+    """Pool positions picked by the cell's strategy (all of them for full supervision)."""
+    n = len(index.slice_ids)
+    if cell.strategy == FULL_SUPERVISION:
+        return np.arange(n)
+    spec = get_strategy(cell.strategy)
+    budget = resolve_budget(cell.budget, n)
+    return spec.select(index.features(spec.features), index.uncertainty, budget, cell.seed).picks
+
+
+def predict_case(model: torch.nn.Module, case: PreparedCase, device: str, batch_size: int = 16) -> np.ndarray:
+    """(H, W, Z') bool foreground at the original resolution: class scores of each working-size
+    slice are resized bilinearly to the original slice size, then the argmax is taken."""
+    model.to(device).eval()
+    n_slices = len(case.images)
+    foreground = np.empty((n_slices, *case.original_size), dtype=bool)
+    with torch.inference_mode():
+        for start in range(0, n_slices, batch_size):
+            batch = torch.from_numpy(case.images[start : start + batch_size])[:, None].to(device)
+            logits = model(batch)
+            if tuple(logits.shape[-2:]) != case.original_size:
+                logits = F.interpolate(logits, size=case.original_size, mode="bilinear", align_corners=False)
+            foreground[start : start + len(batch)] = (logits.argmax(1) > 0).cpu().numpy()
+    return np.moveaxis(foreground, 0, -1)
+
+
+def default_scorer_factory(config: BenchConfig, cache_dir: Path) -> RecordScorer:
+    """The configured SAM-family model with the record cache in ``cache_dir``."""
+    from sugfw.everything import EverythingSettings
+    from sugfw.models import build_model
+    from sugfw.scoring import Scorer, ScoringSettings
+
+    model = build_model(config.model, checkpoint=config.checkpoint, device=config.device)
+    settings = ScoringSettings(
+        everything=EverythingSettings.for_model(model, grid=config.grid),
+        k=config.k,
+        seed=config.scoring_seed,
+        precision=config.precision,
+    )
+    return Scorer(model, settings, cache_dir=cache_dir)
+
+
+def run_bench(
+    config: BenchConfig,
+    data_root: Path | str,
+    out_dir: Path | str,
+    scorer_factory: ScorerFactory = default_scorer_factory,
+    progress: bool = True,
+) -> Path:
+    """Run (or resume) every cell of ``config`` on the data set at ``data_root``; returns the
+    path of results.csv."""
+    out_dir = Path(out_dir)
+    for strategy in config.strategies:
+        get_strategy(strategy)  # unknown names fail before any data is read
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _bind_results_folder(config, Path(data_root), out_dir / SETTINGS_FILE)
+    device = _resolve_device(config.device)
+
+    files = {f.case_id: f for f in find_case_files(data_root)}
+    split = plan_split(list(files.values()), config)
+    log.info("cases: %d train, %d val, %d test", len(split.train), len(split.val), len(split.test))
+    prepared = {
+        case_id: prepare_case(load_case(files[case_id]), config.working_size, config.foreground_margin,
+                              config.upper_percentile)
+        for case_id in (*split.train, *split.val, *split.test)
+    }
+    pool = build_pool((prepared[c] for c in split.train), config.slice_step)
+    if not pool.images:
+        raise InvalidInputError(f"the training cases {split.train} hold no foreground slices to select from")
+    index = score_pool(pool, scorer_factory(config, out_dir / "cache"), progress)
+    index.save(out_dir / RECORDS_FILE)
+
+    val_images = [image for c in split.val for image in prepared[c].images]
+    val_labels = [label for c in split.val for label in prepared[c].labels]
+    test_cases = [prepared[c] for c in split.test]
+    results = ResultsTable(out_dir / RESULTS_FILE, split.test)
+    for cell in plan_cells(config):
+        if results.is_done(cell):
+            log.info("%s: already in %s, skipped", cell.folder_name, results.path.name)
+            continue
+        started = time.perf_counter()
+        rows = _run_cell(cell, config, index, pool, (val_images, val_labels), test_cases,
+                         out_dir / "cells" / cell.folder_name, device, progress)
+        results.append(rows)
+        log.info("%s: done in %.0f s", cell.folder_name, time.perf_counter() - started)
+    return results.path
+
+
+def _run_cell(
+    cell: Cell,
+    config: BenchConfig,
+    index: RecordIndex,
+    pool: TrainingPool,
+    val: tuple[list[np.ndarray], list[np.ndarray]],
+    test_cases: list[PreparedCase],
+    cell_dir: Path,
+    device: str,
+    progress: bool,
+) -> list[dict[str, object]]:
+    picks = select_slices(cell, index)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    (cell_dir / "picks.json").write_text(json.dumps([str(index.slice_ids[i]) for i in picks], indent=1))
+    train_config = config.train_config(len(picks), cell.seed, device)
+    result = train([pool.images[i] for i in picks], [pool.labels[i] for i in picks], val, train_config,
+                   cell_dir / "checkpoints", progress=progress)
+    model = UNet(in_channels=1, n_classes=train_config.n_classes)
+    model.load_state_dict(result.best_state)
+    rows = []
+    for case in test_cases:
+        prediction = predict_case(model, case, device, config.batch_size)
+        physical = case_metrics(prediction, case.truth, case.spacing, rule="physical")
+        paper = case_metrics(prediction, case.truth, case.spacing, rule="paper")
+        strategy, budget, seed = cell.key
+        rows.append({
+            "strategy": strategy, "budget": budget, "seed": seed, "n_selected": len(picks),
+            "pool_size": len(index.slice_ids), "case_id": case.case_id,
+            "dice": physical.dice, "hd95_mm": physical.hd95,
+            "dice_paper": paper.dice, "hd95_paper_voxels": paper.hd95,
+            "pred_empty": int(physical.pred_empty), "truth_empty": int(physical.truth_empty),
+            "best_val_dice": result.best_val_dice, "iterations": train_config.iterations,
+        })
+    return rows
+
+
+class ResultsTable:
+    """results.csv: one row per (cell, test case). A cell is done when it has a row for every
+    test case; rows of a partly written cell are dropped on opening, so it is rerun cleanly."""
+
+    def __init__(self, path: Path, test_case_ids: Iterable[str]) -> None:
+        self.path = path
+        self._test_cases = frozenset(test_case_ids)
+        self._done: set[tuple[str, str, str]] = set()
+        if path.exists() and path.stat().st_size > 0:
+            self._load()
+        else:
+            self._write_rows([], mode="w")
+
+    def is_done(self, cell: Cell) -> bool:
+        return cell.key in self._done
+
+    def append(self, rows: list[dict[str, object]]) -> None:
+        self._write_rows(rows, mode="a", header=False)
+        self._done.update((str(r["strategy"]), str(r["budget"]), str(r["seed"])) for r in rows)
+
+    def _load(self) -> None:
+        with self.path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if tuple(reader.fieldnames or ()) != RESULT_COLUMNS:
+                raise InvalidInputError(
+                    f"{self.path} has columns {reader.fieldnames}; expected {list(RESULT_COLUMNS)} "
+                    "(a results file of another version, or not one at all): use another --out"
+                )
+            rows = list(reader)
+        cases_by_cell: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        for row in rows:
+            cases_by_cell[(row["strategy"], row["budget"], row["seed"])].add(row["case_id"])
+        self._done = {key for key, cases in cases_by_cell.items() if cases == self._test_cases}
+        kept = [row for row in rows if (row["strategy"], row["budget"], row["seed"]) in self._done]
+        if len(kept) != len(rows):
+            log.warning("%s: dropping %d rows of unfinished cells", self.path, len(rows) - len(kept))
+            partial = self.path.with_suffix(".csv.partial")
+            with partial.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, RESULT_COLUMNS)
+                writer.writeheader()
+                writer.writerows(kept)
+            os.replace(partial, self.path)
+
+    def _write_rows(self, rows: list[dict[str, object]], mode: str, header: bool = True) -> None:
+        # One write per cell, flushed to disk: an interruption loses at most that cell's rows.
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, RESULT_COLUMNS)
+        if header:
+            writer.writeheader()
+        writer.writerows(rows)
+        with self.path.open(mode, newline="") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _bind_results_folder(config: BenchConfig, data_root: Path, path: Path) -> None:
+    identity = json.loads(json.dumps({"data": str(data_root.resolve()), **config.result_identity()}))
+    if not path.exists():
+        path.write_text(json.dumps(identity, indent=2, sort_keys=True))
+        return
+    stored = json.loads(path.read_text())
+    changed = sorted(k for k in identity.keys() | stored.keys() if identity.get(k) != stored.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {stored.get(k)!r} -> {identity.get(k)!r}" for k in changed)
+        raise InvalidInputError(
+            f"{path.parent} holds results of other settings ({detail}); use another output folder "
+            "or the same settings"
+        )
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
