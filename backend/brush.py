@@ -77,7 +77,7 @@ def mask_to_result(mask: np.ndarray, control: SegmentationControl, label: str | 
         raise InvalidInputError(f"mask of shape {mask.shape} and dtype {mask.dtype}: expected a 2-D bool array")
     label = control.labels[0] if label is None else label
     if label not in control.labels:
-        raise LabelConfigError(f"label {label!r} is not one of {control.name!r}'s labels {list(control.labels)}")
+        raise LabelConfigError(f"label {label!r} is not one of {control.from_name!r}'s labels {list(control.labels)}")
     height, width = mask.shape
     common = {
         "from_name": control.from_name,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,10 +34,10 @@ DEFAULT_BUDGET = 0.01
 """1 % of the pool: between the paper's 0.5 % and 1.5 % settings on the left atrium data."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class BackendConfig:
     label_studio_url: str | None = None
-    label_studio_api_key: str | None = field(default=None, repr=False)
+    label_studio_api_key: str | None = None
     model: str = "litemedsam"
     checkpoint: Path | None = None
     device: str = "auto"
@@ -48,7 +48,7 @@ class BackendConfig:
     debounce_s: float = 5.0
     image_timeout_s: float = 30.0
     basic_auth_user: str | None = None
-    basic_auth_pass: str | None = field(default=None, repr=False)
+    basic_auth_pass: str | None = None
     local_files_document_root: Path | None = None
 
     def __post_init__(self) -> None:
@@ -72,6 +72,10 @@ class BackendConfig:
         if self.local_files_document_root is not None and self.local_files_document_root.resolve() == Path("/"):
             # "/" would let any task read any file the backend can read.
             raise InvalidInputError("LOCAL_FILES_DOCUMENT_ROOT=/ is refused: point it at the folder Label Studio serves")
+
+    def __repr__(self) -> str:
+        # Tracebacks and debuggers print objects: the plain dataclass repr would show the URL's credentials.
+        return f"BackendConfig({', '.join(f'{key}={value!r}' for key, value in self.redacted().items())})"
 
     @property
     def auth_enabled(self) -> bool:

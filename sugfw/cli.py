@@ -151,6 +151,19 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sugfw.experiment import CONFIGS, run_bench, write_report
+
+    config = CONFIGS[args.config].with_overrides(
+        strategies=args.strategies, budgets=args.budgets, seeds=args.seeds, random_seeds=args.random_seeds,
+        k=args.k, iterations=args.iterations, device=args.device,
+    )
+    results = run_bench(config, args.data, args.out, progress=not args.quiet)
+    report = write_report(results, args.out)
+    print(f"results -> {results}\ntable -> {report.markdown}\nplot -> {report.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sugfw", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -180,6 +193,26 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--seed", type=int, default=2025, help="k-means seed (default 2025, the authors')")
     select.add_argument("--out", type=Path, default=Path("runs/queue.csv"))
     select.set_defaults(func=cmd_select)
+
+    bench = sub.add_parser("bench", help="benchmark selection strategies (the paper's Table 1 / Fig. 2)",
+                           description="Score the training pool once, then for every strategy x budget x seed select "
+                                       "slices, train the UNet, test it on the test cases (DSC, HD95) and append to "
+                                       "OUT/results.csv; write OUT/report.md and OUT/dsc_vs_budget.png. Resumable: "
+                                       "finished cells are skipped, stopped trainings resume from their checkpoints.")
+    bench.add_argument("--config", choices=["cpu", "paper"], default="cpu",
+                       help="cpu: scaled-down run (~1.6 h on an idle 2-core CPU); paper: the paper's protocol (GPU)")
+    bench.add_argument("--data", type=Path, required=True,
+                       help="MSD/nnU-Net folder (imagesTr/, labelsTr/, ...) or a folder of <case>.nii.gz + <case>_seg.nii.gz")
+    bench.add_argument("--out", type=Path, required=True, help="results folder (reuse it to resume)")
+    bench.add_argument("--strategies", nargs="+", help="selection strategies (default: the config's)")
+    bench.add_argument("--budgets", nargs="+", type=_budget, help="counts (35) or ratios of the pool (0.05)")
+    bench.add_argument("--seeds", nargs="+", type=int, help="seeds of the deterministic strategies")
+    bench.add_argument("--random-seeds", nargs="+", type=int, help="seeds of the random strategy (paper: 5)")
+    bench.add_argument("--k", type=int, help="augmented everything-mode runs per slice")
+    bench.add_argument("--iterations", type=int, help="UNet training iterations per cell")
+    bench.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -230,7 +230,10 @@ def _dataset_json_pairs(root: Path) -> list[CaseFiles] | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidInputError(f"cannot read {path}: {error}") from error
     entries = description.get("training") if isinstance(description, dict) else None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and {"image", "label"} <= e.keys() for e in entries):
+    pairs_listed = isinstance(entries, list) and all(
+        isinstance(entry, dict) and {"image", "label"} <= entry.keys() for entry in entries
+    )
+    if not pairs_listed:
         return None  # nnU-Net v2's dataset.json lists no pairs: match by file name instead
     pairs = []
     for entry in entries:

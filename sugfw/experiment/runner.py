@@ -30,7 +30,15 @@ from tqdm.auto import tqdm
 
 from sugfw.errors import InvalidInputError
 from sugfw.experiment.configs import FULL_SUPERVISION, BenchConfig
-from sugfw.experiment.dataset import CaseFiles, CaseSplit, PreparedCase, find_case_files, load_case, prepare_case, split_cases
+from sugfw.experiment.dataset import (
+    CaseFiles,
+    CaseSplit,
+    PreparedCase,
+    find_case_files,
+    load_case,
+    prepare_case,
+    split_cases,
+)
 from sugfw.metrics import case_metrics
 from sugfw.records import RecordIndex, SliceRecord
 from sugfw.segmentation.train import train
@@ -210,6 +218,13 @@ def run_bench(
                               config.upper_percentile)
         for case_id in (*split.train, *split.val, *split.test)
     }
+    empty = [c for c in (*split.val, *split.test) if len(prepared[c].images) == 0]
+    if empty:
+        # With a foreground margin a case without foreground keeps no slice: nothing to score it on.
+        raise InvalidInputError(
+            f"validation/test case(s) {empty} have no foreground slice in {data_root}; expected every "
+            "evaluated case to contain the structure (or set foreground_margin=None)"
+        )
     pool = build_pool((prepared[c] for c in split.train), config.slice_step)
     if not pool.images:
         raise InvalidInputError(f"the training cases {split.train} hold no foreground slices to select from")
