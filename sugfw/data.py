@@ -96,6 +96,7 @@ def validate_slice(image: np.ndarray, name: str) -> np.ndarray:
 def load_image_file(path: Path | str) -> np.ndarray:
     """Read one greyscale PNG/JPEG/TIFF into a float32 2-D array with its full value range."""
     path = _existing_file(path)
+    _refuse_deep_colour_png(path)
     try:
         with Image.open(path) as image:
             image.load()
@@ -111,6 +112,27 @@ def load_image_file(path: Path | str) -> np.ndarray:
             f"{path}: {n_frames} frames, a stack of shape {shape}; expected a single 2-D slice"
         )
     return validate_slice(_grey_pixels(pixels, mode, palette, path), str(path))
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPES = {2: "RGB", 4: "grey + alpha", 6: "RGBA"}
+
+
+def _refuse_deep_colour_png(path: Path) -> None:
+    """16-bit colour PNGs are read by Pillow as 8-bit, silently dropping half of every value.
+
+    The IHDR chunk (bytes 24 and 25) gives bit depth and colour type before any decoding.
+    """
+    with path.open("rb") as handle:
+        header = handle.read(26)
+    if len(header) < 26 or not header.startswith(_PNG_SIGNATURE) or header[12:16] != b"IHDR":
+        return  # not a PNG, or a broken one: Pillow reports it
+    depth, colour = header[24], header[25]
+    if depth == 16 and colour in _PNG_COLOUR_TYPES:
+        raise InvalidInputError(
+            f"{path}: 16-bit {_PNG_COLOUR_TYPES[colour]} PNG would lose its low 8 bits when read; "
+            "expected a greyscale slice (save it as 16-bit greyscale, mode I;16)"
+        )
 
 
 def _grey_pixels(

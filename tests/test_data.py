@@ -402,3 +402,25 @@ def test_la2018_volume_gives_88_axial_slices() -> None:
     assert len(slices) == 88
     assert slices[-1].slice_id == f"{path.name[: -len('.nii.gz')]}_z087"
     np.testing.assert_array_equal(slices[40].image, raw.get_fdata(dtype=np.float32)[..., 40])
+
+
+def _png_16bit_rgb(path: Path) -> None:
+    """A 4×4 16-bit RGB PNG written by hand (Pillow cannot write one): IHDR depth 16, colour type 2."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    rows = b"".join(b"\x00" + struct.pack(">12H", *([40000] * 12)) for _ in range(4))
+    ihdr = struct.pack(">IIBBBBB", 4, 4, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_16bit_colour_png_is_refused_rather_than_truncated(tmp_path):
+    path = tmp_path / "deep.png"
+    _png_16bit_rgb(path)
+    # Pillow would hand back 8-bit values (40000 >> 8 = 156) without a word.
+    assert Image.open(path).mode == "RGB"
+    with pytest.raises(InvalidInputError, match="16-bit RGB PNG"):
+        load_image_file(path)

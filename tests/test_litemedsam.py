@@ -14,7 +14,6 @@ from sugfw.scoring import Batching, Scorer, ScoringSettings, scale_intensities
 
 @pytest.fixture(scope="module")
 def litemedsam():
-    torch.set_grad_enabled(False)
     return build_model("litemedsam", device="cpu")
 
 
