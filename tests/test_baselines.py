@@ -353,56 +353,6 @@ def test_zero_feature_row_is_rejected_where_features_are_normalised(strategy):
         strategy(features, _flat(4), 2, 0)
 
 
-GOOD_FEATURES = np.arange(1.0, 13.0).reshape(6, 2)
-GOOD_U = np.linspace(0.5, 0.75, 6)
-
-
-@pytest.mark.parametrize("strategy", BASELINES)
-@pytest.mark.parametrize(
-    ("features", "uncertainty", "match"),
-    [
-        (np.arange(6.0), GOOD_U, r"features has shape \(6,\): expected a 2-D array"),
-        (np.zeros((6, 0)), GOOD_U, r"features have shape \(6, 0\)"),
-        (np.full((6, 2), np.nan), GOOD_U, "features has 12 non-finite"),
-        (GOOD_FEATURES.astype(complex), GOOD_U, "features has dtype complex128"),
-        ([[1.0, 2.0], [3.0]], GOOD_U, "features cannot be read as an array"),
-        (GOOD_FEATURES, GOOD_U[:5], "uncertainty has 5 values but features have 6 rows"),
-        (GOOD_FEATURES, GOOD_U.reshape(6, 1), r"uncertainty has shape \(6, 1\)"),
-    ],
-)
-def test_bad_arrays_raise_invalid_input(strategy, features, uncertainty, match):
-    with pytest.raises(InvalidInputError, match=match):
-        strategy(features, uncertainty, 2, 0)
-
-
-@pytest.mark.parametrize("strategy", BASELINES)
-@pytest.mark.parametrize(
-    ("budget", "match"),
-    [
-        (0, "budget 0 is out of range for n=6"),
-        (7, "budget 7 is out of range for n=6"),
-        (0.5, "budget 0.5 is not an int count.*resolve_budget"),
-        (True, "budget True is not an int count"),
-    ],
-)
-def test_bad_budget_raises_budget_error(strategy, budget, match):
-    with pytest.raises(BudgetError, match=match):
-        strategy(GOOD_FEATURES, GOOD_U, budget, 0)
-
-
-@pytest.mark.parametrize("strategy", BASELINES)
-def test_empty_pool_raises_budget_error(strategy):
-    with pytest.raises(BudgetError, match="n=0 is invalid"):
-        strategy(np.zeros((0, 2)), np.zeros(0), 1, 0)
-
-
-@pytest.mark.parametrize("strategy", BASELINES)
-@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, None])
-def test_bad_seed_raises_invalid_input(strategy, seed):
-    with pytest.raises(InvalidInputError, match=f"seed {seed!r} is invalid"):
-        strategy(GOOD_FEATURES, GOOD_U, 2, seed)
-
-
 def test_registry_runs_every_baseline_on_pgdr_features():
     expected = {
         "random": random_selection,

@@ -15,7 +15,8 @@ from sugfw.selection import (
     resolve_budget,
 )
 
-ALL_STRATEGIES = [gscu, gscu_without_clustering, gscu_without_greedy]
+# Every registered strategy (GSCU, its ablations and the baselines) shares the input checks.
+ALL_STRATEGIES = list({id(spec.select): spec.select for spec in STRATEGIES.values()}.values())
 
 # Eight slices in three far-apart groups, so k-means with C = 3 finds them for any seed.
 # Group A near (0, 0): slices 0, 3, 5. Group B near (100, 0): slices 1, 4, 7.
@@ -283,7 +284,7 @@ def test_without_greedy_draws_one_random_member_per_cluster_per_round():
 # ---------------------------------------------------------------- bad inputs
 
 
-GOOD_FEATURES = np.arange(12, dtype=float).reshape(6, 2)
+GOOD_FEATURES = np.arange(1.0, 13.0).reshape(6, 2)  # no all-zero row: some strategies L2-normalise
 GOOD_U = np.linspace(0.5, 0.75, 6)
 
 
