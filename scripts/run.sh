@@ -13,8 +13,8 @@ if [ ! -e "$DATA" ]; then
   exit 2
 fi
 bash scripts/setup.sh
-# Defaults sized for a 2-core CPU: the first 2 volumes, every 11th slice (16 slices), K=4.
-.venv/bin/sugfw score "$DATA" --out "$OUT" --limit "${SUGFW_LIMIT:-16}" --slice-step "${SUGFW_SLICE_STEP:-11}" \
+# Defaults sized for a few minutes on a 2-core CPU: every 11th slice of the first volume (8 slices), K=4.
+.venv/bin/sugfw score "$DATA" --out "$OUT" --limit "${SUGFW_LIMIT:-8}" --slice-step "${SUGFW_SLICE_STEP:-11}" \
   --k "${SUGFW_K:-4}" --save-preview "$OUT/preview.png"
-.venv/bin/sugfw select "$OUT/records.npz" --budget "${SUGFW_BUDGET:-4}" --out "$OUT/queue.csv"
+.venv/bin/sugfw select "$OUT/records.npz" --budget "${SUGFW_BUDGET:-3}" --out "$OUT/queue.csv"
 echo "annotation queue: $OUT/queue.csv   preview: $OUT/preview.png"
