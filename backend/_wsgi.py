@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from backend.config import BackendConfig, parse_budget
+from backend.config import BackendConfig, parse_budget, parse_grid
 from sugfw.errors import SugfwError
 
 log = logging.getLogger("backend")
@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="[SUGFW_DEVICE] auto (default), cpu, cuda, cuda:1 ...")
     parser.add_argument("--k", type=int, help="[SUGFW_K] augmented everything-mode runs per slice (default 10)")
     parser.add_argument("--budget", help="[SUGFW_BUDGET] annotations to plan for: count (35) or ratio (0.01, default)")
+    parser.add_argument("--grid", help="[SUGFW_GRID] everything-mode grid, e.g. 128 or 64,96,128 (default per model)")
+    parser.add_argument("--seed", type=int, help="[SUGFW_SEED] seed of the augmentations and of GSCU (default 0)")
     parser.add_argument("--state-dir", type=Path, help="[SUGFW_STATE_DIR] job state and caches (default .sugfw-backend)")
     parser.add_argument("--test-data", type=Path, help="[SUGFW_TEST_DATA] held-out labelled volumes for evaluation")
     parser.add_argument("--local-files-root", type=Path, help="[LOCAL_FILES_DOCUMENT_ROOT] read /data/local-files/ images here")
@@ -51,6 +53,8 @@ def config_from_args(args: argparse.Namespace) -> BackendConfig:
         device=args.device,
         k=args.k,
         budget=parse_budget(args.budget, "--budget"),
+        grid=parse_grid(args.grid, "--grid"),
+        seed=args.seed,
         state_dir=args.state_dir,
         test_data=args.test_data,
         local_files_document_root=args.local_files_root,
@@ -61,11 +65,12 @@ def config_from_args(args: argparse.Namespace) -> BackendConfig:
 def build_app(config: BackendConfig):
     from backend.app import create_app
     from backend.model import SugfwModel
+    from backend.slice_scorer import SliceScorer
 
     log.info("configuration: %s", config.redacted())
     if config.label_studio_api_key is None:
         log.warning("LABEL_STUDIO_API_KEY is not set: images uploaded to Label Studio cannot be downloaded")
-    return create_app(config, SugfwModel(config))
+    return create_app(config, SugfwModel(config, scorer=SliceScorer(config)))
 
 
 def main(argv: list[str] | None = None) -> int:

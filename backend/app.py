@@ -30,9 +30,12 @@ class BadRequest(Exception):
 
 
 def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None = None) -> Flask:
-    """The Flask app. Without ``jobs``, a queue under the state dir is created and its worker started."""
+    """The Flask app. Without ``jobs``, a queue under the state dir is created, with the handlers of
+    ``backend.handlers``, and its worker started."""
     if jobs is None:
-        jobs = JobQueue(config.state_dir, debounce_s=config.debounce_s)
+        from backend.handlers import job_handlers
+
+        jobs = JobQueue(config.state_dir, job_handlers(config, model), debounce_s=config.debounce_s)
         jobs.start()
     app = Flask(__name__)
     app.config["SUGFW_JOBS"] = jobs

@@ -9,6 +9,9 @@
 | SUGFW_DEVICE                | auto (default: CUDA when available), cpu, cuda, cuda:1 ...       |
 | SUGFW_K                     | augmented everything-mode runs per slice (default 10)            |
 | SUGFW_BUDGET                | annotations to plan for: a count (35) or a ratio (0.01, default) |
+| SUGFW_GRID                  | everything-mode grid: box sides (LiteMedSAM) or points per side (SAM), e.g. "128" or "64,96,128"; default per model |
+| SUGFW_SEED                  | seed of the augmentations and of GSCU's k-means (default 0)      |
+| SUGFW_PREDICT_DEADLINE_S    | seconds /predict may spend scoring slices not scored yet (60)    |
 | SUGFW_STATE_DIR             | job state, score cache, pre-annotations (default .sugfw-backend) |
 | SUGFW_TEST_DATA             | held-out labelled volumes for evaluating the retrained UNet      |
 | SUGFW_DEBOUNCE_S            | quiet seconds before a burst of events becomes one job (5)       |
@@ -43,6 +46,11 @@ class BackendConfig:
     device: str = "auto"
     k: int = 10
     budget: int | float = DEFAULT_BUDGET
+    grid: tuple[int, ...] | None = None
+    """Everything-mode grid; ``None`` keeps the model's default."""
+    seed: int = 0
+    predict_deadline_s: float = 60.0
+    """Label Studio gives up on /predict after ~100 s: stop scoring new slices after this long."""
     state_dir: Path = Path(".sugfw-backend")
     test_data: Path | None = None
     debounce_s: float = 5.0
@@ -62,6 +70,10 @@ class BackendConfig:
         if self.k < 1:
             raise InvalidInputError(f"SUGFW_K={self.k}: expected at least 1 augmented run per slice")
         _check_budget(self.budget)
+        if self.grid is not None and (not self.grid or any(size < 1 for size in self.grid)):
+            raise InvalidInputError(f"SUGFW_GRID={self.grid}: expected one or more positive integers such as 128 or 64,96,128")
+        if self.predict_deadline_s < 0:
+            raise InvalidInputError(f"SUGFW_PREDICT_DEADLINE_S={self.predict_deadline_s}: expected seconds >= 0")
         if self.debounce_s < 0:
             raise InvalidInputError(f"SUGFW_DEBOUNCE_S={self.debounce_s}: expected seconds >= 0")
         if self.image_timeout_s <= 0:
@@ -103,6 +115,9 @@ class BackendConfig:
             "device": text("SUGFW_DEVICE"),
             "k": _number(text("SUGFW_K"), "SUGFW_K", int),
             "budget": parse_budget(text("SUGFW_BUDGET"), "SUGFW_BUDGET"),
+            "grid": parse_grid(text("SUGFW_GRID"), "SUGFW_GRID"),
+            "seed": _number(text("SUGFW_SEED"), "SUGFW_SEED", int),
+            "predict_deadline_s": _number(text("SUGFW_PREDICT_DEADLINE_S"), "SUGFW_PREDICT_DEADLINE_S", float),
             "state_dir": _path(text("SUGFW_STATE_DIR")),
             "test_data": _path(text("SUGFW_TEST_DATA")),
             "debounce_s": _number(text("SUGFW_DEBOUNCE_S"), "SUGFW_DEBOUNCE_S", float),
@@ -156,6 +171,19 @@ def parse_budget(text: str | None, name: str = "budget") -> int | float | None:
             raise InvalidInputError(f"{name}={text!r}: expected a count (35) or a ratio of the pool (0.01)") from None
     _check_budget(budget, name)
     return budget
+
+
+def parse_grid(text: str | None, name: str = "grid") -> tuple[int, ...] | None:
+    """"128" → (128,), "64,96,128" (commas or spaces) → (64, 96, 128); ``None`` stays ``None``."""
+    if text is None:
+        return None
+    try:
+        grid = tuple(int(part) for part in text.replace(",", " ").split())
+    except ValueError:
+        raise InvalidInputError(f"{name}={text!r}: expected positive integers such as 128 or 64,96,128") from None
+    if not grid or any(size < 1 for size in grid):
+        raise InvalidInputError(f"{name}={text!r}: expected positive integers such as 128 or 64,96,128")
+    return grid
 
 
 def _check_budget(budget: int | float, name: str = "SUGFW_BUDGET") -> None:

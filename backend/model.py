@@ -1,19 +1,30 @@
 """The model Label Studio talks to: ``predict`` for pre-annotations, ``fit`` for events.
 
-What it does today: ``predict`` serves the pre-annotation the scoring job stored for a task
-(``<state dir>/predictions/<task id>.json``) and an empty prediction with ``score`` None for a
-task not scored yet; ``fit`` only decides which background job an event calls for. The scoring
-and training jobs themselves register as handlers of ``backend.jobs.JobQueue``.
+``predict`` serves the pre-annotation the scoring job stored for a task
+(``<state dir>/predictions/<task id>.json``). A task not scored yet is scored on demand when the
+model has a scorer: its union mask comes back with ``score`` None under the bare model version,
+so it stays out of the batch's queue order until the next scoring job ranks it. On-demand scoring
+stops starting new slices after ``predict_deadline_s`` (Label Studio abandons a /predict call after
+about 100 s); later tasks of that call get an empty prediction. One slice costs K + 1 encoder and
+everything-mode passes (seconds on a CPU, well under one on a GPU); a slice scored before, by the
+job or an earlier call, is read from the record cache. ``fit`` only decides which background job
+an event calls for; the jobs themselves are handlers of ``backend.jobs.JobQueue``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from backend.brush import SegmentationControl, mask_to_result, parse_label_config
 from backend.config import BackendConfig
-from backend.storage import PredictionStore
+from backend.images import ImageFetcher
+from backend.prefill import prefill_prediction
+from backend.slice_scorer import SliceScorer
+from backend.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
+from sugfw.errors import SugfwError
 
 log = logging.getLogger(__name__)
 
@@ -32,30 +43,107 @@ EVENT_JOBS = {
 class SugfwModel:
     """Pre-annotations and queue order from sugfw, behind Label Studio's ML-backend entry points."""
 
-    def __init__(self, config: BackendConfig, predictions: PredictionStore | None = None) -> None:
+    def __init__(
+        self,
+        config: BackendConfig,
+        predictions: PredictionStore | None = None,
+        scorer: SliceScorer | None = None,
+        fetcher: Callable[[], ImageFetcher] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.predictions = predictions or PredictionStore(config.state_dir / "predictions")
+        self.scorer = scorer
+        """Without one, tasks not scored by the job get an empty prediction."""
+        self.fetcher = fetcher
+        self.clock = clock
+        self.projects = ProjectStateStore(config.state_dir / PROJECT_STATE_DIR)
 
     @property
     def model_version(self) -> str:
         return self.config.model_version
 
     def setup(self, project: str, label_config: str | None) -> str:
-        """Called when Label Studio connects a project; answers the version predictions will carry."""
-        return self.model_version
+        """Called when Label Studio connects a project (and whenever it reads the model's state).
 
-    def predict(self, tasks: list[Mapping[str, Any]], context: Mapping[str, Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
-        """One prediction per task, in order: the stored pre-annotation, or an empty one."""
-        return [self._prediction_for(task) for task in tasks]
+        Answers the version of the project's published batch: Label Studio asks /predict only for
+        tasks without a prediction of this version, so scored tasks are not predicted twice.
+        """
+        project_id = str(project).split(".", 1)[0]
+        published = self.projects.get(project_id).get("model_version") if project_id.isdigit() else None
+        return published if isinstance(published, str) else self.model_version
+
+    def predict(
+        self,
+        tasks: list[Mapping[str, Any]],
+        context: Mapping[str, Any] | None = None,
+        label_config: str | None = None,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]]:
+        """One prediction per task, in order: stored, scored on demand, or empty."""
+        deadline = self.clock() + self.config.predict_deadline_s
+        on_demand = _OnDemand(self, label_config)
+        try:
+            results = []
+            for task in tasks:
+                stored = self._stored(task)
+                if stored is None and self.clock() < deadline:
+                    stored = on_demand.predict(task)
+                results.append(stored if stored is not None else self.empty_prediction())
+            return results
+        finally:
+            on_demand.close()
 
     def fit(self, event: str, data: Mapping[str, Any]) -> str | None:
         """The job kind ``event`` calls for ("train", "score"), or None to ignore it."""
         return EVENT_JOBS.get(event)
 
-    def _prediction_for(self, task: Mapping[str, Any]) -> dict[str, Any]:
-        task_id = task.get("id")
-        if isinstance(task_id, int) and not isinstance(task_id, bool):
-            stored = self.predictions.get(task_id)
-            if stored is not None:
-                return stored
+    def empty_prediction(self) -> dict[str, Any]:
         return {"result": [], "score": None, "model_version": self.model_version}
+
+    def _stored(self, task: Mapping[str, Any]) -> dict[str, Any] | None:
+        task_id = _task_id(task)
+        return None if task_id is None else self.predictions.get(task_id)
+
+
+class _OnDemand:
+    """Scores the unscored tasks of one /predict call; the label config and fetcher only when needed."""
+
+    def __init__(self, model: SugfwModel, label_config: str | None) -> None:
+        self.model = model
+        self.label_config = label_config
+        self._control: SegmentationControl | None = None
+        self._fetcher: ImageFetcher | None = None
+
+    def predict(self, task: Mapping[str, Any]) -> dict[str, Any] | None:
+        model, task_id = self.model, _task_id(task)
+        if model.scorer is None or self.label_config is None or task_id is None:
+            return None
+        if self._control is None:
+            self._control = parse_label_config(self.label_config)  # a config without a brush tag → 400
+        if self._fetcher is None:
+            self._fetcher = model.fetcher() if model.fetcher is not None else _default_fetcher(model.config)
+        try:
+            image = self._fetcher.fetch(task, self._control.image_key)
+            record = model.scorer.score(image, f"task-{task_id}")
+        except SugfwError as error:
+            log.warning("no prediction for task %s: %s", task_id, error)
+            return None
+        prediction = prefill_prediction(mask_to_result(record.union_mask, self._control), model.model_version, None)
+        model.predictions.put(task_id, prediction)
+        return prediction
+
+    def close(self) -> None:
+        if self._fetcher is not None:
+            self._fetcher.close()
+
+
+def _default_fetcher(config: BackendConfig) -> ImageFetcher:
+    from backend.ls_client import image_fetcher
+
+    return image_fetcher(config)
+
+
+def _task_id(task: Mapping[str, Any]) -> int | None:
+    task_id = task.get("id")
+    return task_id if isinstance(task_id, int) and not isinstance(task_id, bool) else None

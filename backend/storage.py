@@ -61,3 +61,28 @@ class PredictionStore:
 
     def __len__(self) -> int:
         return sum(1 for _ in self.root.glob("*.json")) if self.root.is_dir() else 0
+
+
+PROJECT_STATE_DIR = "projects"
+"""Under the state dir: one :class:`ProjectStateStore` file per project."""
+
+
+class ProjectStateStore:
+    """What the last published cold-start batch of each project was, ``<root>/<project id>.json``.
+
+    ``{"model_version": ..., "images": {task id: [image URL, content hash]}}``: ``/setup`` answers
+    with the version, and the next scoring job skips downloading images whose URL is unchanged.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, project_id: int | str) -> Path:
+        return self.root / f"{int(project_id)}.json"
+
+    def get(self, project_id: int | str) -> dict[str, Any]:
+        payload = read_json(self._path(project_id))
+        return payload if isinstance(payload, dict) else {}
+
+    def put(self, project_id: int | str, state: dict[str, Any]) -> None:
+        atomic_write_json(self._path(project_id), state)

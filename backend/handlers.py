@@ -1,0 +1,15 @@
+"""Which handler runs each kind of background job."""
+
+from __future__ import annotations
+
+from backend.cold_start import ScoreJob
+from backend.config import BackendConfig
+from backend.jobs import JobHandler
+from backend.model import SugfwModel
+from backend.slice_scorer import SliceScorer
+
+
+def job_handlers(config: BackendConfig, model: SugfwModel) -> dict[str, JobHandler]:
+    """Handlers sharing the model's scorer (one model in memory) and prediction store."""
+    scorer = model.scorer if model.scorer is not None else SliceScorer(config)
+    return {"score": ScoreJob(config, scorer, model.predictions)}

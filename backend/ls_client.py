@@ -1,0 +1,119 @@
+"""The Label Studio calls the backend makes, through ``label-studio-sdk``, for one project.
+
+Queue order reaches Label Studio two ways (checked against ``/api/projects/{id}/next``):
+- "Label All Tasks": the project's ``sampling`` is uncertainty sampling and its ``model_version``
+  names the batch; tasks are then served by ascending prediction ``score`` (the queue position),
+  the annotator's least-labelled ``cluster`` first, which is GSCU's round-by-round order. (With
+  several annotators Label Studio picks at random among the first few, so two people do not get
+  the same task.)
+- "Label Tasks As Displayed": a Data Manager tab sorted by ascending ``data.priority`` (the same
+  queue position, stored as a number so that 10 sorts after 9).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+
+from backend.config import BackendConfig
+from backend.images import ImageFetcher, label_studio_auth
+from sugfw.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+PRIORITY_FIELD = "priority"
+PRIORITY_VIEW_TITLE = "SUGFW queue"
+PRIORITY_ORDERING = [f"tasks:data.{PRIORITY_FIELD}"]
+"""Ascending: priority 0 (queue position 0) is labelled first."""
+PAGE_SIZE = 100
+
+
+def require_label_studio(config: BackendConfig) -> tuple[str, str]:
+    if config.label_studio_url is None or config.label_studio_api_key is None:
+        missing = "LABEL_STUDIO_URL" if config.label_studio_url is None else "LABEL_STUDIO_API_KEY"
+        raise InvalidInputError(f"{missing} is not set: the backend cannot read tasks from or write predictions to Label Studio")
+    return config.label_studio_url, config.label_studio_api_key
+
+
+def image_fetcher(config: BackendConfig) -> ImageFetcher:
+    """An image fetcher authenticated with the configured key (or anonymous when none is set)."""
+    auth = None
+    if config.label_studio_url is not None and config.label_studio_api_key is not None:
+        auth = label_studio_auth(config.label_studio_url, config.label_studio_api_key, config.image_timeout_s)
+    return ImageFetcher(
+        config.label_studio_url, auth, config.local_files_document_root, timeout_s=config.image_timeout_s
+    )
+
+
+class ProjectClient:
+    """One Label Studio project, as the scoring job reads and writes it."""
+
+    def __init__(self, client: Any, project_id: int, http: httpx.Client | None = None) -> None:
+        self.client = client
+        self.project_id = project_id
+        self._http = http
+
+    @classmethod
+    def connect(cls, config: BackendConfig, project_id: int) -> "ProjectClient":
+        from label_studio_sdk.client import LabelStudio
+
+        url, key = require_label_studio(config)
+        http = httpx.Client(timeout=60.0)
+        return cls(LabelStudio(base_url=url, api_key=key, httpx_client=http), project_id, http)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+
+    def label_config(self) -> str:
+        return self.client.projects.get(id=self.project_id).label_config
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every task of the project as ``{"id", "data"}``, in id order."""
+        pager = self.client.tasks.list(project=self.project_id, page_size=PAGE_SIZE, fields="task_only")
+        tasks = [{"id": task.id, "data": dict(task.data or {})} for task in pager]
+        return sorted(tasks, key=lambda task: task["id"])
+
+    def prediction_versions(self) -> list[tuple[int, int, str | None]]:
+        """(prediction id, task id, model_version) of every prediction in the project."""
+        return [
+            (item.id, item.task, item.model_version)
+            for item in self.client.predictions.list(project=self.project_id)
+        ]
+
+    def create_predictions(self, predictions: Mapping[int, Mapping[str, Any]]) -> None:
+        """Create one prediction per task id.
+
+        One request each: the bulk ``import/predictions`` endpoint drops ``cluster`` (Label Studio 1.23).
+        """
+        for task_id, prediction in predictions.items():
+            self.client.predictions.create(task=task_id, project=self.project_id, **prediction)
+
+    def delete_predictions(self, prediction_ids: Iterable[int]) -> None:
+        for prediction_id in prediction_ids:
+            self.client.predictions.delete(id=prediction_id)
+
+    def set_task_data(self, task_id: int, data: Mapping[str, Any]) -> None:
+        self.client.tasks.update(id=str(task_id), data=dict(data))
+
+    def serve_by_prediction_score(self, model_version: str) -> None:
+        """Label All Tasks serves tasks by ascending score of ``model_version``'s predictions."""
+        # The server accepts this version only once predictions carrying it exist.
+        self.client.projects.update(id=self.project_id, sampling=UNCERTAINTY_SAMPLING, model_version=model_version)
+
+    def ensure_priority_view(self) -> None:
+        """A Data Manager tab sorted by ascending priority (created once, re-sorted if edited)."""
+        for view in self.client.views.list(project=self.project_id):
+            data = dict(view.data or {})
+            if data.get("title") == PRIORITY_VIEW_TITLE:
+                if data.get("ordering") != PRIORITY_ORDERING:
+                    self.client.views.update(id=str(view.id), project=self.project_id, data={**data, "ordering": PRIORITY_ORDERING})
+                return
+        self.client.views.create(
+            project=self.project_id,
+            data={"title": PRIORITY_VIEW_TITLE, "ordering": PRIORITY_ORDERING, "filters": {"conjunction": "and", "items": []}},
+        )

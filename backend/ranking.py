@@ -1,0 +1,47 @@
+"""Queue order of a project's scored slices: GSCU over all of them, with the budget resolved.
+
+The budget sets GSCU's number of k-means clusters (its picks); the continuation ranks every other
+slice, so each task gets a queue position. A project can be smaller than the configured budget
+(or hold duplicate slices): the count is then lowered to what k-means can form, with a warning,
+rather than leaving the project without an order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from sugfw.records import SliceRecord
+from sugfw.selection import Selection, get_strategy, resolve_budget
+
+log = logging.getLogger(__name__)
+
+STRATEGY = "gscu"
+
+
+def feature_matrix(records: Sequence[SliceRecord], kind: str) -> np.ndarray:
+    return np.stack([r.features_pgdr if kind == "pgdr" else r.features_mean for r in records]).astype(np.float32)
+
+
+def cluster_count(budget: int | float, features: np.ndarray) -> int:
+    """``budget`` resolved against the pool, capped at the pool size and at its distinct feature rows."""
+    n = len(features)
+    if isinstance(budget, int) and budget > n:
+        log.warning("budget %d exceeds the %d scored tasks; planning for all %d", budget, n, n)
+        budget = n
+    count = resolve_budget(budget, n)
+    distinct = len(np.unique(features, axis=0))
+    if distinct < count:
+        log.warning("only %d of %d scored tasks are distinct slices; planning %d clusters instead of %d", distinct, n, distinct, count)
+        count = distinct
+    return count
+
+
+def plan_queue(records: Sequence[SliceRecord], budget: int | float, seed: int) -> Selection:
+    """GSCU over ``records``: ``ranks()`` gives every record's queue position, ``clusters`` its cluster."""
+    spec = get_strategy(STRATEGY)
+    features = feature_matrix(records, spec.features)
+    uncertainty = np.array([r.uncertainty for r in records], dtype=np.float64)
+    return spec.select(features, uncertainty, cluster_count(budget, features), seed)

@@ -1,0 +1,67 @@
+"""The library's Scorer as the backend uses it: built once from the config, shared, one slice at a time.
+
+The model is loaded on first use (not at import or app start), so ``/health`` answers while the
+weights load. Scoring is serialised by a lock: the scoring job and an on-demand ``/predict`` share
+one model, and two slices at once on the same device would only compete for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from backend.config import BackendConfig
+from sugfw.records import SliceRecord
+
+if TYPE_CHECKING:
+    from sugfw.scoring import Scorer
+
+SCORE_CACHE_DIR = "scores"
+"""Record cache under the state dir: a restart mid-job finds every slice it had scored."""
+
+
+class SliceScorer:
+    def __init__(self, config: BackendConfig, scorer: Scorer | None = None) -> None:
+        self.config = config
+        self._scorer = scorer
+        self._lock = threading.Lock()
+
+    @property
+    def scorer(self) -> Scorer:
+        """The library ``Scorer`` (built on first access)."""
+        with self._lock:
+            if self._scorer is None:
+                self._scorer = build_scorer(self.config)
+            return self._scorer
+
+    def identity(self) -> dict[str, Any]:
+        """What the records depend on besides the pixels (model, weights, settings)."""
+        return self.scorer.identity()
+
+    def cached(self, image_hash: str, slice_id: str) -> SliceRecord | None:
+        """The cached record of the slice with content hash ``image_hash``, without its pixels."""
+        cache = self.scorer.cache
+        record = cache.get(image_hash) if cache is not None else None
+        if record is not None:
+            record.slice_id = slice_id
+        return record
+
+    def score(self, image: np.ndarray, slice_id: str) -> SliceRecord:
+        """The record of one slice, from the cache when it was scored before."""
+        scorer = self.scorer
+        with self._lock:
+            return scorer.score_image(image, slice_id)
+
+
+def build_scorer(config: BackendConfig) -> Scorer:
+    """A library ``Scorer`` for the configured model, grid, K and seed, caching under the state dir."""
+    from sugfw.everything import EverythingSettings
+    from sugfw.models import build_model
+    from sugfw.scoring import Scorer, ScoringSettings
+
+    model = build_model(config.model, checkpoint=config.checkpoint, device=config.device)
+    everything = EverythingSettings.for_model(model, grid=config.grid)
+    settings = ScoringSettings(everything=everything, k=config.k, seed=config.seed)
+    return Scorer(model, settings, cache_dir=config.state_dir / SCORE_CACHE_DIR)

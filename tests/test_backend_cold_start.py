@@ -1,0 +1,395 @@
+"""The "score" job and on-demand /predict, against an in-memory Label Studio project and a tiny SAM."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.brush import LabelConfigError, result_to_mask
+from backend.cold_start import ScoreJob
+from backend.config import BackendConfig, parse_grid
+from backend.images import ImageFetcher
+from backend.jobs import Job, Progress
+from backend.model import SugfwModel
+from backend.ranking import cluster_count
+from backend.slice_scorer import SCORE_CACHE_DIR, SliceScorer
+from backend.storage import PredictionStore
+from sugfw.data import load_image_file
+from sugfw.errors import BudgetError, InvalidInputError
+from sugfw.everything import EverythingSettings
+from sugfw.scoring import Scorer, ScoringSettings
+from sugfw.selection import gscu
+
+REPO = Path(__file__).resolve().parents[1]
+LABEL_CONFIG = (REPO / "label_config.xml").read_text()
+PROJECT = 7
+BUDGET = 2
+
+
+class FakeProject:
+    """The ProjectClient calls, in memory, with the server's rule that a project version must exist."""
+
+    def __init__(self, tasks: list[dict]) -> None:
+        self.task_list = tasks
+        self.stored: list[dict] = []
+        self.next_id = 1
+        self.creates: list[list[int]] = []
+        self.data_writes: list[int] = []
+        self.deleted: list[int] = []
+        self.sampling: str | None = None
+        self.model_version: str | None = None
+        self.views = 0
+
+    def label_config(self) -> str:
+        return LABEL_CONFIG
+
+    def close(self) -> None:
+        pass
+
+    def tasks(self) -> list[dict]:
+        return [{"id": task["id"], "data": dict(task["data"])} for task in self.task_list]
+
+    def prediction_versions(self) -> list[tuple[int, int, str | None]]:
+        return [(p["id"], p["task"], p["model_version"]) for p in self.stored]
+
+    def add_prediction(self, task_id: int, prediction: dict) -> None:
+        self.stored.append({"id": self.next_id, "task": task_id, **prediction})
+        self.next_id += 1
+
+    def create_predictions(self, predictions: dict) -> None:
+        self.creates.append(sorted(predictions))
+        for task_id, prediction in predictions.items():
+            self.add_prediction(task_id, prediction)
+
+    def delete_predictions(self, ids) -> None:
+        ids = list(ids)
+        self.deleted += ids
+        self.stored = [p for p in self.stored if p["id"] not in ids]
+
+    def set_task_data(self, task_id: int, data: dict) -> None:
+        self.data_writes.append(task_id)
+        next(task for task in self.task_list if task["id"] == task_id)["data"] = dict(data)
+
+    def serve_by_prediction_score(self, model_version: str) -> None:
+        assert any(p["model_version"] == model_version for p in self.stored), "no prediction carries this version yet"
+        self.sampling, self.model_version = "Uncertainty sampling", model_version
+
+    def ensure_priority_view(self) -> None:
+        self.views += 1
+
+    def predictions_of(self, version: str) -> dict[int, dict]:
+        found = {}
+        for p in self.stored:
+            if p["model_version"] == version:
+                assert p["task"] not in found, f"task {p['task']} has two predictions of {version}"
+                found[p["task"]] = p
+        return found
+
+
+class CountingScorer(Scorer):
+    """Counts the slices it really computes (not read from the cache)."""
+
+    def _compute(self, image, slice_id):
+        self.computed.append(slice_id)
+        return super()._compute(image, slice_id)
+
+
+def tiny_settings(model) -> ScoringSettings:
+    return ScoringSettings(EverythingSettings.for_model(model, grid=(4,), pred_iou_thresh=0.0, stability_thresh=0.0), k=1)
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    scaled = (image - image.min()) / (image.max() - image.min()) * 255
+    Image.fromarray(scaled.astype(np.uint8)).save(path)
+
+
+@pytest.fixture
+def world(tmp_path, tiny_sam, textured_slice, one_torch_thread):
+    """Four good slices (tasks 10-12, 15), a broken file (13), a task without an image (14)."""
+    root = tmp_path / "files"
+    root.mkdir()
+    tasks = []
+    for i, task_id in enumerate([10, 11, 12, 15]):
+        write_png(root / f"s{task_id}.png", textured_slice(32, 40, seed=i))
+        tasks.append({"id": task_id, "data": {"image": f"/data/local-files/?d=s{task_id}.png", "case": "c1"}})
+    (root / "s13.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    tasks.insert(3, {"id": 13, "data": {"image": "/data/local-files/?d=s13.png"}})
+    tasks.insert(4, {"id": 14, "data": {"img": "/data/local-files/?d=s10.png"}})
+    config = BackendConfig(state_dir=tmp_path / "state", budget=BUDGET, local_files_document_root=root)
+
+    class World:
+        pass
+
+    w = World()
+    w.root, w.config, w.project, w.model = root, config, FakeProject(tasks), tiny_sam
+    w.store = PredictionStore(config.state_dir / "predictions")
+
+    def scorer() -> SliceScorer:
+        counting = CountingScorer(tiny_sam, tiny_settings(tiny_sam), cache_dir=config.state_dir / SCORE_CACHE_DIR)
+        counting.computed = []
+        return SliceScorer(config, scorer=counting)
+
+    def job(slice_scorer: SliceScorer, fetcher=None) -> ScoreJob:
+        return ScoreJob(config, slice_scorer, w.store, connect=lambda pid: w.project,
+                        fetcher=fetcher or (lambda: ImageFetcher(local_files_root=root)))
+
+    w.scorer, w.job = scorer, job
+    return w
+
+
+def run(job: ScoreJob) -> Progress:
+    progress = Progress(Job("score", str(PROJECT), 0.0, 0.0, 0.0))
+    job(progress.job, progress)
+    return progress
+
+
+def library_records(world, task_ids: list[int]) -> list:
+    scorer = Scorer(world.model, tiny_settings(world.model))  # no cache: computed afresh
+    return [scorer.score_image(load_image_file(world.root / f"s{task_id}.png")) for task_id in task_ids]
+
+
+def expected_queue(world, task_ids: list[int]) -> tuple[dict, dict, dict]:
+    """Rank, cluster and union mask per task, computed by the library alone (no cache, no backend)."""
+    records = library_records(world, task_ids)
+    features = np.stack([r.features_pgdr for r in records])
+    selection = gscu(features, np.array([r.uncertainty for r in records]), BUDGET, 0)
+    ranks = selection.ranks()
+    return (
+        {t: int(ranks[i]) for i, t in enumerate(task_ids)},
+        {t: int(selection.clusters[i]) for i, t in enumerate(task_ids)},
+        {t: records[i].union_mask for i, t in enumerate(task_ids)},
+    )
+
+
+def test_job_writes_the_gscu_queue_and_skips_broken_tasks(world, caplog):
+    scorer = world.scorer()
+    with caplog.at_level(logging.WARNING, logger="backend"):
+        progress = run(world.job(scorer))
+    project = world.project
+    version = project.model_version
+    assert re.fullmatch(r"sugfw-litemedsam-[0-9a-f]{10}", version)
+    assert project.sampling == "Uncertainty sampling"
+
+    ranks, clusters, masks = expected_queue(world, [10, 11, 12, 15])
+    written = project.predictions_of(version)
+    assert sorted(written) == [10, 11, 12, 15]
+    for task_id, prediction in written.items():
+        assert prediction["score"] == ranks[task_id] / 4  # queue position over the 4 scored tasks
+        assert prediction["cluster"] == clusters[task_id]
+        (item,) = prediction["result"]
+        assert item["value"]["brushlabels"] == ["left_atrium"]
+        np.testing.assert_array_equal(result_to_mask(item), masks[task_id])
+        stored = world.store.get(task_id)
+        assert {key: stored[key] for key in ("score", "cluster", "model_version", "result")} == {
+            key: prediction[key] for key in ("score", "cluster", "model_version", "result")
+        }
+
+    priority = {task["id"]: task["data"]["priority"] for task in project.task_list}
+    # Scored tasks: their queue position; the broken (13) and image-less (14) tasks after them, by id.
+    assert priority == {**ranks, 13: 4, 14: 5}
+    assert all(type(value) is int for value in priority.values())
+    assert project.task_list[0]["data"]["case"] == "c1"  # other data fields kept
+    assert project.views == 1
+    assert (progress.done, progress.total) == (12, 12)  # six tasks scored, six written
+    assert re.search(r"skipping task 13: task 13: image .*s13\.png is not a usable slice", caplog.text)
+    assert "skipping task 14: task 14 has no image under data['image']" in caplog.text
+
+
+class CountingFetcher(ImageFetcher):
+    fetched: list[int] = []
+
+    def fetch(self, task, image_key):
+        CountingFetcher.fetched.append(task["id"])
+        return super().fetch(task, image_key)
+
+
+def counting_fetcher(world):
+    CountingFetcher.fetched = []
+    return lambda: CountingFetcher(local_files_root=world.root)
+
+
+def test_rerun_of_the_published_batch_downloads_computes_and_writes_nothing(world):
+    run(world.job(world.scorer()))
+    project = world.project
+    version, creates, writes = project.model_version, list(project.creates), list(project.data_writes)
+
+    scorer = world.scorer()
+    run(world.job(scorer, fetcher=counting_fetcher(world)))
+    # Only the two tasks that failed are tried again; the others' URLs are unchanged.
+    assert CountingFetcher.fetched == [13, 14]
+    assert scorer.scorer.computed == []
+    assert project.model_version == version
+    assert (project.creates, project.data_writes, project.deleted) == (creates, writes, [])
+
+
+def test_rerun_after_a_crash_while_publishing_creates_no_duplicates(world):
+    run(world.job(world.scorer()))
+    project = world.project
+    version, creates, writes = project.model_version, list(project.creates), list(project.data_writes)
+    (world.config.state_dir / "projects" / f"{PROJECT}.json").unlink()  # died before recording the batch
+
+    scorer = world.scorer()
+    run(world.job(scorer))
+    assert scorer.scorer.computed == []
+    assert project.creates[len(creates):] == [[]]  # every task already has its prediction
+    assert (project.data_writes, project.deleted) == (writes, [])
+    assert sorted(project.predictions_of(version)) == [10, 11, 12, 15]
+
+
+def test_setup_answers_the_published_version_of_the_project(world):
+    model = SugfwModel(world.config)
+    assert model.setup(f"{PROJECT}.1712345678", LABEL_CONFIG) == "sugfw-litemedsam"
+    run(world.job(world.scorer()))
+    assert model.setup(f"{PROJECT}.1712345678", LABEL_CONFIG) == world.project.model_version
+    assert model.setup("8.1712345678", LABEL_CONFIG) == "sugfw-litemedsam"  # another project
+
+
+def test_restart_mid_job_resumes_from_the_score_cache(world):
+    class Crash(Exception):
+        pass
+
+    class CrashingFetcher(ImageFetcher):
+        def fetch(self, task, image_key):
+            if task["id"] == 12:
+                raise Crash("process killed")
+            return super().fetch(task, image_key)
+
+    first = world.scorer()
+    with pytest.raises(Crash):
+        run(world.job(first, fetcher=lambda: CrashingFetcher(local_files_root=world.root)))
+    assert first.scorer.computed == ["task-10", "task-11"]
+    assert world.project.stored == []  # nothing published from a half-scored project
+
+    restarted = world.scorer()
+    run(world.job(restarted))
+    assert restarted.scorer.computed == ["task-12", "task-15"]
+    assert sorted(world.project.predictions_of(world.project.model_version)) == [10, 11, 12, 15]
+
+
+def test_new_task_gives_a_new_batch_and_stale_cold_start_predictions_go(world, textured_slice):
+    run(world.job(world.scorer()))
+    project = world.project
+    first_version = project.model_version
+    project.add_prediction(10, {"model_version": "sugfw-litemedsam", "score": None, "result": []})  # from /predict
+    project.add_prediction(11, {"model_version": "sugfw-unet-3", "score": 0.0, "result": []})  # not cold start: kept
+
+    write_png(world.root / "s16.png", textured_slice(32, 40, seed=9))
+    project.task_list.append({"id": 16, "data": {"image": "/data/local-files/?d=s16.png"}})
+    run(world.job(world.scorer()))
+    assert project.model_version != first_version
+    assert project.predictions_of(first_version) == {}
+    assert project.predictions_of("sugfw-litemedsam") == {}
+    assert sorted(project.predictions_of("sugfw-unet-3")) == [11]
+    assert sorted(project.predictions_of(project.model_version)) == [10, 11, 12, 15, 16]
+
+
+def test_project_without_any_usable_image_keeps_its_queue(world, caplog):
+    for task in world.project.task_list:
+        task["data"] = {"img": "x"}
+    with caplog.at_level(logging.WARNING, logger="backend"):
+        run(world.job(world.scorer()))
+    assert world.project.stored == [] and world.project.model_version is None
+    assert "none of its 6 task(s) could be scored" in caplog.text
+
+
+# -- /predict on demand ---------------------------------------------------------------------------
+
+def on_demand_model(world, deadline_s: float = 60.0, clock=None) -> SugfwModel:
+    config = BackendConfig(state_dir=world.config.state_dir, predict_deadline_s=deadline_s,
+                           local_files_document_root=world.root)
+    kwargs = {"clock": clock} if clock else {}
+    return SugfwModel(config, world.store, scorer=world.scorer(), fetcher=lambda: ImageFetcher(local_files_root=world.root), **kwargs)
+
+
+def test_predict_scores_a_new_task_once_outside_the_queue(world):
+    model = on_demand_model(world)
+    task = {"id": 11, "data": {"image": "/data/local-files/?d=s11.png"}}
+    (first,) = model.predict([task], label_config=LABEL_CONFIG)
+    assert (first["score"], first["model_version"]) == (None, "sugfw-litemedsam")
+    assert "cluster" not in first
+    (record,) = library_records(world, [11])
+    np.testing.assert_array_equal(result_to_mask(first["result"][0]), record.union_mask)
+
+    again = on_demand_model(world)
+    assert again.predict([task], label_config=LABEL_CONFIG) == [first]
+    assert again.scorer.scorer.computed == []  # served from the prediction store
+
+
+def test_predict_stops_scoring_new_slices_at_the_deadline(world):
+    now = [0.0]
+
+    class SlowFetcher(ImageFetcher):
+        def fetch(self, task, image_key):
+            now[0] += 6.0  # each slice takes 6 s
+            return super().fetch(task, image_key)
+
+    model = on_demand_model(world, deadline_s=10.0, clock=lambda: now[0])
+    model.fetcher = lambda: SlowFetcher(local_files_root=world.root)
+    tasks = [{"id": t, "data": {"image": f"/data/local-files/?d=s{t}.png"}} for t in (10, 11, 12)]
+    results = model.predict(tasks, label_config=LABEL_CONFIG)
+    # Started at t=0 and t=6 (< 10); the third would start at t=12.
+    assert model.scorer.scorer.computed == ["task-10", "task-11"]
+    assert [len(r["result"]) for r in results] == [1, 1, 0]
+    assert results[2] == model.empty_prediction()
+
+
+def test_predict_with_a_broken_image_answers_empty_and_logs(world, caplog):
+    model = on_demand_model(world)
+    with caplog.at_level(logging.WARNING, logger="backend"):
+        (result,) = model.predict([{"id": 13, "data": {"image": "/data/local-files/?d=s13.png"}}], label_config=LABEL_CONFIG)
+    assert result == model.empty_prediction()
+    assert "no prediction for task 13: task 13: image" in caplog.text
+
+
+def test_predict_refuses_a_config_without_a_brush(world):
+    model = on_demand_model(world)
+    config = '<View><Image name="image" value="$image"/><Choices name="c" toName="image"><Choice value="a"/></Choices></View>'
+    with pytest.raises(LabelConfigError, match="no BrushLabels or PolygonLabels tag"):
+        model.predict([{"id": 10, "data": {"image": "/data/local-files/?d=s10.png"}}], label_config=config)
+
+
+# -- budget and config ----------------------------------------------------------------------------
+
+def test_cluster_count_resolves_and_caps_the_budget():
+    rows = np.eye(5, dtype=np.float32)
+    assert cluster_count(0.5, rows) == 3  # 0.5 × 5 = 2.5 → round half up → 3
+    assert cluster_count(10, rows) == 5  # more than the pool → the pool
+    duplicated = np.repeat(np.eye(2, dtype=np.float32), 2, axis=0)  # 4 rows, 2 distinct
+    assert cluster_count(3, duplicated) == 2
+    with pytest.raises(BudgetError):
+        cluster_count(1.5, rows)
+
+
+@pytest.mark.parametrize("text,expected", [("128", (128,)), ("64, 96,128", (64, 96, 128)), ("64 96", (64, 96)), (None, None)])
+def test_grid_parses_one_or_more_sizes(text, expected):
+    assert parse_grid(text, "SUGFW_GRID") == expected
+
+
+@pytest.mark.parametrize("text", ["0", "64,-1", "abc", " , "])
+def test_bad_grid_is_refused_naming_the_variable(text):
+    with pytest.raises(InvalidInputError, match=r"SUGFW_GRID=.*expected positive integers"):
+        parse_grid(text, "SUGFW_GRID")
+
+
+def test_config_reads_grid_seed_and_deadline_from_the_environment(tmp_path):
+    config = BackendConfig.from_env({"SUGFW_GRID": "128", "SUGFW_SEED": "3", "SUGFW_PREDICT_DEADLINE_S": "20"})
+    assert (config.grid, config.seed, config.predict_deadline_s) == ((128,), 3, 20.0)
+
+
+def test_the_served_app_runs_score_jobs_with_the_models_scorer(tmp_path):
+    from backend._wsgi import build_app
+    from backend.handlers import job_handlers
+
+    app = build_app(BackendConfig(state_dir=tmp_path))
+    jobs = app.config["SUGFW_JOBS"]
+    try:
+        assert isinstance(jobs.handlers["score"], ScoreJob)
+    finally:
+        jobs.stop()
+    model = SugfwModel(BackendConfig(state_dir=tmp_path), scorer=SliceScorer(BackendConfig(state_dir=tmp_path)))
+    assert job_handlers(model.config, model)["score"].scorer is model.scorer  # one model in memory

@@ -1,0 +1,216 @@
+"""Docker files checked without a Docker engine: the compose file parsed with PyYAML, the Dockerfile's
+instructions read as text, and the health probe run against a local HTTP server."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import re
+import shlex
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from backend._wsgi import build_parser
+from conftest import LABEL_STUDIO_VERSION
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKER = ROOT / "docker"
+COMPOSE = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+LS, BACKEND = SERVICES["label-studio"], SERVICES["sugfw-backend"]
+# ${NAME}, ${NAME:-default}, ${NAME:?message}
+VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?][^}]*)?\}")
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
+    text = (DOCKER / "Dockerfile").read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    instructions = []
+    for line in joined.splitlines():
+        if line.strip():
+            keyword, _, arguments = line.strip().partition(" ")
+            instructions.append((keyword.upper(), arguments.strip()))
+    return instructions
+
+
+def instruction(name: str) -> list[str]:
+    return [arguments for keyword, arguments in dockerfile_instructions() if keyword == name]
+
+
+def exec_form(arguments: str) -> list[str]:
+    # Exec (JSON) form runs without a shell, so signals reach the server and the command is exact.
+    assert arguments.startswith("["), f"expected the JSON exec form, got {arguments!r}"
+    return json.loads(arguments)
+
+
+def container_port(mapping: str) -> int:
+    return int(str(mapping).rsplit(":", 1)[1].split("/")[0])
+
+
+def volume_targets(service: dict) -> set[str]:
+    # Short syntax SOURCE:TARGET[:MODE]; a "${X:-./dir}" source holds a colon of its own.
+    return {VARIABLE.sub("SOURCE", str(volume)).split(":")[1] for volume in service["volumes"]}
+
+
+def interpolated(value: str) -> set[str]:
+    return set(VARIABLE.findall(str(value)))
+
+
+# -- compose ----------------------------------------------------------------------------------------------
+
+
+def test_compose_runs_the_label_studio_version_the_tests_use_beside_the_backend():
+    assert set(SERVICES) == {"label-studio", "sugfw-backend"}
+    assert LS["image"] == f"heartexlabs/label-studio:{LABEL_STUDIO_VERSION}"
+    assert BACKEND["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
+    assert (DOCKER / BACKEND["build"]["context"] / BACKEND["build"]["dockerfile"]).resolve() == DOCKER / "Dockerfile"
+
+
+def test_backend_reaches_label_studio_by_service_name_and_container_port():
+    url = urlsplit(BACKEND["environment"]["LABEL_STUDIO_URL"])
+    assert url.scheme == "http" and url.hostname == "label-studio" and url.hostname in SERVICES
+    assert url.port in {container_port(mapping) for mapping in LS["ports"]}
+    assert BACKEND["depends_on"]["label-studio"]["condition"] == "service_healthy"
+
+
+def test_label_studio_and_backend_share_one_required_api_key():
+    server_token = interpolated(LS["environment"]["LABEL_STUDIO_USER_TOKEN"])
+    backend_key = interpolated(BACKEND["environment"]["LABEL_STUDIO_API_KEY"])
+    assert server_token == backend_key == {"LABEL_STUDIO_API_KEY"}
+    # ":?" makes compose stop with a message when the key is unset or empty.
+    assert ":?" in BACKEND["environment"]["LABEL_STUDIO_API_KEY"]
+
+
+def test_label_studio_settings_a_backend_on_the_compose_network_needs():
+    env = LS["environment"]
+    assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
+    # With only the first switched off, the backend connects but gets no webhook (see notes).
+    assert (env["LABEL_STUDIO_ML_BLOCK_LOCAL_IP"], env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"]) == ("false", "false")
+    assert env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] == "true"
+    # Both services see the served files at the same path, so the backend can read them from disk.
+    root = env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"]
+    assert BACKEND["environment"]["LOCAL_FILES_DOCUMENT_ROOT"] == root
+    for service in (LS, BACKEND):
+        assert root in volume_targets(service)
+
+
+def test_state_dir_and_label_studio_data_are_named_volumes():
+    state_dir = BACKEND["environment"]["SUGFW_STATE_DIR"]
+    assert f"sugfw-state:{state_dir}" in BACKEND["volumes"]
+    assert "label-studio-data:/label-studio/data" in LS["volumes"]
+    assert {"sugfw-state", "label-studio-data"} <= set(COMPOSE["volumes"])
+    assert "/checkpoints" in volume_targets(BACKEND)
+
+
+def test_backend_reserves_a_gpu():
+    devices = BACKEND["deploy"]["resources"]["reservations"]["devices"]
+    assert any(device["driver"] == "nvidia" and "gpu" in device["capabilities"] for device in devices)
+
+
+def test_env_example_defines_every_variable_the_compose_file_reads():
+    used = interpolated((DOCKER / "docker-compose.yml").read_text())
+    example = (DOCKER / ".env.example").read_text().splitlines()
+    defined = {line.split("=", 1)[0] for line in example if "=" in line and not line.startswith("#")}
+    assert used - defined == set()
+
+
+# -- Dockerfile ---------------------------------------------------------------------------------------------
+
+
+def test_image_starts_the_backend_module_the_tests_start():
+    assert instruction("ENTRYPOINT") == []  # so `docker run IMAGE sugfw score ...` replaces the command
+    command = exec_form(instruction("CMD")[-1])
+    assert command[:3] == ["python", "-m", "backend._wsgi"]
+    args = build_parser().parse_args(command[3:])
+    assert (args.host, args.port) == ("0.0.0.0", 9090)
+    assert instruction("EXPOSE") == [str(args.port)]
+    assert {container_port(mapping) for mapping in BACKEND["ports"]} == {args.port}
+    assert "command" not in BACKEND and "entrypoint" not in BACKEND  # one source: the image
+
+
+def test_image_runs_as_a_non_root_user_and_keeps_state_writable():
+    user = instruction("USER")[-1]
+    assert user not in ("root", "0") and not user.startswith(("root:", "0:"))
+    assert "SUGFW_STATE_DIR=/state" in " ".join(instruction("ENV"))
+    assert "chown sugfw /state" in " ".join(instruction("RUN"))
+
+
+def test_health_check_is_the_same_probe_in_image_and_compose():
+    options, _, command = instruction("HEALTHCHECK")[-1].partition("CMD ")
+    probe = exec_form(command.strip())
+    assert BACKEND["healthcheck"]["test"] == ["CMD", *probe]
+    assert probe == ["python", "/app/docker/healthcheck.py"]
+    assert "docker/healthcheck.py ./docker/healthcheck.py" in instruction("COPY")
+
+
+def test_copied_sources_exist_and_are_let_into_the_build_context():
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "*" in ignore  # an allow-list: .venv and .venv-ls (gigabytes) stay out of the context
+    for arguments in instruction("COPY"):
+        for source in shlex.split(arguments)[:-1]:
+            assert (ROOT / source).exists(), source
+            assert f"!{source.rstrip('/')}" in ignore, source
+
+
+# -- the health probe ---------------------------------------------------------------------------------------
+
+
+def load_probe():
+    spec = importlib.util.spec_from_file_location("healthcheck", DOCKER / "healthcheck.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def fake_backend():
+    """/health with Basic auth admin:pw; /down answers 200 with status DOWN."""
+    expected = "Basic " + base64.b64encode(b"admin:pw").decode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.headers.get("Authorization") != expected:
+                self.send_response(401)
+                self.end_headers()
+                return
+            body = json.dumps({"status": "UP" if self.path == "/health" else "DOWN"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_probe_is_healthy_only_when_health_says_up(fake_backend):
+    probe = load_probe()
+    assert probe.DEFAULT_URL == "http://127.0.0.1:9090/health"
+    assert probe.healthy(f"{fake_backend}/health", "admin", "pw") is True
+    assert probe.healthy(f"{fake_backend}/health", "admin", "wrong") is False  # 401
+    assert probe.healthy(f"{fake_backend}/health", None, None) is False  # no credentials sent
+    assert probe.healthy(f"{fake_backend}/down", "admin", "pw") is False
+
+
+def test_probe_reports_an_unreachable_backend_as_unhealthy():
+    import socket
+
+    with socket.socket() as probe_socket:  # a port nothing listens on once closed
+        probe_socket.bind(("127.0.0.1", 0))
+        port = probe_socket.getsockname()[1]
+    assert load_probe().healthy(f"http://127.0.0.1:{port}/health", None, None, timeout_s=2) is False
