@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="[SUGFW_SEED] seed of the augmentations and of GSCU (default 0)")
     parser.add_argument("--state-dir", type=Path, help="[SUGFW_STATE_DIR] job state and caches (default .sugfw-backend)")
     parser.add_argument("--test-data", type=Path, help="[SUGFW_TEST_DATA] held-out labelled volumes for evaluation")
+    parser.add_argument("--train-iterations", type=int, help="[SUGFW_TRAIN_ITERATIONS] SGD iterations per retraining run (default 200)")
+    parser.add_argument("--train-crop", type=int, help="[SUGFW_TRAIN_CROP] training crop side in pixels (default 128)")
+    parser.add_argument("--train-batch", type=int, help="[SUGFW_TRAIN_BATCH] slices per training batch (default 8)")
     parser.add_argument("--local-files-root", type=Path, help="[LOCAL_FILES_DOCUMENT_ROOT] read /data/local-files/ images here")
     parser.add_argument("--debounce", type=float, help="[SUGFW_DEBOUNCE_S] seconds a burst of events is merged over (default 5)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -57,6 +60,9 @@ def config_from_args(args: argparse.Namespace) -> BackendConfig:
         seed=args.seed,
         state_dir=args.state_dir,
         test_data=args.test_data,
+        train_iterations=args.train_iterations,
+        train_crop=args.train_crop,
+        train_batch_size=args.train_batch,
         local_files_document_root=args.local_files_root,
         debounce_s=args.debounce,
     )

@@ -20,6 +20,7 @@ from backend.config import BackendConfig
 from backend.jobs import JobQueue
 from backend.model import SugfwModel
 from backend.redact import redact
+from backend.training_history import TrainingHistory
 
 log = logging.getLogger(__name__)
 REALM = "sugfw"
@@ -37,6 +38,7 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
 
         jobs = JobQueue(config.state_dir, job_handlers(config, model), debounce_s=config.debounce_s)
         jobs.start()
+    history = TrainingHistory(config.state_dir)
     app = Flask(__name__)
     app.config["SUGFW_JOBS"] = jobs
     started = time.time()
@@ -103,7 +105,12 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return jsonify({"model_version": model.model_version, "uptime_s": round(time.time() - started, 1), "jobs": jobs.snapshot()})
+        return jsonify({
+            "model_version": model.model_version,
+            "uptime_s": round(time.time() - started, 1),
+            "jobs": jobs.snapshot(),
+            "training": history.all(),
+        })
 
     @app.errorhandler(BadRequest)
     def bad_request(error: BadRequest) -> tuple[Response, int]:

@@ -40,6 +40,7 @@ from backend.prefill import prefill_prediction
 from backend.ranking import STRATEGY, plan_queue
 from backend.slice_scorer import SliceScorer
 from backend.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
+from backend.training_history import UNET_VERSION_PREFIX
 from sugfw.cache import settings_key
 from sugfw.errors import SugfwError
 from sugfw.records import SliceRecord
@@ -110,7 +111,9 @@ class ScoreJob:
         ranks = {item.task_id: int(rank) for item, rank in zip(scored, selection.ranks())}
         if version == published.get("model_version"):
             log.info("project %s: queue unchanged since it was published as %s", job.project, version)
-            project.serve_by_prediction_score(version)  # in case someone changed the sampling by hand
+            # Re-assert what the queue follows (a UNet version after training), in case someone
+            # changed the sampling by hand.
+            project.serve_by_prediction_score(self.states.served_version(job.project) or version)
             self.write_priorities(project, tasks, ranks, skipped, progress)
             return
         predictions = {
@@ -127,8 +130,8 @@ class ScoreJob:
         stale = [pid for pid, _, item_version in existing if self.is_earlier_batch(item_version, version)]
         if stale:
             project.delete_predictions(stale)
-            log.info("project %s: deleted %d prediction(s) of earlier cold-start batches", job.project, len(stale))
-        self.states.put(job.project, {"model_version": version, "images": images})
+            log.info("project %s: deleted %d prediction(s) of earlier batches", job.project, len(stale))
+        self.states.put(job.project, {"model_version": version, "served_version": version, "images": images})
         log.info("project %s: queue of %d task(s) published as %s", job.project, len(predictions), version)
 
     def score_tasks(
@@ -191,8 +194,9 @@ class ScoreJob:
         project.ensure_priority_view()
 
     def is_earlier_batch(self, item_version: str | None, version: str) -> bool:
-        """Cold-start predictions of another batch, or ones ``/predict`` made on demand (bare model version)."""
+        """Predictions a new batch supersedes: other cold-start batches, on-demand ones (bare model
+        version) and UNet ones (their scores belong to the old queue; the next training run redoes them)."""
         if item_version is None or item_version == version:
             return False
         base = self.config.model_version
-        return item_version == base or item_version.startswith(base + "-")
+        return item_version == base or item_version.startswith((base + "-", UNET_VERSION_PREFIX))

@@ -14,6 +14,9 @@
 | SUGFW_PREDICT_DEADLINE_S    | seconds /predict may spend scoring slices not scored yet (60)    |
 | SUGFW_STATE_DIR             | job state, score cache, pre-annotations (default .sugfw-backend) |
 | SUGFW_TEST_DATA             | held-out labelled volumes for evaluating the retrained UNet      |
+| SUGFW_TRAIN_ITERATIONS      | SGD iterations of one UNet retraining run (200)                  |
+| SUGFW_TRAIN_CROP            | side of the random training crops in pixels (128)                |
+| SUGFW_TRAIN_BATCH           | slices per training batch (8)                                    |
 | SUGFW_DEBOUNCE_S            | quiet seconds before a burst of events becomes one job (5)       |
 | SUGFW_IMAGE_TIMEOUT_S       | per-request timeout when downloading task images (30)            |
 | BASIC_AUTH_USER / _PASS     | protect every route with HTTP Basic auth (both or neither)       |
@@ -53,6 +56,10 @@ class BackendConfig:
     """Label Studio gives up on /predict after ~100 s: stop scoring new slices after this long."""
     state_dir: Path = Path(".sugfw-backend")
     test_data: Path | None = None
+    train_iterations: int = 200
+    """Short on purpose: a run follows every burst of annotations, and warm-starts from the last one."""
+    train_crop: int = 128
+    train_batch_size: int = 8
     debounce_s: float = 5.0
     image_timeout_s: float = 30.0
     basic_auth_user: str | None = None
@@ -72,6 +79,10 @@ class BackendConfig:
         _check_budget(self.budget)
         if self.grid is not None and (not self.grid or any(size < 1 for size in self.grid)):
             raise InvalidInputError(f"SUGFW_GRID={self.grid}: expected one or more positive integers such as 128 or 64,96,128")
+        for name, value in (("SUGFW_TRAIN_ITERATIONS", self.train_iterations), ("SUGFW_TRAIN_CROP", self.train_crop),
+                            ("SUGFW_TRAIN_BATCH", self.train_batch_size)):
+            if value < 1:
+                raise InvalidInputError(f"{name}={value}: expected a positive integer")
         if self.predict_deadline_s < 0:
             raise InvalidInputError(f"SUGFW_PREDICT_DEADLINE_S={self.predict_deadline_s}: expected seconds >= 0")
         if self.debounce_s < 0:
@@ -120,6 +131,9 @@ class BackendConfig:
             "predict_deadline_s": _number(text("SUGFW_PREDICT_DEADLINE_S"), "SUGFW_PREDICT_DEADLINE_S", float),
             "state_dir": _path(text("SUGFW_STATE_DIR")),
             "test_data": _path(text("SUGFW_TEST_DATA")),
+            "train_iterations": _number(text("SUGFW_TRAIN_ITERATIONS"), "SUGFW_TRAIN_ITERATIONS", int),
+            "train_crop": _number(text("SUGFW_TRAIN_CROP"), "SUGFW_TRAIN_CROP", int),
+            "train_batch_size": _number(text("SUGFW_TRAIN_BATCH"), "SUGFW_TRAIN_BATCH", int),
             "debounce_s": _number(text("SUGFW_DEBOUNCE_S"), "SUGFW_DEBOUNCE_S", float),
             "image_timeout_s": _number(text("SUGFW_IMAGE_TIMEOUT_S"), "SUGFW_IMAGE_TIMEOUT_S", float),
             # Passwords are taken verbatim: surrounding spaces may be part of them.

@@ -7,9 +7,10 @@ from backend.config import BackendConfig
 from backend.jobs import JobHandler
 from backend.model import SugfwModel
 from backend.slice_scorer import SliceScorer
+from backend.training_job import TrainJob
 
 
 def job_handlers(config: BackendConfig, model: SugfwModel) -> dict[str, JobHandler]:
     """Handlers sharing the model's scorer (one model in memory) and prediction store."""
     scorer = model.scorer if model.scorer is not None else SliceScorer(config)
-    return {"score": ScoreJob(config, scorer, model.predictions)}
+    return {"score": ScoreJob(config, scorer, model.predictions), "train": TrainJob(config, model.predictions)}

@@ -78,6 +78,31 @@ class ProjectClient:
         tasks = [{"id": task.id, "data": dict(task.data or {})} for task in pager]
         return sorted(tasks, key=lambda task: task["id"])
 
+    def annotated_tasks(self) -> list[dict[str, Any]]:
+        """Every task with at least one annotation, as ``{"id", "data", "annotations"}``, in id order.
+
+        Each annotation is ``{"id", "result", "was_cancelled", "updated_at"}`` (``updated_at`` an ISO string).
+        """
+        pager = self.client.tasks.list(project=self.project_id, page_size=PAGE_SIZE, fields="all")
+        tasks = []
+        for task in pager:
+            listed = getattr(task, "annotations", None)
+            # Servers that lazy-load annotations list stubs without results: ask for the task's own list then.
+            if not (isinstance(listed, list) and all(isinstance(item, dict) and "result" in item for item in listed)):
+                listed = [item.dict() for item in self.client.annotations.list(id=task.id)]
+            annotations = [
+                {
+                    "id": item.get("id"),
+                    "result": list(item.get("result") or []),
+                    "was_cancelled": bool(item.get("was_cancelled")),
+                    "updated_at": str(item.get("updated_at") or item.get("created_at") or ""),
+                }
+                for item in listed
+            ]
+            if annotations:
+                tasks.append({"id": task.id, "data": dict(task.data or {}), "annotations": annotations})
+        return sorted(tasks, key=lambda task: task["id"])
+
     def prediction_versions(self) -> list[tuple[int, int, str | None]]:
         """(prediction id, task id, model_version) of every prediction in the project."""
         return [

@@ -66,12 +66,12 @@ class SugfwModel:
     def setup(self, project: str, label_config: str | None) -> str:
         """Called when Label Studio connects a project (and whenever it reads the model's state).
 
-        Answers the version of the project's published batch: Label Studio asks /predict only for
+        Answers the version the project's queue follows (cold-start batch, or UNet after training): Label Studio asks /predict only for
         tasks without a prediction of this version, so scored tasks are not predicted twice.
         """
         project_id = str(project).split(".", 1)[0]
-        published = self.projects.get(project_id).get("model_version") if project_id.isdigit() else None
-        return published if isinstance(published, str) else self.model_version
+        served = self.projects.served_version(project_id) if project_id.isdigit() else None
+        return served or self.model_version
 
     def predict(
         self,

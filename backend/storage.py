@@ -68,11 +68,21 @@ PROJECT_STATE_DIR = "projects"
 
 
 class ProjectStateStore:
-    """What the last published cold-start batch of each project was, ``<root>/<project id>.json``.
+    """What each project was last published with, ``<root>/<project id>.json``.
 
-    ``{"model_version": ..., "images": {task id: [image URL, content hash]}}``: ``/setup`` answers
-    with the version, and the next scoring job skips downloading images whose URL is unchanged.
+    ``{"model_version": <cold-start batch>, "served_version": <version the queue follows>,
+    "images": {task id: [image URL, content hash]}}``. The served version is the cold-start batch
+    until a training run publishes ``sugfw-unet-<n>`` (same scores, better masks); ``/setup`` answers
+    with it, and the next scoring job skips downloading images whose URL is unchanged.
     """
+
+    def served_version(self, project_id: int | str) -> str | None:
+        state = self.get(project_id)
+        version = state.get("served_version") or state.get("model_version")
+        return version if isinstance(version, str) else None
+
+    def set_served_version(self, project_id: int | str, version: str) -> None:
+        self.put(project_id, {**self.get(project_id), "served_version": version})
 
     def __init__(self, root: Path) -> None:
         self.root = root

@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
-# Set up and run the main job on embedded defaults: score LA2018 slices with LiteMedSAM, then
-# order them with GSCU. Usage: bash scripts/run.sh [DATA_DIR] [OUT_DIR]
-#   DATA_DIR  volumes in MSD layout or a folder of slices (default: $SUGFW_DATA or ../shared/data/la2018)
-#   OUT_DIR   results (default: runs/main)
+# Set up and run the main job: a local Label Studio (SQLite) plus the sugfw backend, a project
+# created from label_config.xml with slices of the given volumes, connected and scored.
+# Usage: bash scripts/run.sh [VOLUMES_DIR] [extra flags for python -m backend.launch]
+#   VOLUMES_DIR  NIfTI volumes, MSD layout found by itself (default: $SUGFW_DATA or ../shared/data/la2018)
+# Prints the URL and login; Ctrl-C stops both servers. Data, login and logs: runs/labelstudio/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${1:-${SUGFW_DATA:-../shared/data/la2018}}"
-OUT="${2:-runs/main}"
-[ -d "$DATA/imagesTr" ] && DATA="$DATA/imagesTr"
+shift || true
 if [ ! -e "$DATA" ]; then
-  echo "no data at $DATA: pass a folder of NIfTI volumes or PNG slices as the first argument" >&2
+  echo "no data at $DATA: pass a folder of NIfTI volumes as the first argument" >&2
   exit 2
 fi
 bash scripts/setup.sh
-# Defaults sized for a few minutes on a 2-core CPU: every 11th slice of the first volume (8 slices), K=4.
-.venv/bin/sugfw score "$DATA" --out "$OUT" --limit "${SUGFW_LIMIT:-8}" --slice-step "${SUGFW_SLICE_STEP:-11}" \
-  --k "${SUGFW_K:-4}" --save-preview "$OUT/preview.png"
-.venv/bin/sugfw select "$OUT/records.npz" --budget "${SUGFW_BUDGET:-3}" --out "$OUT/queue.csv"
-echo "annotation queue: $OUT/queue.csv   preview: $OUT/preview.png"
+# Defaults sized for a 2-core CPU: 24 slices (every 11th of the first 3 volumes), K=2, a budget of
+# 25 %: the queue is ready about 7 minutes after start.
+exec .venv/bin/python -m backend.launch "$DATA" --slice-step 11 --limit 24 --k 2 --budget 0.25 "$@"

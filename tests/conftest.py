@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -100,8 +93,6 @@ def one_torch_thread():
 
 # -- a real Label Studio server, for integration tests ---------------------------------------------
 
-LABEL_STUDIO_VERSION = "1.23.2"
-LABEL_STUDIO_VENV = Path(__file__).resolve().parents[1] / ".venv-ls"
 LABEL_STUDIO_START_S = 180.0
 
 
@@ -115,94 +106,29 @@ class LabelStudioServer:
     log_path: Path
 
 
-def _label_studio_executable() -> Path:
-    """``label-studio`` from its own venv, installed on first use; no network → the test skips."""
-    executable = LABEL_STUDIO_VENV / "bin" / "label-studio"
-    if executable.exists():
-        return executable
-    # The server pins its own numpy, Pillow and SDK: it never shares the backend's environment.
-    subprocess.run([sys.executable, "-m", "venv", str(LABEL_STUDIO_VENV)], check=True)
-    install = subprocess.run(
-        [str(LABEL_STUDIO_VENV / "bin" / "pip"), "install", "--quiet", f"label-studio=={LABEL_STUDIO_VERSION}"],
-        capture_output=True, text=True, timeout=900,
-    )
-    if install.returncode != 0 or not executable.exists():
-        shutil.rmtree(LABEL_STUDIO_VENV, ignore_errors=True)  # a half-installed venv would pass the check above
-        tail = (install.stderr or install.stdout).strip().splitlines()[-3:]
-        pytest.skip(f"cannot install label-studio=={LABEL_STUDIO_VERSION} into {LABEL_STUDIO_VENV} "
-                    f"(no network?): {' | '.join(tail)}")
-    return executable
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory) -> Iterator[LabelStudioServer]:
     """A fresh Label Studio (SQLite, own data dir) on 127.0.0.1, stopped at the end of the session."""
-    import httpx
+    from backend import local_server
 
-    executable = _label_studio_executable()
+    try:
+        executable = local_server.ensure_label_studio()
+    except local_server.LabelStudioInstallError as error:  # no network: nothing to test against
+        pytest.skip(str(error))
     base = tmp_path_factory.mktemp("label-studio")
     files_root = base / "files"
     files_root.mkdir()
     token = secrets.token_hex(20)
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    env.update({
-        "PATH": f"{LABEL_STUDIO_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-        "LABEL_STUDIO_BASE_DATA_DIR": str(base / "data"),
-        "LABEL_STUDIO_USERNAME": "admin@sugfw.test",
-        "LABEL_STUDIO_PASSWORD": secrets.token_urlsafe(12),
-        "LABEL_STUDIO_USER_TOKEN": token,
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",  # must be set when the organisation is created
-        # Both needed for a backend on 127.0.0.1; with only the first its webhook is not created.
-        "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false",
-        "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
-        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(files_root),
-        "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
-        "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
-    })
+    port = local_server.free_port()
+    env = local_server.server_environment(base / "data", files_root, "admin@sugfw.test", secrets.token_urlsafe(12), token)
     log_path = base / "server.log"
     url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log_file:
-        server = subprocess.Popen(
-            [str(executable), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)],
-            env=env, cwd=base, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the server's children stop with it
-        )
+    server = local_server.start_label_studio(executable, env, port, base, log_path)
     try:
-        deadline = time.monotonic() + LABEL_STUDIO_START_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"label-studio exited with {server.returncode}:\n{_tail(log_path)}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2.0).json().get("status") == "UP":
-                    break
-            except (httpx.HTTPError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"label-studio did not answer /health within {LABEL_STUDIO_START_S:.0f} s:\n{_tail(log_path)}")
-            time.sleep(1.0)
+        try:
+            local_server.wait_for_health(url, server, log_path, LABEL_STUDIO_START_S)
+        except local_server.LabelStudioStartError as error:
+            pytest.fail(str(error))
         yield LabelStudioServer(url=url, token=token, files_root=files_root, log_path=log_path)
     finally:
-        _stop_process_group(server)
-
-
-def _stop_process_group(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        local_server.stop_process_group(server)

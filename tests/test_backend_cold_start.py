@@ -271,12 +271,14 @@ def test_restart_mid_job_resumes_from_the_score_cache(world):
     assert sorted(world.project.predictions_of(world.project.model_version)) == [10, 11, 12, 15]
 
 
-def test_new_task_gives_a_new_batch_and_stale_cold_start_predictions_go(world, textured_slice):
+def test_new_task_gives_a_new_batch_and_stale_predictions_go(world, textured_slice):
     run(world.job(world.scorer()))
     project = world.project
     first_version = project.model_version
     project.add_prediction(10, {"model_version": "sugfw-litemedsam", "score": None, "result": []})  # from /predict
-    project.add_prediction(11, {"model_version": "sugfw-unet-3", "score": 0.0, "result": []})  # not cold start: kept
+    # UNet predictions carry the old queue's scores: superseded too (the next training redoes them).
+    project.add_prediction(11, {"model_version": "sugfw-unet-3", "score": 0.0, "result": []})
+    project.add_prediction(12, {"model_version": "another-model", "score": 0.5, "result": []})  # not ours: kept
 
     write_png(world.root / "s16.png", textured_slice(32, 40, seed=9))
     project.task_list.append({"id": 16, "data": {"image": "/data/local-files/?d=s16.png"}})
@@ -284,7 +286,8 @@ def test_new_task_gives_a_new_batch_and_stale_cold_start_predictions_go(world, t
     assert project.model_version != first_version
     assert project.predictions_of(first_version) == {}
     assert project.predictions_of("sugfw-litemedsam") == {}
-    assert sorted(project.predictions_of("sugfw-unet-3")) == [11]
+    assert project.predictions_of("sugfw-unet-3") == {}
+    assert sorted(project.predictions_of("another-model")) == [12]
     assert sorted(project.predictions_of(project.model_version)) == [10, 11, 12, 15, 16]
 
 

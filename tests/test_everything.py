@@ -8,7 +8,7 @@ import torch
 from segment_anything.utils.amg import build_point_grid
 from torch import nn
 
-from sugfw.everything import EverythingResult, EverythingSettings, everything_union, logits_to_slice
+from sugfw.everything import EverythingResult, everything_union, logits_to_slice
 from sugfw.models.base import CanvasGeometry, EverythingSettings, SegmenterModel, _starts
 
 SIZE = 12  # canvas = low-res logits = slice side, so logits_to_slice is the identity

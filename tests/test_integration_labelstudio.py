@@ -20,7 +20,7 @@ from PIL import Image
 from werkzeug.serving import make_server
 
 from backend.app import create_app
-from backend.brush import result_to_mask
+from backend.brush import mask_to_result, parse_label_config, result_to_mask
 from backend.config import BackendConfig
 from backend.ls_client import PRIORITY_ORDERING, PRIORITY_VIEW_TITLE
 from backend.model import SugfwModel
@@ -38,14 +38,19 @@ N_SLICES, BUDGET, K, GRID = 6, 3, 1, (128,)
 JOB_TIMEOUT_S = 240.0
 
 
-def synthetic_slice(i: int, size: int = 96) -> np.ndarray:
-    """A bright disk (position and radius vary with i) on a noisy, shaded background: uint8."""
-    rng = np.random.default_rng(100 + i)
+def disk_mask(i: int, size: int = 96) -> np.ndarray:
+    """The bright disk of slice i: position and radius vary with i."""
     rows, cols = np.mgrid[:size, :size]
     centre = (28 + 8 * (i % 3), 30 + 7 * i)
     radius = 10 + 3 * i
-    disk = (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
-    image = 40 + 0.3 * cols + 12 * rng.standard_normal((size, size)) + 150 * disk
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+
+
+def synthetic_slice(i: int, size: int = 96) -> np.ndarray:
+    """A bright disk on a noisy, shaded background: uint8."""
+    rng = np.random.default_rng(100 + i)
+    cols = np.mgrid[:size, :size][1]
+    image = 40 + 0.3 * cols + 12 * rng.standard_normal((size, size)) + 150 * disk_mask(i, size)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
@@ -72,7 +77,7 @@ def backend(label_studio, tmp_path_factory, one_torch_thread):
     config = BackendConfig(
         label_studio_url=label_studio.url, label_studio_api_key=label_studio.token, model="litemedsam",
         device="cpu", k=K, grid=GRID, budget=BUDGET, state_dir=tmp_path_factory.mktemp("backend-state"),
-        debounce_s=0.2,
+        debounce_s=0.2, train_iterations=5, train_crop=64, train_batch_size=2,
     )
     model = SugfwModel(config, scorer=SliceScorer(config))
     app = create_app(config, model)
@@ -123,6 +128,21 @@ def wait_for_score_job(jobs) -> None:
             return
         time.sleep(0.5)
     pytest.fail(f"the score job did not finish within {JOB_TIMEOUT_S:.0f} s: {jobs.snapshot()}")
+
+
+def wait_for_jobs_idle(jobs, quiet_s: float = 1.5) -> None:
+    """Until no job has been queued or running for ``quiet_s`` (webhooks may still be on their way)."""
+    deadline, quiet_since = time.monotonic() + JOB_TIMEOUT_S, None
+    while time.monotonic() < deadline:
+        state = jobs.snapshot()
+        if state["running"] is None and not state["pending"]:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= quiet_s:
+                return
+        else:
+            quiet_since = None
+        time.sleep(0.2)
+    pytest.fail(f"jobs still busy after {JOB_TIMEOUT_S:.0f} s: {jobs.snapshot()}")
 
 
 def assert_no_failed_score_job(state: dict) -> None:
@@ -237,6 +257,7 @@ def test_imported_task_joins_a_new_batch_and_the_old_one_goes(label_studio, conn
     # Label Studio sends TASKS_CREATED to the backend's webhook; the score job re-ranks all tasks.
     ls, project_id = connected_project
     _, jobs = backend
+    wait_for_jobs_idle(jobs)  # training runs after the stream's submissions also switch the served version
     old_version = ls.projects.get(id=project_id).model_version
     answer = httpx.post(
         f"{label_studio.url}/api/projects/{project_id}/import", params={"return_task_ids": "true"},
@@ -255,6 +276,63 @@ def test_imported_task_joins_a_new_batch_and_the_old_one_goes(label_studio, conn
     assert sorted(task for task, version in versions if version == new_version) == sorted(
         task.id for task in ls.tasks.list(project=project_id)
     )
-    assert all(version == new_version for _, version in versions)  # the old batch was deleted
+    # The old batch was deleted (the UNet's predictions of tasks unlabelled at its run are not cold-start ones).
+    assert all(version == new_version for _, version in versions if not version.startswith("sugfw-unet-"))
     with httpx.Client(base_url=label_studio.url, headers=auth(label_studio), timeout=30.0) as client:
         assert client.get(f"/api/projects/{project_id}/next").json()["id"] == new_task  # the only one left
+
+
+def test_annotations_train_the_unet_once_and_its_masks_replace_sam(label_studio, backend):
+    """A second project: two training slices, one test slice (data.split = "test"), one left unlabelled."""
+    from label_studio_sdk.client import LabelStudio
+
+    backend_url, jobs = backend
+    wait_for_jobs_idle(jobs)
+    ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    label_config = (REPO / "label_config.xml").read_text()
+    project_id = ls.projects.create(title="sugfw training", label_config=label_config).id
+    files = {f"file{i}": (f"train_{i}.png", png_bytes(synthetic_slice(i)), "image/png") for i in range(4)}
+    answer = httpx.post(
+        f"{label_studio.url}/api/projects/{project_id}/import", params={"return_task_ids": "true"},
+        files=files, headers=auth(label_studio), timeout=60.0,
+    )
+    assert answer.status_code == 201, answer.text
+    tasks = sorted(ls.tasks.list(project=project_id), key=lambda task: task.id)
+    slice_of = {task.id: next(i for i in range(4) if task.data["image"].endswith(f"-train_{i}.png")) for task in tasks}
+    train_ids, test_id, unlabelled_id = [tasks[0].id, tasks[1].id], tasks[2].id, tasks[3].id
+    ls.tasks.update(id=str(test_id), data={**tasks[2].data, "split": "test", "case_id": "c2", "slice_index": 0,
+                                           "spacing": [0.8, 0.8, 2.5]})
+    ls.ml.create(project=project_id, url=backend_url, title="sugfw")
+    wait_for_jobs_idle(jobs)
+    cold_version = ls.projects.get(id=project_id).model_version
+    cold = {p.task: (p.score, p.cluster) for p in ls.predictions.list(project=project_id) if p.model_version == cold_version}
+    assert sorted(cold) == sorted(slice_of)
+
+    control = parse_label_config(label_config)
+    jobs.debounce_s = 3.0  # the three submissions below are one burst however slowly the server answers
+    try:
+        with httpx.Client(base_url=label_studio.url, headers=auth(label_studio), timeout=30.0) as client:
+            for task_id in [*train_ids, test_id]:
+                result = mask_to_result(disk_mask(slice_of[task_id]), control)
+                submitted = client.post(f"/api/tasks/{task_id}/annotations/", json={"result": result, "task": task_id})
+                assert submitted.status_code == 201, submitted.text
+        wait_for_jobs_idle(jobs, quiet_s=4.0)
+    finally:
+        jobs.debounce_s = 0.2
+    assert jobs.snapshot()["last_error"] is None
+
+    metrics = httpx.get(f"{backend_url}/metrics", timeout=30.0).json()
+    (record,) = metrics["training"][str(project_id)]  # exactly one run for the burst
+    assert (record["model_version"], record["annotations"]) == ("sugfw-unet-1", 2)
+    (case,) = record["cases"]
+    assert (case["case_id"], case["slices"], case["hd95_unit"]) == ("c2", 1, "mm")
+    summary = record["summary"]
+    assert 0.0 <= summary["dice_mean"] <= 1.0 and summary["dice_std"] == 0.0
+    assert np.isfinite(summary["hd95_mean"]) and summary["hd95_mean"] >= 0.0
+
+    assert ls.projects.get(id=project_id).model_version == "sugfw-unet-1"
+    unet = [p for p in ls.predictions.list(project=project_id) if p.model_version == "sugfw-unet-1"]
+    assert [p.task for p in unet] == [unlabelled_id]
+    assert (unet[0].score, unet[0].cluster) == cold[unlabelled_id]
+    served = httpx.post(f"{backend_url}/predict", json={"tasks": [{"id": unlabelled_id, "data": tasks[3].data}]}, timeout=30.0)
+    assert served.json()["results"][0]["model_version"] == "sugfw-unet-1"

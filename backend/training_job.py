@@ -1,0 +1,396 @@
+"""The "train" job: retrain the UNet on the submitted annotations, test it, pre-annotate with it.
+
+Steps of one run for a project:
+1. pull every annotated task; a task's latest submitted (non-cancelled) annotation becomes a label
+   map (label index = 1 + the label's position in the live config's control, 0 = background; an
+   annotation without regions is an all-background slice, still a training example);
+2. tasks whose data has ``split == "test"`` never reach training: their labelled slices are the
+   test set, stacked per ``case_id`` in ``slice_index`` order, spacing from ``data.spacing``
+   ((row, col, slice) mm, as ``sugfw import-volumes`` writes it) or 1 mm. When ``SUGFW_TEST_DATA``
+   names labelled volumes (MSD/nnU-Net layout or plain folder), every case found there is tested
+   *as well*, windowed exactly as ``import-volumes`` windows slices, so it meets the network in
+   the form annotators saw;
+3. train ``SUGFW_TRAIN_ITERATIONS`` SGD iterations, warm-started from the previous run's weights,
+   keeping the last weights (the few annotated slices leave no validation split to select on);
+4. per test case DSC and HD95 (``sugfw.metrics.case_metrics``, physical rule, mm) on the
+   foreground (every label > 0), mean ± std, appended to the project's history
+   (``backend.training_history``) under ``sugfw-unet-<run>``;
+5. every task without an annotation gets a prediction of the new version: the UNet's mask, with
+   the ``score`` and ``cluster`` its cold-start prediction carries (the rule after cold start: the
+   queue order stays GSCU's, only the masks improve). Unlabelled test tasks keep their SAM mask
+   under the new version, so the model under test never pre-draws its own test truth. The project
+   then serves the new version (Label Studio orders the stream only by predictions of
+   ``project.model_version``), and predictions of earlier UNet runs are deleted.
+
+A run with no annotated training slice is logged and skipped. The job queue runs one job at a time,
+so two trainings never overlap; a run interrupted by a restart starts again from the last
+finished run's weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.brush import SegmentationControl, mask_to_result, parse_label_config, result_to_mask
+from backend.config import BackendConfig
+from backend.images import ImageFetcher
+from backend.jobs import Job, Progress
+from backend.ls_client import ProjectClient, image_fetcher
+from backend.prefill import prefill_prediction
+from backend.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
+from backend.training_history import UNET_VERSION_PREFIX, TrainingHistory, unet_version
+from sugfw.errors import CheckpointError, InvalidInputError, SugfwError
+from sugfw.metrics import CaseMetrics, case_metrics, summarise
+
+log = logging.getLogger(__name__)
+
+TEST_SPLIT = "test"
+UNIT_SPACING = (1.0, 1.0, 1.0)
+_UNET_STRIDE = 16
+"""The UNet pools four times: sides must be multiples of 16."""
+
+
+@dataclass(frozen=True, eq=False)
+class LabelledSlice:
+    task_id: int
+    image: np.ndarray
+    """(H, W) float32, z-scored."""
+    labels: np.ndarray
+    """(H, W) uint8 label map."""
+    case_id: str
+    slice_index: int
+    spacing: tuple[float, float, float]
+    """(row, col, slice) mm."""
+
+
+@dataclass(frozen=True, eq=False)
+class TestCase:
+    case_id: str
+    images: np.ndarray
+    """(Z, H, W) float32, each slice z-scored."""
+    truth: np.ndarray
+    """(Z, H, W) bool foreground."""
+    spacing: tuple[float, float, float]
+    """(slice, row, col) mm: the axis order of ``images``."""
+    source: str
+    """"tasks" or "volumes"."""
+
+
+def latest_submitted(annotations: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The most recently updated annotation that was not cancelled (ties: the higher id)."""
+    submitted = [item for item in annotations if not item.get("was_cancelled")]
+    if not submitted:
+        return None
+    return max(submitted, key=lambda item: (str(item.get("updated_at") or ""), int(item.get("id") or 0)))
+
+
+def annotation_label_map(
+    result: Sequence[Mapping[str, Any]], control: SegmentationControl, height: int, width: int
+) -> np.ndarray:
+    """(H, W) uint8: 1 + index of each region's label in ``control.labels``, 0 where nothing is drawn."""
+    labels = np.zeros((height, width), dtype=np.uint8)
+    for item in result:
+        if item.get("from_name") != control.from_name:
+            continue  # results of other controls (choices, text) are not part of the mask
+        names = (item.get("value") or {}).get(control.result_type) or [control.labels[0]]
+        if names[0] not in control.labels:
+            raise InvalidInputError(
+                f"region label {names[0]!r} is not one of {control.from_name!r}'s labels {list(control.labels)}"
+            )
+        drawn = result_to_mask(dict(item))
+        if drawn.shape != labels.shape:
+            raise InvalidInputError(f"region of size {drawn.shape} on an image of size {labels.shape}")
+        labels[drawn] = control.labels.index(names[0]) + 1
+    return labels
+
+
+def normalise_slice(image: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance (a constant slice becomes zeros): PNGs carry no intensity scale."""
+    image = np.asarray(image, dtype=np.float64)
+    std = image.std()
+    return ((image - image.mean()) / std if std > 0 else np.zeros_like(image)).astype(np.float32)
+
+
+def task_spacing(data: Mapping[str, Any]) -> tuple[float, float, float]:
+    """``data.spacing`` as (row, col, slice) mm, or 1 mm when absent or not three positive numbers."""
+    value = data.get("spacing")
+    try:
+        spacing = tuple(float(s) for s in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return UNIT_SPACING
+    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+        return UNIT_SPACING
+    return spacing  # type: ignore[return-value]
+
+
+def is_test_task(data: Mapping[str, Any]) -> bool:
+    return data.get("split") == TEST_SPLIT
+
+
+def group_test_cases(slices: Sequence[LabelledSlice]) -> list[TestCase]:
+    """One case per ``case_id``, slices in ``slice_index`` order; a case mixing slice sizes is skipped."""
+    by_case: dict[str, list[LabelledSlice]] = {}
+    for item in slices:
+        by_case.setdefault(item.case_id, []).append(item)
+    cases = []
+    for case_id, members in sorted(by_case.items()):
+        members.sort(key=lambda item: (item.slice_index, item.task_id))
+        if len({item.image.shape for item in members}) > 1:
+            log.warning("test case %s mixes slice sizes %s; left out", case_id, sorted({m.image.shape for m in members}))
+            continue
+        row, col, step = members[0].spacing
+        cases.append(TestCase(
+            case_id,
+            np.stack([item.image for item in members]),
+            np.stack([item.labels > 0 for item in members]),
+            (step, row, col),
+            "tasks",
+        ))
+    return cases
+
+
+def volume_test_cases(root: Path) -> list[TestCase]:
+    """Every labelled case under ``root``, windowed like ``import-volumes`` slices, then z-scored per slice."""
+    from backend.import_volumes import window_to_uint8
+    from sugfw.experiment.dataset import load_msd_dataset
+
+    cases = []
+    for case in load_msd_dataset(root):
+        pixels = np.moveaxis(window_to_uint8(case.image), -1, 0)
+        images = np.stack([normalise_slice(item) for item in pixels])
+        row, col, step = case.spacing
+        cases.append(TestCase(case.case_id, images, np.moveaxis(case.label > 0, -1, 0), (step, row, col), "volumes"))
+    return cases
+
+
+def segment(model: Any, images: np.ndarray, device: str) -> np.ndarray:
+    """(Z, H, W) label map of the UNet on (Z, H, W) slices of any size (zero-padded to a multiple of 16)."""
+    from sugfw.segmentation import predict_volume
+
+    height, width = images.shape[1:]
+    pad_h, pad_w = -height % _UNET_STRIDE, -width % _UNET_STRIDE
+    # 0 is the mean of a z-scored slice: padding adds no edge for the network to segment.
+    padded = np.pad(images, ((0, 0), (0, pad_h), (0, pad_w)))
+    return predict_volume(model, padded, device)[:, :height, :width]
+
+
+def evaluate(model: Any, cases: Sequence[TestCase], device: str) -> list[CaseMetrics]:
+    """DSC and HD95 (physical rule, mm) of the foreground of each case, in order."""
+    return [case_metrics(segment(model, case.images, device) > 0, case.truth, case.spacing, rule="physical") for case in cases]
+
+
+class TrainJob:
+    """Handler of ``("train", project)`` jobs for :class:`backend.jobs.JobQueue`."""
+
+    def __init__(
+        self,
+        config: BackendConfig,
+        predictions: PredictionStore,
+        connect: Callable[[int], ProjectClient] | None = None,
+        fetcher: Callable[[], ImageFetcher] | None = None,
+        history: TrainingHistory | None = None,
+    ) -> None:
+        self.config = config
+        self.predictions = predictions
+        self.connect = connect or (lambda project_id: ProjectClient.connect(config, project_id))
+        self.fetcher = fetcher or (lambda: image_fetcher(config))
+        self.history = history or TrainingHistory(config.state_dir)
+        self.states = ProjectStateStore(config.state_dir / PROJECT_STATE_DIR)
+
+    def __call__(self, job: Job, progress: Progress) -> None:
+        project = self.connect(int(job.project))
+        try:
+            self.run(job.project, project, progress)
+        finally:
+            project.close()
+
+    def run(self, project_id: str, project: ProjectClient, progress: Progress) -> dict[str, Any] | None:
+        """One training run; the history record it appended, or None when there was nothing to train on."""
+        control = parse_label_config(project.label_config())
+        annotated = project.annotated_tasks()
+        tasks = project.tasks()
+        annotated_ids = {task["id"] for task in annotated}
+        unlabelled = [task for task in tasks if task["id"] not in annotated_ids]
+        progress.update(0, len(annotated) + 2 + len(unlabelled))
+        fetcher = self.fetcher()
+        try:
+            train_slices, test_slices = self.collect(annotated, control, fetcher, progress)
+            if not train_slices:
+                log.info("project %s: no submitted annotation outside the test set; training skipped", project_id)
+                return None
+            cases = group_test_cases(test_slices) + self.configured_test_cases()
+            run = len(self.history.records(project_id)) + 1
+            version = unet_version(run)
+            started = time.monotonic()
+            model = self.train(project_id, run, train_slices, len(control.labels) + 1)
+            progress.update(len(annotated) + 1)
+            record = self.record(version, train_slices, cases, model, time.monotonic() - started)
+            self.history.append(project_id, record)
+            progress.update(len(annotated) + 2)
+            log.info("project %s: %s", project_id, summary_line(record))
+            self.publish(project_id, project, unlabelled, control, model, version, fetcher, progress, len(annotated) + 2)
+            return record
+        finally:
+            fetcher.close()
+
+    def collect(
+        self, annotated: Sequence[Mapping[str, Any]], control: SegmentationControl, fetcher: ImageFetcher, progress: Progress
+    ) -> tuple[list[LabelledSlice], list[LabelledSlice]]:
+        """(training slices, test slices) from the latest submitted annotation of each task."""
+        train, test = [], []
+        for done, task in enumerate(annotated, start=1):
+            progress.update(done)
+            annotation = latest_submitted(task.get("annotations") or [])
+            if annotation is None:
+                continue  # only cancelled ("skipped") annotations
+            data = task.get("data") or {}
+            try:
+                image = fetcher.fetch(task, control.image_key)
+                labels = annotation_label_map(annotation.get("result") or [], control, *image.shape)
+            except SugfwError as error:  # one bad task costs its slice, never the run
+                log.warning("task %s left out of training and testing: %s", task["id"], error)
+                continue
+            item = LabelledSlice(
+                task["id"], normalise_slice(image), labels,
+                str(data.get("case_id", f"task-{task['id']}")), _int(data.get("slice_index"), 0), task_spacing(data),
+            )
+            (test if is_test_task(data) else train).append(item)
+        return train, test
+
+    def configured_test_cases(self) -> list[TestCase]:
+        if self.config.test_data is None:
+            return []
+        try:
+            return volume_test_cases(self.config.test_data)
+        except SugfwError as error:
+            log.error("SUGFW_TEST_DATA=%s cannot be used as a test set: %s", self.config.test_data, error)
+            return []
+
+    def train(self, project_id: str, run: int, slices: Sequence[LabelledSlice], n_classes: int) -> Any:
+        """The UNet after this run, trained in ``<project dir>/run-<run>`` from ``run-<run - 1>``'s weights."""
+        from sugfw.models import resolve_device
+        from sugfw.segmentation import TrainConfig, load_trained_unet, train
+
+        project_dir = self.history.project_dir(project_id)
+        run_dir = project_dir / f"run-{run}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # a run cut short by a restart starts over
+        device = str(resolve_device(self.config.device))
+        config = TrainConfig(
+            iterations=self.config.train_iterations, batch_size=self.config.train_batch_size,
+            crop_size=self.config.train_crop, eval_every=self.config.train_iterations,
+            seed=self.config.seed + run, device=device, n_classes=n_classes,
+        )
+        images, masks = [item.image for item in slices], [item.labels for item in slices]
+        previous = project_dir / f"run-{run - 1}" / "best.pt"
+        init: Path | None = previous if previous.is_file() else None
+        try:
+            train(images, masks, _keep_last, config, run_dir, init_state=init, progress=False)
+        except CheckpointError as error:  # e.g. labels added to the config: the old head no longer fits
+            log.warning("project %s: cannot warm-start from %s (%s); training from scratch", project_id, init, error)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            train(images, masks, _keep_last, config, run_dir, init_state=None, progress=False)
+        log.info("project %s: run %d trained on %d slice(s)%s", project_id, run, len(slices),
+                 f", warm-started from {init}" if init is not None else "")
+        return load_trained_unet(run_dir / "best.pt", device)
+
+    def record(
+        self, version: str, slices: Sequence[LabelledSlice], cases: Sequence[TestCase], model: Any, seconds: float
+    ) -> dict[str, Any]:
+        scores = evaluate(model, cases, str(next(model.parameters()).device))
+        rows = [
+            {"case_id": case.case_id, "source": case.source, "slices": int(case.images.shape[0]),
+             "dice": item.dice, "hd95": item.hd95, "hd95_unit": item.hd95_unit}
+            for case, item in zip(cases, scores)
+        ]
+        summary = summarise(scores) if scores else None
+        return {
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model_version": version,
+            "annotations": len(slices),
+            "train_seconds": round(seconds, 1),
+            "test_set": sorted({case.source for case in cases}) or None,
+            "cases": rows,
+            "summary": summary,
+            "note": None if rows else "no test set: mark tasks with data.split = \"test\" or set SUGFW_TEST_DATA",
+        }
+
+    def publish(
+        self,
+        project_id: str,
+        project: ProjectClient,
+        unlabelled: Sequence[Mapping[str, Any]],
+        control: SegmentationControl,
+        model: Any,
+        version: str,
+        fetcher: ImageFetcher,
+        progress: Progress,
+        done: int,
+    ) -> None:
+        """Predictions of ``version`` for the unlabelled tasks, then the project served by it."""
+        device = str(next(model.parameters()).device)
+        predictions = {}
+        for done, task in enumerate(unlabelled, start=done + 1):
+            stored = self.predictions.get(task["id"]) or {}
+            result = list(stored.get("result") or [])
+            if not is_test_task(task.get("data") or {}):
+                try:
+                    image = fetcher.fetch(task, control.image_key)
+                    result = labels_to_result(segment(model, normalise_slice(image)[None], device)[0], control)
+                except SugfwError as error:  # keep the SAM mask: the task still needs its place in the queue
+                    log.warning("task %s keeps its previous pre-annotation: %s", task["id"], error)
+            predictions[task["id"]] = prefill_prediction(result, version, stored.get("score"), stored.get("cluster"))
+            progress.update(done)
+        if not predictions:
+            return
+        for task_id, prediction in predictions.items():
+            self.predictions.put(task_id, prediction)
+        existing = project.prediction_versions()
+        have = {task_id for _, task_id, item_version in existing if item_version == version}
+        project.create_predictions({task_id: p for task_id, p in predictions.items() if task_id not in have})
+        project.serve_by_prediction_score(version)
+        self.states.set_served_version(project_id, version)
+        stale = [pid for pid, _, v in existing if v is not None and v.startswith(UNET_VERSION_PREFIX) and v != version]
+        if stale:
+            project.delete_predictions(stale)
+        log.info("project %s: %d unlabelled task(s) pre-annotated as %s", project_id, len(predictions), version)
+
+
+def labels_to_result(labels: np.ndarray, control: SegmentationControl) -> list[dict[str, Any]]:
+    """Result items for every label present in an (H, W) label map (index i → ``control.labels[i - 1]``)."""
+    items = []
+    for index, name in enumerate(control.labels, start=1):
+        if (labels == index).any():
+            items += mask_to_result(labels == index, control, name)
+    return items
+
+
+def summary_line(record: Mapping[str, Any]) -> str:
+    """One log line: version, annotations, and DSC / HD95 mean ± std (or why there is none)."""
+    head = f"{record['model_version']} trained on {record['annotations']} annotated slice(s)"
+    summary = record.get("summary")
+    if not summary:
+        return f"{head}; {record.get('note')}"
+    return (f"{head}; test DSC {summary['dice_mean']:.3f} ± {summary['dice_std']:.3f}, "
+            f"HD95 {summary['hd95_mean']:.2f} ± {summary['hd95_std']:.2f} {summary['hd95_unit']} "
+            f"over {summary['cases']} case(s)")
+
+
+def _keep_last(model: Any) -> float:
+    """A constant validation score: the one validation, after the last iteration, keeps the last weights."""
+    return 0.0
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default

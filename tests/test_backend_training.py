@@ -1,0 +1,362 @@
+"""The "train" job against an in-memory Label Studio project: tiny synthetic slices, a few SGD steps."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import sugfw.segmentation
+from backend.app import create_app
+from backend.brush import mask_to_result, parse_label_config, result_to_mask
+from backend.config import BackendConfig
+from backend.images import ImageFetcher
+from backend.jobs import JobQueue
+from backend.model import SugfwModel
+from backend.storage import PredictionStore
+from backend.training_history import TrainingHistory
+from backend.training_job import (
+    TrainJob,
+    annotation_label_map,
+    latest_submitted,
+    normalise_slice,
+    task_spacing,
+)
+from sugfw.errors import InvalidInputError
+from sugfw.metrics import case_metrics, summarise
+from sugfw.segmentation import load_trained_unet, predict_volume
+
+REPO = Path(__file__).resolve().parents[1]
+LABEL_CONFIG = (REPO / "label_config.xml").read_text()
+CONTROL = parse_label_config(LABEL_CONFIG)
+PROJECT = 3
+SIZE = 32
+COLD_VERSION = "sugfw-litemedsam-0123456789"
+TEST_SPACING = [0.5, 0.75, 2.0]
+"""(row, col, slice) mm, as import-volumes writes it."""
+
+
+def slice_with_square(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A bright square on a dark noisy background, and the square as the truth."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(60.0, 10.0, (SIZE, SIZE))
+    truth = np.zeros((SIZE, SIZE), dtype=bool)
+    top, left = rng.integers(4, 14, size=2)
+    truth[top : top + 12, left : left + 12] = True
+    image[truth] += 120.0
+    return np.clip(image, 0, 255).astype(np.uint8), truth
+
+
+def annotation(mask: np.ndarray, annotation_id: int, **extra) -> dict:
+    result = mask_to_result(mask, CONTROL) if mask.any() else []
+    return {"id": annotation_id, "result": result, "was_cancelled": False, "updated_at": "2026-01-01T00:00:00Z", **extra}
+
+
+class FakeProject:
+    """The ProjectClient calls the train job makes, in memory."""
+
+    def __init__(self, tasks: list[dict]) -> None:
+        self.task_list = tasks
+        self.stored: list[dict] = []
+        self.next_id = 1
+        self.model_version: str | None = None
+
+    def label_config(self) -> str:
+        return LABEL_CONFIG
+
+    def close(self) -> None:
+        pass
+
+    def tasks(self) -> list[dict]:
+        return [{"id": t["id"], "data": dict(t["data"])} for t in self.task_list]
+
+    def annotated_tasks(self) -> list[dict]:
+        return [dict(t) for t in self.task_list if t.get("annotations")]
+
+    def prediction_versions(self):
+        return [(p["id"], p["task"], p["model_version"]) for p in self.stored]
+
+    def create_predictions(self, predictions: dict) -> None:
+        for task_id, prediction in predictions.items():
+            self.stored.append({"id": self.next_id, "task": task_id, **prediction})
+            self.next_id += 1
+
+    def delete_predictions(self, ids) -> None:
+        ids = set(ids)
+        self.stored = [p for p in self.stored if p["id"] not in ids]
+
+    def serve_by_prediction_score(self, model_version: str) -> None:
+        assert any(p["model_version"] == model_version for p in self.stored), "the server refuses an unknown version"
+        self.model_version = model_version
+
+    def predictions_of(self, version: str) -> dict[int, dict]:
+        return {p["task"]: p for p in self.stored if p["model_version"] == version}
+
+
+@pytest.fixture
+def world(tmp_path, one_torch_thread, monkeypatch):
+    """Tasks 1-4 annotated for training (4 with no region), 5-6 annotated test slices of case "t1",
+    7-8 unlabelled with cold-start predictions, 9 an unlabelled test task."""
+    root = tmp_path / "files"
+    root.mkdir()
+    tasks, truths = [], {}
+    for task_id in range(1, 10):
+        image, truth = slice_with_square(task_id)
+        Image.fromarray(image).save(root / f"s{task_id}.png")
+        truths[task_id] = truth
+        tasks.append({"id": task_id, "data": {"image": f"/data/local-files/?d=s{task_id}.png"}})
+    for task_id in (1, 2, 3):
+        tasks[task_id - 1]["annotations"] = [annotation(truths[task_id], 10 + task_id)]
+    tasks[3]["annotations"] = [annotation(np.zeros((SIZE, SIZE), dtype=bool), 14)]
+    for task_id, index in ((5, 1), (6, 0)):
+        tasks[task_id - 1]["data"].update(split="test", case_id="t1", slice_index=index, spacing=TEST_SPACING)
+        # Test truth is the square's complement: if it reached training, the training masks would show it.
+        tasks[task_id - 1]["annotations"] = [annotation(~truths[task_id], 20 + task_id)]
+    tasks[8]["data"].update(split="test", case_id="t2", slice_index=0)
+
+    config = BackendConfig(state_dir=tmp_path / "state", train_iterations=6, train_crop=32, train_batch_size=2, device="cpu")
+    store = PredictionStore(config.state_dir / "predictions")
+    project = FakeProject(tasks)
+    cold = {7: (0.25, 1), 8: (0.5, 0), 9: (0.75, 2)}
+    for task_id, (score, cluster) in cold.items():
+        prediction = {"result": mask_to_result(truths[task_id], CONTROL), "score": score,
+                      "model_version": COLD_VERSION, "cluster": cluster}
+        store.put(task_id, prediction)
+        project.create_predictions({task_id: prediction})
+
+    calls = []
+    real_train = sugfw.segmentation.train
+
+    def recording_train(images, masks, val, train_config, checkpoint_dir, init_state=None, progress=True):
+        calls.append({"images": list(images), "masks": [m.copy() for m in masks],
+                      "init_state": init_state, "dir": Path(checkpoint_dir)})
+        return real_train(images, masks, val, train_config, checkpoint_dir, init_state=init_state, progress=progress)
+
+    monkeypatch.setattr(sugfw.segmentation, "train", recording_train)
+
+    class World:
+        pass
+
+    w = World()
+    w.root, w.config, w.store, w.project, w.truths, w.cold, w.calls = root, config, store, project, truths, cold, calls
+    w.job = TrainJob(config, store, connect=lambda pid: project, fetcher=lambda: ImageFetcher(local_files_root=root))
+    w.clock = [0.0]
+    w.queue = JobQueue(config.state_dir, {"train": w.job}, debounce_s=0.01, clock=lambda: w.clock[0])
+    return w
+
+
+def burst(world, events: int = 5) -> int:
+    for _ in range(events):
+        world.queue.submit("train", PROJECT)
+    world.clock[0] += 1.0
+    count = world.queue.run_due()
+    assert world.queue.snapshot()["last_error"] is None
+    return count
+
+
+def normalised(image: np.ndarray) -> np.ndarray:
+    x = image.astype(np.float64)
+    return ((x - x.mean()) / x.std()).astype(np.float32)
+
+
+def pixels(world, task_id: int) -> np.ndarray:
+    return np.asarray(Image.open(world.root / f"s{task_id}.png"))
+
+
+def test_a_burst_trains_once_on_the_training_annotations_only(world):
+    assert burst(world) == 1
+    assert len(world.calls) == 1
+    call = world.calls[0]
+    # Tasks 1-4 in id order; 4 is an empty annotation: an all-background example.
+    expected = [world.truths[1], world.truths[2], world.truths[3], np.zeros((SIZE, SIZE), dtype=bool)]
+    assert len(call["masks"]) == 4
+    for mask, truth in zip(call["masks"], expected):
+        np.testing.assert_array_equal(mask, truth.astype(np.uint8))
+    np.testing.assert_array_equal(call["images"][0], normalised(pixels(world, 1)))
+    assert call["init_state"] is None
+    assert len(TrainingHistory(world.config.state_dir).records(PROJECT)) == 1
+
+
+def test_history_holds_the_metrics_of_the_test_case(world):
+    burst(world)
+    (record,) = TrainingHistory(world.config.state_dir).records(PROJECT)
+    assert record["model_version"] == "sugfw-unet-1"
+    assert record["annotations"] == 4
+    assert record["test_set"] == ["tasks"]
+    # Case t1 = task 6 (slice 0) then task 5 (slice 1); spacing (slice, row, col) = (2.0, 0.5, 0.75).
+    model = load_trained_unet(world.calls[0]["dir"] / "best.pt")
+    volume = np.stack([normalised(pixels(world, 6)), normalised(pixels(world, 5))])
+    predicted = predict_volume(model, volume) > 0
+    truth = np.stack([~world.truths[6], ~world.truths[5]])
+    expected = case_metrics(predicted, truth, (2.0, 0.5, 0.75))
+    (case,) = record["cases"]
+    assert (case["case_id"], case["slices"], case["hd95_unit"]) == ("t1", 2, "mm")
+    assert case["dice"] == expected.dice and case["hd95"] == expected.hd95
+    assert record["summary"] == summarise([expected])
+    png = world.config.state_dir / "training" / str(PROJECT) / "learning_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unlabelled_tasks_get_unet_masks_in_the_cold_start_order(world):
+    burst(world)
+    model = load_trained_unet(world.calls[0]["dir"] / "best.pt")
+    served = world.project.predictions_of("sugfw-unet-1")
+    assert sorted(served) == [7, 8, 9]
+    assert world.project.model_version == "sugfw-unet-1"
+    for task_id, (score, cluster) in world.cold.items():
+        assert (served[task_id]["score"], served[task_id]["cluster"]) == (score, cluster)
+        assert world.store.get(task_id)["model_version"] == "sugfw-unet-1"
+    for task_id in (7, 8):
+        drawn = np.zeros((SIZE, SIZE), dtype=bool)
+        for item in served[task_id]["result"]:
+            drawn |= result_to_mask(item)
+        unet = predict_volume(model, normalised(pixels(world, task_id))[None])[0] > 0
+        np.testing.assert_array_equal(drawn, unet)
+    # The unlabelled test task keeps SAM's mask: the model under test never pre-draws its own truth.
+    assert served[9]["result"] == mask_to_result(world.truths[9], CONTROL)
+
+
+def test_second_run_warm_starts_from_the_first_and_replaces_its_predictions(world):
+    burst(world)
+    assert burst(world, events=3) == 1
+    first_checkpoint = world.calls[0]["dir"] / "best.pt"
+    assert Path(world.calls[1]["init_state"]) == first_checkpoint
+    records = TrainingHistory(world.config.state_dir).records(PROJECT)
+    assert [r["model_version"] for r in records] == ["sugfw-unet-1", "sugfw-unet-2"]
+    assert world.project.predictions_of("sugfw-unet-1") == {}
+    served = world.project.predictions_of("sugfw-unet-2")
+    assert {t: (p["score"], p["cluster"]) for t, p in served.items()} == world.cold
+    assert world.project.model_version == "sugfw-unet-2"
+    assert sorted(world.project.predictions_of(COLD_VERSION)) == [7, 8, 9]  # the cold-start batch stays
+
+
+def test_only_test_annotations_means_no_training(world, caplog):
+    caplog.set_level(logging.INFO, logger="backend.training_job")
+    for task in world.project.task_list:
+        if task["data"].get("split") != "test":
+            task.pop("annotations", None)
+    assert burst(world) == 1
+    assert world.calls == []
+    assert TrainingHistory(world.config.state_dir).records(PROJECT) == []
+    assert world.project.predictions_of("sugfw-unet-1") == {}
+    assert "training skipped" in caplog.text
+
+
+def test_without_a_test_set_training_still_happens_and_metrics_say_so(world):
+    for task in world.project.task_list:
+        task["data"].pop("split", None)
+    burst(world)
+    (record,) = TrainingHistory(world.config.state_dir).records(PROJECT)
+    assert record["annotations"] == 6 and record["cases"] == [] and record["summary"] is None
+    assert "no test set" in record["note"]
+
+
+def test_metrics_route_serves_the_history(world):
+    burst(world)
+    app = create_app(world.config, SugfwModel(world.config), jobs=world.queue)
+    body = app.test_client().get("/metrics").get_json()
+    (record,) = body["training"][str(PROJECT)]
+    assert record["model_version"] == "sugfw-unet-1"
+    assert set(record["summary"]) >= {"dice_mean", "dice_std", "hd95_mean", "hd95_std"}
+    assert body["jobs"]["completed"] == 1
+
+
+def test_latest_submitted_skips_cancelled_and_takes_the_newest():
+    items = [
+        {"id": 1, "was_cancelled": False, "updated_at": "2026-01-02T00:00:00Z"},
+        {"id": 2, "was_cancelled": True, "updated_at": "2026-01-03T00:00:00Z"},
+        {"id": 3, "was_cancelled": False, "updated_at": "2026-01-01T00:00:00Z"},
+    ]
+    assert latest_submitted(items)["id"] == 1
+    assert latest_submitted(items[1:2]) is None
+
+
+def test_label_map_numbers_labels_by_config_order():
+    config = parse_label_config(
+        '<View><Image name="image" value="$image"/><BrushLabels name="label" toName="image">'
+        '<Label value="a"/><Label value="b"/></BrushLabels></View>'
+    )
+    a, b = np.zeros((8, 8), dtype=bool), np.zeros((8, 8), dtype=bool)
+    a[:2], b[5:] = True, True
+    result = mask_to_result(b, config, "b") + mask_to_result(a, config, "a")
+    labels = annotation_label_map(result, config, 8, 8)
+    expected = np.zeros((8, 8), dtype=np.uint8)
+    expected[:2], expected[5:] = 1, 2
+    np.testing.assert_array_equal(labels, expected)
+    foreign = [{**result[0], "value": {**result[0]["value"], "brushlabels": ["c"]}}]
+    with pytest.raises(InvalidInputError, match="'c' is not one of"):
+        annotation_label_map(foreign, config, 8, 8)
+
+
+def test_spacing_from_task_data_or_one_millimetre():
+    assert task_spacing({"spacing": [0.5, 0.5, 2]}) == (0.5, 0.5, 2.0)
+    assert task_spacing({}) == (1.0, 1.0, 1.0)
+    assert task_spacing({"spacing": [0.5, -1, 2]}) == (1.0, 1.0, 1.0)
+    assert task_spacing({"spacing": "1mm"}) == (1.0, 1.0, 1.0)
+
+
+def test_normalised_slice_has_zero_mean_unit_std():
+    # [0, 2]: mean 1, std 1 → [-1, 1]; a constant slice → zeros.
+    np.testing.assert_array_equal(normalise_slice(np.array([[0.0, 2.0]])), np.array([[-1.0, 1.0]], dtype=np.float32))
+    np.testing.assert_array_equal(normalise_slice(np.full((2, 2), 7.0)), np.zeros((2, 2), dtype=np.float32))
+
+
+def test_training_settings_come_from_the_environment(tmp_path):
+    env = {"SUGFW_TRAIN_ITERATIONS": "12", "SUGFW_TRAIN_CROP": "64", "SUGFW_TRAIN_BATCH": "4"}
+    config = BackendConfig.from_env(env)
+    assert (config.train_iterations, config.train_crop, config.train_batch_size) == (12, 64, 4)
+    with pytest.raises(InvalidInputError, match="SUGFW_TRAIN_ITERATIONS=0"):
+        BackendConfig.from_env({"SUGFW_TRAIN_ITERATIONS": "0"})
+    with pytest.raises(InvalidInputError, match="SUGFW_TRAIN_CROP='big'"):
+        BackendConfig.from_env({"SUGFW_TRAIN_CROP": "big"})
+
+
+def test_configured_volumes_are_tested_as_well(world, tmp_path):
+    import dataclasses
+
+    import nibabel as nib
+
+    from backend.import_volumes import window_to_uint8
+
+    folder = tmp_path / "volumes"
+    folder.mkdir()
+    volume, truth = np.zeros((SIZE, SIZE, 3), dtype=np.float32), np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+    for z in range(3):
+        image, mask = slice_with_square(40 + z)
+        volume[..., z], truth[..., z] = image, mask
+    affine = np.diag([0.5, 0.75, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(volume, affine), folder / "v1.nii.gz")
+    nib.save(nib.Nifti1Image(truth, affine), folder / "v1_seg.nii.gz")
+    world.job.config = dataclasses.replace(world.config, test_data=folder)
+    burst(world)
+    (record,) = TrainingHistory(world.config.state_dir).records(PROJECT)
+    assert record["test_set"] == ["tasks", "volumes"]
+    assert [case["case_id"] for case in record["cases"]] == ["t1", "v1"]
+    # The volume is windowed as import-volumes windows it, each slice z-scored; spacing (slice, row, col).
+    model = load_trained_unet(world.calls[0]["dir"] / "best.pt")
+    windowed = np.moveaxis(window_to_uint8(volume), -1, 0)
+    predicted = predict_volume(model, np.stack([normalised(s) for s in windowed])) > 0
+    expected = case_metrics(predicted, np.moveaxis(truth > 0, -1, 0), (3.0, 0.5, 0.75))
+    case = record["cases"][1]
+    assert (case["slices"], case["dice"], case["hd95"]) == (3, expected.dice, expected.hd95)
+    assert record["summary"]["cases"] == 2
+
+
+def test_setup_and_an_unchanged_rescore_keep_serving_the_unet_version(tmp_path):
+    # After training, the queue follows sugfw-unet-<n>; /setup (which Label Studio calls whenever it
+    # reads the model's state) must answer it, and re-scoring an unchanged batch must not undo it.
+    from backend.config import BackendConfig
+    from backend.model import SugfwModel
+    from backend.storage import PROJECT_STATE_DIR, ProjectStateStore
+
+    config = BackendConfig(state_dir=tmp_path)
+    states = ProjectStateStore(tmp_path / PROJECT_STATE_DIR)
+    states.put(7, {"model_version": "sugfw-litemedsam-abc", "served_version": "sugfw-litemedsam-abc", "images": {}})
+    model = SugfwModel(config)
+    assert model.setup("7.1700000000", None) == "sugfw-litemedsam-abc"
+    states.set_served_version(7, "sugfw-unet-2")
+    assert model.setup("7.1700000000", None) == "sugfw-unet-2"
+    assert states.get(7)["model_version"] == "sugfw-litemedsam-abc"  # the batch itself is unchanged
