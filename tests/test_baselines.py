@@ -325,15 +325,6 @@ def test_queue_is_a_permutation_with_budget_picks(strategy, budget):
     assert selection.clusters.min() >= -1
 
 
-@pytest.mark.parametrize("strategy", BASELINES)
-def test_same_seed_gives_the_same_selection(strategy):
-    features, uncertainty = _random_pool()
-    first = strategy(features, uncertainty, 6, 11)
-    second = strategy(features.copy(), uncertainty.copy(), 6, 11)
-    np.testing.assert_array_equal(first.order, second.order)
-    np.testing.assert_array_equal(first.clusters, second.clusters)
-
-
 @pytest.mark.parametrize(
     ("strategy", "budget"),
     [(alps, 3), (fps, 5), (typiclust, 3), (typiclust_sugfw, 3), (calr, 3), (probcover, 3)],

@@ -231,7 +231,7 @@ def test_gscu_accepts_duplicate_rows_when_enough_are_distinct():
 @pytest.mark.parametrize("strategy", [gscu, gscu_without_greedy])
 def test_fewer_distinct_rows_than_clusters_is_a_budget_error(strategy):
     features = np.repeat(np.array([[0.0, 0.0], [10.0, 0.0]]), 3, axis=0)
-    match = "budget 3 needs 3 k-means clusters.*only 2 distinct rows"
+    match = "budget needs 3 clusters.*only 2 distinct rows"
     with pytest.raises(BudgetError, match=match):
         strategy(features, np.linspace(0.5, 0.75, 6), 3, 0)
 

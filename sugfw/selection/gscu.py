@@ -42,9 +42,8 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.cluster import KMeans
 
-from sugfw.errors import BudgetError
 from sugfw.selection.base import Selection
-from sugfw.selection.inputs import check_inputs
+from sugfw.selection.inputs import check_inputs, require_distinct_rows
 
 KMEANS_N_INIT = 10
 """k-means restarts; the authors relied on sklearn's default, which was 10 before sklearn 1.4."""
@@ -100,13 +99,7 @@ def gscu_without_clustering(
 
 def cluster_features(features: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     """k-means labels of every row, renumbered by smallest member index (see module docstring)."""
-    n_distinct = len(np.unique(features, axis=0))
-    if n_distinct < n_clusters:
-        raise BudgetError(
-            f"budget {n_clusters} needs {n_clusters} k-means clusters, but the features have only "
-            f"{n_distinct} distinct rows among {len(features)}; "
-            f"lower the budget to at most {n_distinct}"
-        )
+    require_distinct_rows(features, n_clusters)
     kmeans = KMeans(
         n_clusters=n_clusters, init="k-means++", n_init=KMEANS_N_INIT, random_state=seed
     )
