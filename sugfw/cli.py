@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "OUT/results.csv; write OUT/report.md and OUT/dsc_vs_budget.png. Resumable: "
                                        "finished cells are skipped, stopped trainings resume from their checkpoints.")
     bench.add_argument("--config", choices=["cpu", "paper"], default="cpu",
-                       help="cpu: scaled-down run (~1.6 h on an idle 2-core CPU); paper: the paper's protocol (GPU)")
+                       help="cpu: scaled-down run for a 2-core CPU (see sugfw/experiment/configs.py for its cost); paper: the paper's protocol (GPU)")
     bench.add_argument("--data", type=Path, required=True,
                        help="MSD/nnU-Net folder (imagesTr/, labelsTr/, ...) or a folder of <case>.nii.gz + <case>_seg.nii.gz")
     bench.add_argument("--out", type=Path, required=True, help="results folder (reuse it to resume)")

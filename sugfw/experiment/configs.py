@@ -18,6 +18,11 @@ Promise12-like data set (≈ 19 foreground-range slices per case, 256² slices):
   the test cases (76 slices) at ≈ 0.2 s per 256² slice add ≈ 30 s. 19 cells × ≈ 230 s ≈ 73 min.
 - Total ≈ 22 + 73 ≈ 95 min. On a CPU shared with another job, expect several times longer; the run
   is resumable, so it can be stopped and restarted.
+
+Measured on LA2018 (UTAH), where the atrium spans ≈ 60 of 88 slices: the same settings give a pool
+of 236 slices, and scoring at working size 256 took ≈ 21 s per slice even at K = 1 (≈ 83 boxes
+per view), so scoring alone would take ≈ 1.4 h; there, thin the pool further (a larger
+``slice_step`` or fewer ``max_train_cases``) to stay within ~2 h.
 """
 
 from __future__ import annotations
