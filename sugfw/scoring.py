@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sugfw.augment import AugmentationParams, augment, invert_spatial, sample_augmentations
+from sugfw.augment import IDENTITY, AugmentationParams, augment, invert_spatial, sample_augmentations
 from sugfw.cache import RecordCache
 from sugfw.data import Slice, validate_slice
 from sugfw.everything import EverythingSettings, everything_union
@@ -95,7 +95,7 @@ def build_views(image: np.ndarray, settings: ScoringSettings, model: SegmenterMo
     image = validate_slice(image, "slice")
     image_hash = content_hash(image)
     scaled = torch.from_numpy(scale_intensities(image, settings.intensity_percentiles)).to(model.device)
-    params = [AugmentationParams(1.0, None, 0, 8, 1.0, 1.0, 1.0)]
+    params = [IDENTITY]
     params += sample_augmentations(settings.k, slice_seed(settings.seed, image_hash))
     images = [scaled] + [augment(scaled, p) for p in params[1:]]
     geometry = [CanvasGeometry.fit(*img.shape, model.canvas_size) for img in images]
