@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -66,16 +68,9 @@ def confident(mask: torch.Tensor) -> torch.Tensor:
 
 
 def settings(**overrides: object) -> EverythingSettings:
-    base = dict(
-        prompt_kind="points",
-        grid=(1,),
-        pred_iou_thresh=0.5,
-        stability_thresh=0.9,
-        max_area_fraction=0.25,
-        box_nms_thresh=0.7,
-        multimask=False,
-    )
-    return EverythingSettings(**{**base, **overrides})  # type: ignore[arg-type]
+    """The stub's settings with filters that act (the stub's defaults switch them all off)."""
+    strict = dict(pred_iou_thresh=0.5, stability_thresh=0.9, max_area_fraction=0.25, box_nms_thresh=0.7)
+    return replace(GridModel.defaults, **{**strict, **overrides})
 
 
 def run(designs: list[tuple[torch.Tensor, float]], prompt_batch_size: int = 2, **overrides: object) -> EverythingResult:
