@@ -1,6 +1,6 @@
 """A plain, unbatched scoring path, kept only to check the fast path against.
 
-One image through the encoder at a time, one prompt through the decoder at a time, every filter
+One image through the encoder at a time, one prompt through SAM's stock decoder at a time, every filter
 applied mask by mask with Python scalars and a hand-written greedy NMS on the CPU. It shares with
 the fast path only what is tested on its own: augmentations, canvas geometry, the resampling of
 logits onto the slice, and the Eq. 3–5 functions.
@@ -38,7 +38,7 @@ def everything_union_plain(
 ) -> tuple[np.ndarray, int]:
     candidates: list[tuple[float, np.ndarray]] = []
     for prompt in model.prompt_grid(geometry, settings.grid, settings.prompt_kind):
-        logits, ious = model.decode(embedding, prompt[None], settings.multimask)
+        logits, ious = model.decode(embedding, prompt[None], settings.multimask, share_image=False)
         for low, iou in zip(logits[0], ious[0]):
             iou = float(iou)
             if settings.pred_iou_thresh > 0 and not iou > settings.pred_iou_thresh:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sugfw.models.decoder import decode_prompts_on_one_image
+
 PromptKind = Literal["points", "boxes"]
 
 
@@ -128,11 +130,15 @@ class SegmenterModel(ABC):
         return self.image_encoder(batch)
 
     @torch.inference_mode()
-    def decode(self, embedding: torch.Tensor, prompts: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self, embedding: torch.Tensor, prompts: torch.Tensor, multimask: bool, share_image: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode P prompts on one image embedding (1, 256, 64, 64).
 
         ``prompts`` is (P, 2) points or (P, 4) xyxy boxes in canvas pixels. Returns low-resolution
         logits (P, M, 256, 256) and predicted IoU (P, M), M = 3 with ``multimask`` else 1.
+        ``share_image=False`` runs the stock decoder, which copies the image once per prompt
+        (``sugfw.models.decoder`` says why the shared form gives the same result).
         """
         prompts = prompts.to(self.device, torch.float32)
         if prompts.shape[-1] == 2:
@@ -140,14 +146,17 @@ class SegmenterModel(ABC):
             sparse, dense = self.prompt_encoder(points=(prompts[:, None, :], labels), boxes=None, masks=None)
         else:
             sparse, dense = self.prompt_encoder(points=None, boxes=prompts, masks=None)
-        logits, iou = self.mask_decoder(
+        image_pe = self.prompt_encoder.get_dense_pe()
+        if share_image:
+            # Without a mask prompt the dense embedding is the same "no mask" vector for every prompt.
+            return decode_prompts_on_one_image(self.mask_decoder, embedding, image_pe, sparse, dense[:1], multimask)
+        return self.mask_decoder(
             image_embeddings=embedding,
-            image_pe=self.prompt_encoder.get_dense_pe(),
+            image_pe=image_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask,
         )
-        return logits, iou
 
     def prompt_grid(self, geometry: CanvasGeometry, grid: tuple[int, ...], kind: PromptKind) -> torch.Tensor:
         """Everything-mode prompts covering the slice's content area, in canvas pixels."""
