@@ -13,6 +13,9 @@ import numpy as np
 
 from sugfw.errors import SugfwError
 
+# Names of sugfw.experiment.CONFIGS, listed here so that --help does not import torch.
+BENCH_CONFIG_NAMES = ["cpu", "paper", "paper_la2018"]
+
 log = logging.getLogger("sugfw")
 
 
@@ -222,8 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "slices, train the UNet, test it on the test cases (DSC, HD95) and append to "
                                        "OUT/results.csv; write OUT/report.md and OUT/dsc_vs_budget.png. Resumable: "
                                        "finished cells are skipped, stopped trainings resume from their checkpoints.")
-    bench.add_argument("--config", choices=["cpu", "paper"], default="cpu",
-                       help="cpu: scaled-down run for a 2-core CPU (see sugfw/experiment/configs.py for its cost); paper: the paper's protocol (GPU)")
+    bench.add_argument("--config", choices=BENCH_CONFIG_NAMES, default="cpu",
+                       help="cpu: scaled-down run for a 2-core CPU (see sugfw/experiment/configs.py for its cost); "
+                            "paper / paper_la2018: the paper's protocol for Promise12 / LA2018 (GPU)")
     bench.add_argument("--data", type=Path, required=True,
                        help="MSD/nnU-Net folder (imagesTr/, labelsTr/, ...) or a folder of <case>.nii.gz + <case>_seg.nii.gz")
     bench.add_argument("--out", type=Path, required=True, help="results folder (reuse it to resume)")

@@ -229,12 +229,20 @@ def test_predict_case_maps_class_scores_back_with_bilinear_then_argmax():
 
 def test_cpu_config_cells_random_over_five_seeds():
     cells = plan_cells(CONFIGS["cpu"])
-    # Random: 3 budgets × 5 seeds = 15; GSCU: 3 budgets × 1 seed = 3; full supervision: 1.
-    assert len(cells) == 19
+    # Random: 3 budgets × 5 seeds = 15; nine other strategies × 3 budgets × 1 seed = 27; full: 1.
+    assert len(cells) == 43
     assert sorted({c.seed for c in cells if c.strategy == "random"}) == [0, 1, 2, 3, 4]
     assert [c.key for c in cells if c.strategy == "gscu"] == [("gscu", "0.05", "2025"), ("gscu", "0.1", "2025"),
                                                              ("gscu", "0.15", "2025")]
+    assert {"probcover", "fps", "typiclust", "calr", "alps", "gscu_no_greedy"} <= {c.strategy for c in cells}
     assert cells[-1].key == ("full_supervision", "all", "2025")
+
+
+def test_cli_lists_every_named_config():
+    from sugfw.cli import BENCH_CONFIG_NAMES
+
+    assert sorted(BENCH_CONFIG_NAMES) == sorted(CONFIGS)
+    assert CONFIGS["paper_la2018"].budgets == (0.005, 0.01, 0.015)
 
 
 def test_config_overrides_and_bad_values():
