@@ -30,7 +30,7 @@ from sugfw.experiment import (
     run_bench,
     split_cases,
 )
-from sugfw.experiment.report import dsc_curves, load_results, plot_dsc
+from sugfw.experiment.report import dsc_curves, load_results, plot_dsc, seed_spread_table
 from sugfw.experiment.runner import RESULT_COLUMNS, predict_case
 from sugfw.records import SliceRecord, content_hash
 from sugfw.segmentation.preprocess import normalise_volume
@@ -306,6 +306,17 @@ def test_markdown_table_has_table1_shape_and_hand_computed_cells(results_csv):
     paper = markdown_table(load_results(results_csv), rule="paper")
     assert "| gscu | 70.00 ± 10.00 / 30.00 ± 10.00 | 90.00 ± 0.00 / 10.00 ± 0.00 |" in paper
     assert "HD95 (voxel)" in paper
+
+
+def test_seed_spread_lists_only_multi_seed_strategies(results_csv):
+    # random 5%: per-seed mean DSC 60 (seed 0) and 70 (seed 1) -> 60 – 70, std 5.
+    assert seed_spread_table(load_results(results_csv)).splitlines()[2:] == [
+        "| strategy | budget | seeds | lowest – highest | std over seeds |",
+        "|---|---|---|---|---|",
+        "| random | 5% | 2 | 60.00 – 70.00 | 5.00 |",
+    ]
+    single_seed = [row for row in load_results(results_csv) if row["strategy"] != "random"]
+    assert seed_spread_table(single_seed) == ""
 
 
 def test_dsc_curves_and_plot(results_csv, tmp_path):
