@@ -8,14 +8,15 @@ slices of that preprocessing are ≈ 200 × 150, so working size 256 and crop 22
 paper's 512/480).
 
 ``CONFIGS["cpu"]`` runs every strategy, the three GSCU ablations and full supervision on LA2018
-within about an hour on an otherwise idle 2-core CPU:
+in about 1.5 h on a 2-core CPU:
 - Pool: the first 8 training cases of the split, every 8th slice of their foreground range ± 2
   (62 slices); 1 validation case and 4 test cases at their whole foreground range.
-- Scoring (LiteMedSAM, default box grid, K = 2, so 3 everything-mode runs per slice): ≈ 27 s per
-  slice measured, ≈ 28 min for the pool, once for all strategies (the record cache is shared).
+- Scoring (LiteMedSAM, default box grid, K = 2, so 3 everything-mode runs per slice): 25 s per
+  slice measured, 26 min for the pool, once for all strategies (the record cache is shared).
 - Cells: Random × 5 seeds × 3 budgets + 9 other strategies × 3 budgets + full supervision = 43.
 - UNet: 300 iterations at crop 128, batch 8 (≈ 5 iterations per second measured), validation
-  every 100 iterations, then prediction of the 4 test cases: ≈ 70 s per cell, ≈ 50 min in all.
+  every 100 iterations, then prediction of the 4 test cases: 89 s per cell on average, 63 min in
+  all (other jobs shared the cores part of the time). About 1.5 h for the whole run.
 Shorter training than the paper's (300 iterations instead of 1000 epochs) leaves the UNet
 under-trained: compare strategies with one another and with full supervision at the same
 training length, not with the paper's absolute figures.
