@@ -39,9 +39,9 @@ def decode_prompts_on_one_image(
     src = image_embedding + no_mask_embedding
     _, channels, height, width = src.shape
 
+    # The first block's image-to-token attention gives every prompt its own image stream, so the
+    # transformer returns (P, h·w, C) image features.
     queries, keys = decoder.transformer(src, image_pe, tokens)
-    if keys.shape[0] != n_prompts:  # a transformer without image updates leaves the image shared
-        keys = keys.expand(n_prompts, -1, -1)
     iou_token_out = queries[:, 0, :]
     mask_tokens_out = queries[:, 1 : 1 + decoder.num_mask_tokens, :]
 
