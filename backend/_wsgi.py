@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from backend.config import BackendConfig, parse_budget, parse_grid
+from backend.config import BackendConfig, parse_optional_budget, parse_grid
 from sugfw.errors import SugfwError
 
 log = logging.getLogger("backend")
@@ -55,7 +55,7 @@ def config_from_args(args: argparse.Namespace) -> BackendConfig:
         checkpoint=args.checkpoint,
         device=args.device,
         k=args.k,
-        budget=parse_budget(args.budget, "--budget"),
+        budget=parse_optional_budget(args.budget, "--budget"),
         grid=parse_grid(args.grid, "--grid"),
         seed=args.seed,
         state_dir=args.state_dir,

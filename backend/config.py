@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from backend.redact import REDACTED, redact_url
 from sugfw.errors import InvalidInputError
+from sugfw.selection.budget import check_budget, parse_budget
 
 DEFAULT_BUDGET = 0.01
 """1 % of the pool: between the paper's 0.5 % and 1.5 % settings on the left atrium data."""
@@ -76,7 +77,7 @@ class BackendConfig:
                 )
         if self.k < 1:
             raise InvalidInputError(f"SUGFW_K={self.k}: expected at least 1 augmented run per slice")
-        _check_budget(self.budget)
+        check_budget(self.budget, "SUGFW_BUDGET")
         if self.grid is not None and (not self.grid or any(size < 1 for size in self.grid)):
             raise InvalidInputError(f"SUGFW_GRID={self.grid}: expected one or more positive integers such as 128 or 64,96,128")
         for name, value in (("SUGFW_TRAIN_ITERATIONS", self.train_iterations), ("SUGFW_TRAIN_CROP", self.train_crop),
@@ -125,7 +126,7 @@ class BackendConfig:
             "checkpoint": _path(text("SUGFW_CHECKPOINT")),
             "device": text("SUGFW_DEVICE"),
             "k": _number(text("SUGFW_K"), "SUGFW_K", int),
-            "budget": parse_budget(text("SUGFW_BUDGET"), "SUGFW_BUDGET"),
+            "budget": parse_optional_budget(text("SUGFW_BUDGET"), "SUGFW_BUDGET"),
             "grid": parse_grid(text("SUGFW_GRID"), "SUGFW_GRID"),
             "seed": _number(text("SUGFW_SEED"), "SUGFW_SEED", int),
             "predict_deadline_s": _number(text("SUGFW_PREDICT_DEADLINE_S"), "SUGFW_PREDICT_DEADLINE_S", float),
@@ -172,19 +173,9 @@ class BackendConfig:
         return view
 
 
-def parse_budget(text: str | None, name: str = "budget") -> int | float | None:
-    """"35" → a count, "0.01" → a ratio of the pool; ``None`` stays ``None``."""
-    if text is None:
-        return None
-    try:
-        budget: int | float = int(text)
-    except ValueError:
-        try:
-            budget = float(text)
-        except ValueError:
-            raise InvalidInputError(f"{name}={text!r}: expected a count (35) or a ratio of the pool (0.01)") from None
-    _check_budget(budget, name)
-    return budget
+def parse_optional_budget(text: str | None, name: str = "budget") -> int | float | None:
+    """``sugfw.selection.parse_budget``, with ``None`` (not set) staying ``None``."""
+    return None if text is None else parse_budget(text, name)
 
 
 def parse_grid(text: str | None, name: str = "grid") -> tuple[int, ...] | None:
@@ -198,16 +189,6 @@ def parse_grid(text: str | None, name: str = "grid") -> tuple[int, ...] | None:
     if not grid or any(size < 1 for size in grid):
         raise InvalidInputError(f"{name}={text!r}: expected positive integers such as 128 or 64,96,128")
     return grid
-
-
-def _check_budget(budget: int | float, name: str = "SUGFW_BUDGET") -> None:
-    # The pool size is unknown here; resolve_budget checks the count against it when selecting.
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
-        raise InvalidInputError(f"{name}={budget!r}: expected a count (35) or a ratio of the pool (0.01)")
-    if isinstance(budget, int) and budget < 1:
-        raise InvalidInputError(f"{name}={budget}: a count must be at least 1")
-    if isinstance(budget, float) and not 0 < budget < 1:
-        raise InvalidInputError(f"{name}={budget}: a ratio must lie strictly between 0 and 1")
 
 
 def _number(text: str | None, name: str, kind: type) -> Any:

@@ -37,6 +37,7 @@ from PIL import Image
 from backend.redact import redact_url
 from sugfw.data import MIN_SIDE, VOLUME_SUFFIXES, load_volume
 from sugfw.errors import InvalidInputError, SugfwError
+from sugfw.intensity import window_to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +134,9 @@ def case_id_of(path: Path) -> str:
     return stem[: channel.start()] if channel and channel.group(1) == "0000" else stem
 
 
-def window_to_uint8(volume: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES) -> np.ndarray:
-    """Map ``volume`` to 0..255 through the window [P_low, P_high] of its own voxels."""
-    low, high = np.percentile(volume, percentiles)
-    if not high > low:
-        return np.zeros(volume.shape, dtype=np.uint8)
-    scaled = (volume.astype(np.float64) - low) / (high - low)
-    return np.rint(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+def window_volume(volume: np.ndarray) -> np.ndarray:
+    """``volume`` as 0..255 through the window [P_low, P_high] of its own voxels."""
+    return window_to_uint8(volume, WINDOW_PERCENTILES)
 
 
 def reslice(
@@ -172,7 +169,7 @@ def volume_slices(
             f"{path}: slices of {volume.shape[0]} x {volume.shape[1]} pixels along axis "
             f"{found_axis if axis is None else axis}; expected at least {MIN_SIDE} on each side"
         )
-    pixels = window_to_uint8(volume)
+    pixels = window_volume(volume)
     for index in range(0, pixels.shape[-1], slice_step):
         yield index, pixels[..., index], spacing
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend.storage import atomic_write_json, read_json
+from backend.storage import read_json
+from sugfw.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -13,16 +13,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sugfw.records import SliceRecord
+from sugfw.records import RecordIndex, SliceRecord
 from sugfw.selection import Selection, get_strategy, resolve_budget
 
 log = logging.getLogger(__name__)
 
 STRATEGY = "gscu"
-
-
-def feature_matrix(records: Sequence[SliceRecord], kind: str) -> np.ndarray:
-    return np.stack([r.features_pgdr if kind == "pgdr" else r.features_mean for r in records]).astype(np.float32)
 
 
 def cluster_count(budget: int | float, features: np.ndarray) -> int:
@@ -42,6 +38,6 @@ def cluster_count(budget: int | float, features: np.ndarray) -> int:
 def plan_queue(records: Sequence[SliceRecord], budget: int | float, seed: int) -> Selection:
     """GSCU over ``records``: ``ranks()`` gives every record's queue position, ``clusters`` its cluster."""
     spec = get_strategy(STRATEGY)
-    features = feature_matrix(records, spec.features)
-    uncertainty = np.array([r.uncertainty for r in records], dtype=np.float64)
-    return spec.select(features, uncertainty, cluster_count(budget, features), seed)
+    index = RecordIndex.from_records(records)
+    features = index.features(spec.features)
+    return spec.select(features, index.uncertainty, cluster_count(budget, features), seed)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from backend.config import BackendConfig
+from sugfw.pipeline import ScorerSpec
 from sugfw.records import SliceRecord
 
 if TYPE_CHECKING:
@@ -57,11 +58,12 @@ class SliceScorer:
 
 def build_scorer(config: BackendConfig) -> Scorer:
     """A library ``Scorer`` for the configured model, grid, K and seed, caching under the state dir."""
-    from sugfw.everything import EverythingSettings
-    from sugfw.models import build_model
-    from sugfw.scoring import Scorer, ScoringSettings
-
-    model = build_model(config.model, checkpoint=config.checkpoint, device=config.device)
-    everything = EverythingSettings.for_model(model, grid=config.grid)
-    settings = ScoringSettings(everything=everything, k=config.k, seed=config.seed)
-    return Scorer(model, settings, cache_dir=config.state_dir / SCORE_CACHE_DIR)
+    spec = ScorerSpec(
+        model=config.model,
+        checkpoint=config.checkpoint,
+        device=config.device,
+        k=config.k,
+        seed=config.seed,
+        grid=config.grid,
+    )
+    return spec.build(config.state_dir / SCORE_CACHE_DIR)

@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from sugfw.atomic import atomic_write_json
+
 log = logging.getLogger(__name__)
-
-
-def atomic_write_json(path: Path, payload: Any) -> None:
-    """Write ``payload`` so that readers (and a restart after a crash) see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as tmp:
-            json.dump(payload, tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: Path) -> Any | None:

@@ -11,7 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from backend.storage import atomic_write_json, read_json
+from backend.storage import read_json
+from sugfw.atomic import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,7 @@ def draw_learning_curve(records: list[dict[str, Any]], path: Path) -> None:
         axes.set_ylim(0.0, 1.0)
         axes.grid(alpha=0.3)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial.png")
-        figure.savefig(partial, dpi=100)
-        partial.replace(path)
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=100, format="png")
     finally:
         plt.close(figure)

@@ -50,6 +50,7 @@ from backend.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStor
 from backend.training_history import UNET_VERSION_PREFIX, TrainingHistory, unet_version
 from sugfw.errors import CheckpointError, InvalidInputError, SugfwError
 from sugfw.metrics import CaseMetrics, case_metrics, summarise
+from sugfw.segmentation.preprocess import zscore
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +115,8 @@ def annotation_label_map(
 
 
 def normalise_slice(image: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance (a constant slice becomes zeros): PNGs carry no intensity scale."""
-    image = np.asarray(image, dtype=np.float64)
-    std = image.std()
-    return ((image - image.mean()) / std if std > 0 else np.zeros_like(image)).astype(np.float32)
+    """The UNet's input: the slice z-scored on its own (PNGs carry no intensity scale)."""
+    return zscore(np.asarray(image))
 
 
 def task_spacing(data: Mapping[str, Any]) -> tuple[float, float, float]:
@@ -160,12 +159,12 @@ def group_test_cases(slices: Sequence[LabelledSlice]) -> list[TestCase]:
 
 def volume_test_cases(root: Path) -> list[TestCase]:
     """Every labelled case under ``root``, windowed like ``import-volumes`` slices, then z-scored per slice."""
-    from backend.import_volumes import window_to_uint8
+    from backend.import_volumes import window_volume
     from sugfw.experiment.dataset import load_msd_dataset
 
     cases = []
     for case in load_msd_dataset(root):
-        pixels = np.moveaxis(window_to_uint8(case.image), -1, 0)
+        pixels = np.moveaxis(window_volume(case.image), -1, 0)
         images = np.stack([normalise_slice(item) for item in pixels])
         row, col, step = case.spacing
         cases.append(TestCase(case.case_id, images, np.moveaxis(case.label > 0, -1, 0), (step, row, col), "volumes"))

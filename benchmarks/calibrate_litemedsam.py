@@ -21,7 +21,7 @@ import torch
 from sugfw.data import load_volume
 from sugfw.everything import STABILITY_OFFSET, logits_to_slice
 from sugfw.models import CanvasGeometry, build_model
-from sugfw.scoring import scale_intensities
+from sugfw.intensity import scale_intensities
 from segment_anything.utils.amg import calculate_stability_score
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
+from sugfw.atomic import atomic_path, atomic_write_json, is_temporary
 from sugfw.records import SliceRecord
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class RecordCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         description = self.folder / "settings.json"
         if not description.exists():
-            description.write_text(json.dumps(settings, indent=2, sort_keys=True))
+            atomic_write_json(description, settings, indent=2)
 
     def _path(self, image_hash: str) -> Path:
         return self.folder / f"{image_hash}.npz"
@@ -57,11 +57,10 @@ class RecordCache:
 
     def put(self, record: SliceRecord) -> None:
         path = self._path(record.content_hash)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         arrays = {f.name: getattr(record, f.name) for f in fields(SliceRecord) if f.name not in _SCALARS}
         scalars = {name: np.asarray(getattr(record, name)) for name in _SCALARS}
-        np.savez_compressed(tmp, **arrays, **scalars)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez_compressed(tmp, **arrays, **scalars)
 
     def __len__(self) -> int:
-        return sum(1 for path in self.folder.glob("*.npz") if not path.name.endswith(".tmp.npz"))
+        return sum(1 for path in self.folder.glob("*.npz") if not is_temporary(path))

@@ -8,10 +8,14 @@ import logging
 import sys
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sugfw.errors import SugfwError
+
+if TYPE_CHECKING:
+    from sugfw.pipeline import ScorerSpec
 
 # Names of sugfw.experiment.CONFIGS, listed here so that --help does not import torch.
 BENCH_CONFIG_NAMES = ["cpu", "paper", "paper_la2018"]
@@ -20,14 +24,13 @@ log = logging.getLogger("sugfw")
 
 
 def _budget(text: str) -> int | float:
-    """"35" is a count, "0.005" a ratio of the number of slices."""
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"budget {text!r}: give a count (35) or a ratio (0.005)") from None
+    """argparse type: "35" is a count, "0.005" a ratio of the number of slices."""
+    from sugfw.selection.budget import parse_budget
+
+    try:  # the range is checked where the budget is used, with the command's own message
+        return parse_budget(text, check=False)
+    except SugfwError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,31 +59,27 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--encoder-batch", type=int, help="images per encoder call (default: K+1 GPU, 1 CPU)")
 
 
-def build_scorer(args: argparse.Namespace, cache_dir: Path | None):
-    from sugfw.everything import EverythingSettings
-    from sugfw.models import build_model
-    from sugfw.scoring import Batching, Scorer, ScoringSettings
+def scorer_spec(args: argparse.Namespace) -> ScorerSpec:
+    """The scorer the ``model and scoring`` arguments describe."""
+    from sugfw.pipeline import ScorerSpec
 
-    model = build_model(args.model, checkpoint=args.checkpoint, device=args.device)
-    everything = EverythingSettings.for_model(
-        model,
+    return ScorerSpec(
+        model=args.model,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        k=args.k,
+        seed=args.seed,
         grid=tuple(args.grid) if args.grid else None,
         pred_iou_thresh=args.pred_iou_thresh,
         stability_thresh=args.stability_thresh,
         max_area_fraction=args.max_area_fraction,
         box_nms_thresh=args.box_nms_thresh,
-    )
-    settings = ScoringSettings(
-        everything=everything,
-        k=args.k,
-        seed=args.seed,
         uncertainty_sign=args.uncertainty_sign,
         alignment=args.alignment,
         precision=args.precision,
+        encoder_batch=args.encoder_batch,
+        prompt_batch=args.prompt_batch,
     )
-    batching = Batching.for_device(model.device, args.k)
-    batching = Batching(args.encoder_batch or batching.encoder_batch_size, args.prompt_batch or batching.prompt_batch_size)
-    return Scorer(model, settings, cache_dir=cache_dir, batching=batching)
 
 
 def _chosen_slices(args: argparse.Namespace):
@@ -94,32 +93,23 @@ def _chosen_slices(args: argparse.Namespace):
 def cmd_score(args: argparse.Namespace) -> int:
     import time
 
-    from tqdm import tqdm
-
+    from sugfw.pipeline import index_from_scored, score_stream
     from sugfw.preview import save_preview
-    from sugfw.records import RecordIndex
 
     if args.slice_step < 1:
         raise SugfwError(f"--slice-step {args.slice_step}: must be at least 1")
     args.out.mkdir(parents=True, exist_ok=True)
-    scorer = build_scorer(args, args.cache_dir or args.out / "cache")
+    scorer = scorer_spec(args).build(args.cache_dir or args.out / "cache")
     log.info("scoring with %s on %s (K=%d)", scorer.model.name, scorer.model.device, args.k)
     started = time.perf_counter()
-    records, case_ids, slice_indices = [], [], []
-    for item in tqdm(_chosen_slices(args), disable=args.quiet, desc="scoring", unit="slice"):
-        record = scorer.score_image(item.image, item.slice_id)
-        # Keep only what selection needs; masks and maps stay in the cache.
-        record.union_mask = record.uncertainty_map = None
-        records.append(record)
-        case_ids.append(item.case_id)
-        slice_indices.append(item.slice_index)
-    if not records:
+    scored = list(score_stream(scorer, _chosen_slices(args), progress=not args.quiet))
+    if not scored:
         raise SugfwError(f"no slices to score in {args.input} (check --slice-step / --limit)")
     elapsed = time.perf_counter() - started
-    index = RecordIndex.from_records(records, case_ids, slice_indices)
+    index = index_from_scored(scored)
     index.save(args.out / "records.npz")
     u = index.uncertainty
-    print(f"scored {len(records)} slices in {elapsed:.1f} s ({elapsed / len(records):.2f} s/slice) -> {args.out / 'records.npz'}")
+    print(f"scored {len(scored)} slices in {elapsed:.1f} s ({elapsed / len(scored):.2f} s/slice) -> {args.out / 'records.npz'}")
     print(f"uncertainty: min {u.min():.4f}  p25 {np.percentile(u, 25):.4f}  median {np.median(u):.4f}  "
           f"p75 {np.percentile(u, 75):.4f}  max {u.max():.4f}")
     if args.save_preview:

@@ -13,5 +13,5 @@ class CheckpointError(SugfwError):
     """A model checkpoint that is missing, truncated or does not fit the architecture."""
 
 
-class BudgetError(SugfwError, ValueError):
+class BudgetError(InvalidInputError):
     """An annotation budget that cannot be met for the given number of slices."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+
+from sugfw.atomic import atomic_path
 
 
 @dataclass
@@ -54,7 +56,15 @@ class RecordIndex:
     uncertainty: np.ndarray
 
     @classmethod
-    def from_records(cls, records: list[SliceRecord], case_ids: list[str], slice_indices: list[int]) -> "RecordIndex":
+    def from_records(
+        cls,
+        records: Sequence[SliceRecord],
+        case_ids: Sequence[str] | None = None,
+        slice_indices: Sequence[int] | None = None,
+    ) -> "RecordIndex":
+        """Stack ``records``; case ids and slice indices default to "" and 0 (not known)."""
+        case_ids = [""] * len(records) if case_ids is None else case_ids
+        slice_indices = [0] * len(records) if slice_indices is None else slice_indices
         return cls(
             slice_ids=np.array([r.slice_id for r in records]),
             case_ids=np.array(case_ids),
@@ -69,9 +79,8 @@ class RecordIndex:
         return self.features_pgdr if kind == "pgdr" else self.features_mean
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **{f.name: getattr(self, f.name) for f in fields(self)})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez_compressed(tmp, **{f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def load(cls, path: Path) -> "RecordIndex":

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from sugfw.augment import IDENTITY, AugmentationParams, augment, invert_spatial, sample_augmentations
 from sugfw.cache import RecordCache
-from sugfw.data import Slice, validate_slice
+from sugfw.data import validate_slice
 from sugfw.everything import EverythingSettings, everything_union
+from sugfw.intensity import scale_intensities
 from sugfw.models.base import CanvasGeometry, SegmenterModel
 from sugfw.records import SliceRecord, content_hash, slice_seed
 from sugfw.uncertainty import GridAlignment, UncertaintySign, mean_mask, pgdr, uncertainty_map
@@ -69,14 +68,6 @@ class Batching:
         if device.type == "cuda":
             return cls(encoder_batch_size=k + 1, prompt_batch_size=1024)
         return cls(encoder_batch_size=1, prompt_batch_size=64)
-
-
-def scale_intensities(image: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
-    """Clip to the given percentiles and min-max scale to [0, 1] (a constant slice → zeros)."""
-    low, high = np.percentile(image, percentiles)
-    if high <= low:
-        return np.zeros_like(image, dtype=np.float32)
-    return ((np.clip(image, low, high) - low) / (high - low)).astype(np.float32)
 
 
 @dataclass
@@ -169,12 +160,6 @@ class Scorer:
         if self.cache is not None:
             self.cache.put(record)
         return record
-
-    def score_slices(self, slices: Iterable[Slice], progress: bool = True, total: int | None = None) -> list[SliceRecord]:
-        records = []
-        for item in tqdm(slices, total=total, disable=not progress, desc="scoring", unit="slice"):
-            records.append(self.score_image(item.image, item.slice_id))
-        return records
 
     def _compute(self, image: np.ndarray, slice_id: str) -> SliceRecord:
         return self.score_detailed(image, slice_id)[0]

@@ -300,7 +300,7 @@ def test_spacing_from_task_data_or_one_millimetre():
 
 def test_normalised_slice_has_zero_mean_unit_std():
     # [0, 2]: mean 1, std 1 → [-1, 1]; a constant slice → zeros.
-    np.testing.assert_array_equal(normalise_slice(np.array([[0.0, 2.0]])), np.array([[-1.0, 1.0]], dtype=np.float32))
+    np.testing.assert_allclose(normalise_slice(np.array([[0.0, 2.0]])), np.array([[-1.0, 1.0]], dtype=np.float32), rtol=1e-5)
     np.testing.assert_array_equal(normalise_slice(np.full((2, 2), 7.0)), np.zeros((2, 2), dtype=np.float32))
 
 
@@ -319,7 +319,7 @@ def test_configured_volumes_are_tested_as_well(world, tmp_path):
 
     import nibabel as nib
 
-    from backend.import_volumes import window_to_uint8
+    from backend.import_volumes import window_volume
 
     folder = tmp_path / "volumes"
     folder.mkdir()
@@ -337,7 +337,7 @@ def test_configured_volumes_are_tested_as_well(world, tmp_path):
     assert [case["case_id"] for case in record["cases"]] == ["t1", "v1"]
     # The volume is windowed as import-volumes windows it, each slice z-scored; spacing (slice, row, col).
     model = load_trained_unet(world.calls[0]["dir"] / "best.pt")
-    windowed = np.moveaxis(window_to_uint8(volume), -1, 0)
+    windowed = np.moveaxis(window_volume(volume), -1, 0)
     predicted = predict_volume(model, np.stack([normalised(s) for s in windowed])) > 0
     expected = case_metrics(predicted, np.moveaxis(truth > 0, -1, 0), (3.0, 0.5, 0.75))
     case = record["cases"][1]

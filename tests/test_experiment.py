@@ -471,4 +471,4 @@ def test_cli_bench_passes_overrides_and_writes_the_report(results_csv, tmp_path,
     assert config.crop_size == CONFIGS["cpu"].crop_size and config.random_seeds == (0, 1, 2, 3, 4)
     assert (tmp_path / "o" / "report.md").is_file() and (tmp_path / "o" / "dsc_vs_budget.png").is_file()
     assert main(["bench", "--data", "d", "--out", "o", "--budgets", "1.5"]) == 2
-    assert "budget 1.5" in capsys.readouterr().err
+    assert "budget=1.5" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from backend.import_volumes import (
     import_volumes,
     read_case_list,
     reslice,
-    window_to_uint8,
+    window_volume,
     write_slices,
 )
 from sugfw.cli import main
@@ -59,19 +59,19 @@ def test_window_maps_the_volume_percentiles_to_0_and_255():
     # numpy's linear percentile over 0..199: P0.5 = 0.005*199 = 0.995, P99.5 = 0.995*199 = 198.005,
     # window width 197.01. v=50: (50-0.995)/197.01*255 = 63.43 → 63; v=100: 128.15 → 128;
     # v=1: 0.0065 → 0; v=198: 254.99 → 255; 0 and 199 fall outside the window → 0, 255.
-    out = window_to_uint8(values)
+    out = window_volume(values)
     assert out.dtype == np.uint8
     assert [int(out[v]) for v in (0, 1, 50, 100, 198, 199)] == [0, 0, 63, 128, 255, 255]
 
 
 def test_window_of_a_constant_volume_is_black():
-    out = window_to_uint8(np.full((8, 8, 3), 42.0))
+    out = window_volume(np.full((8, 8, 3), 42.0))
     assert out.dtype == np.uint8 and not out.any()
 
 
 def test_window_clips_outliers_instead_of_stretching_to_them():
     values = np.concatenate([np.linspace(0, 100, 999), [1e6]])
-    out = window_to_uint8(values)
+    out = window_volume(values)
     # Sorted, value i of the ramp is i*100/998. P0.5 sits at index 0.005*999 = 4.995 → 0.5005;
     # P99.5 at 994.005 → 99.5996. values[499] = 50.0 → (50-0.5005)/99.0991*255 = 127.37 → 127,
     # where a min-max window would give 50/1e6*255 → 0. The hot voxel saturates at 255.
@@ -139,13 +139,13 @@ def test_axial_axis_comes_from_the_affine_and_axis_overrides_it(tmp_path):
     out.mkdir()
     axial = write_slices([path], out, slice_step=9)
     assert [s.slice_index for s in axial] == [0, 9] and axial[0].spacing == pytest.approx((0.8, 0.7, 2.5))
-    assert np.array_equal(read_png(axial[1].path)[1], window_to_uint8(raw)[9])
+    assert np.array_equal(read_png(axial[1].path)[1], window_volume(raw)[9])
 
     across = write_slices([path], out, slice_step=11, axis=2)
     assert [s.slice_index for s in across] == [0, 11]
     # Cut along file axis 2: rows follow file axis 0 (2.5 mm), columns file axis 1 (0.8 mm).
     assert across[0].spacing == pytest.approx((2.5, 0.8, 0.7))
-    assert np.array_equal(read_png(across[1].path)[1], window_to_uint8(raw)[:, :, 11])
+    assert np.array_equal(read_png(across[1].path)[1], window_volume(raw)[:, :, 11])
 
 
 def test_reslice_round_trips_spacing():
@@ -383,7 +383,7 @@ def test_import_into_a_real_label_studio(label_studio, tmp_path, monkeypatch):
         pixels = fetcher.fetch({"id": tasks[-1].id, "data": tasks[-1].data}, "image")
     finally:
         fetcher.close()
-    assert np.array_equal(pixels, window_to_uint8(ramp((20, 14, 7)) * 3.0)[..., 6].astype(np.float32))
+    assert np.array_equal(pixels, window_volume(ramp((20, 14, 7)) * 3.0)[..., 6].astype(np.float32))
 
 
 @pytest.mark.slow

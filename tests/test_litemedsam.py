@@ -9,7 +9,8 @@ import torch
 from sugfw.everything import EverythingSettings, everything_union
 from sugfw.models import CanvasGeometry, build_model
 from sugfw.reference import score_image_plain
-from sugfw.scoring import Batching, Scorer, ScoringSettings, scale_intensities
+from sugfw.intensity import scale_intensities
+from sugfw.scoring import Batching, Scorer, ScoringSettings
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,12 @@ training length, not with the paper's absolute figures.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
-from sugfw.errors import BudgetError, InvalidInputError
+from sugfw.errors import InvalidInputError
+from sugfw.pipeline import ScorerSpec
+from sugfw.selection.budget import check_budget
 from sugfw.segmentation.train import TrainConfig, iterations_for_epochs
 
 RANDOM_STRATEGY = "random"
@@ -89,7 +91,7 @@ class BenchConfig:
         if RANDOM_STRATEGY in self.strategies and not self.random_seeds:
             raise InvalidInputError("BenchConfig.random_seeds is empty but 'random' is among the strategies")
         for budget in self.budgets:
-            _check_budget(budget)
+            check_budget(budget)
         for name in ("n_val", "n_test", "slice_step", "k", "epochs", "batch_size", "crop_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"BenchConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -102,6 +104,18 @@ class BenchConfig:
 
     def seeds_for(self, strategy: str) -> tuple[int, ...]:
         return self.random_seeds if strategy == RANDOM_STRATEGY else self.seeds
+
+    def scorer_spec(self) -> ScorerSpec:
+        """How the pool is scored: model, weights, grid, K, seed and precision of this config."""
+        return ScorerSpec(
+            model=self.model,
+            checkpoint=Path(self.checkpoint) if self.checkpoint else None,
+            device=self.device,
+            k=self.k,
+            seed=self.scoring_seed,
+            grid=self.grid,
+            precision=self.precision,
+        )
 
     def train_config(self, n_train: int, seed: int, device: str) -> TrainConfig:
         iterations = self.iterations or iterations_for_epochs(self.epochs, n_train, self.batch_size)
@@ -127,16 +141,6 @@ class BenchConfig:
     def result_identity(self) -> dict[str, Any]:
         """The fields that change what a cell computes; a results folder is tied to them."""
         return {key: value for key, value in asdict(self).items() if key not in CELL_LIST_FIELDS}
-
-
-def _check_budget(budget: object) -> None:
-    if isinstance(budget, bool) or not isinstance(budget, Real):
-        raise BudgetError(f"budget {budget!r}: expected an int count or a float ratio in (0, 1)")
-    if isinstance(budget, Integral):
-        if budget < 1:
-            raise BudgetError(f"budget {budget}: a count must be >= 1")
-    elif not 0 < budget < 1:
-        raise BudgetError(f"budget {budget}: a ratio must lie strictly between 0 and 1")
 
 
 PAPER = BenchConfig(

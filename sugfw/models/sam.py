@@ -13,7 +13,7 @@ import torch
 
 from sugfw.errors import CheckpointError
 from sugfw.models.base import EverythingSettings, SegmenterModel
-from sugfw.models.litemedsam import _load_state, file_sha256, random_weights_id
+from sugfw.checkpoints import file_sha256, random_weights_id, read_state_dict
 
 # The authors' filters on top of SAM's automatic-mask defaults: predicted IoU > 0.95,
 # stability > 0.95, area < H·W/4, box NMS 0.7, 32 × 32 points.
@@ -59,7 +59,7 @@ def build_sam(name: str, device: torch.device, checkpoint: Path | None) -> SamMo
     net = sam_model_registry[key](checkpoint=None)
     if checkpoint is None:
         return SamModel(net, device, name, random_weights_id())
-    state = _load_state(Path(checkpoint))
+    state = read_state_dict(Path(checkpoint))
     found = state.get("image_encoder.patch_embed.proj.weight")
     if found is None or found.shape[0] != width:
         got = "no SAM image encoder" if found is None else f"encoder width {found.shape[0]}"

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sugfw.errors import InvalidInputError
 
 
 def predict_volume(
-    model: nn.Module, slices: np.ndarray, device: str | torch.device = "cpu", batch_size: int = 16
+    model: nn.Module,
+    slices: np.ndarray,
+    device: str | torch.device = "cpu",
+    batch_size: int = 16,
+    output_size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Label map (Z, H, W) int64 of the argmax class for each slice of a (Z, H, W) float volume.
 
-    The model is moved to ``device`` and run in eval mode; its previous train/eval mode is restored.
+    With ``output_size`` the class scores are first resized bilinearly to that (H, W) (a volume
+    processed at a working size, labelled at its original size). The model is moved to ``device``
+    and run in eval mode; its previous train/eval mode is restored.
     """
     if slices.ndim != 3:
         raise InvalidInputError(f"expected a (Z, H, W) volume of slices, got shape {slices.shape}")
@@ -22,13 +29,16 @@ def predict_volume(
         raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
     was_training = model.training
     model.to(device).eval()
-    labels = np.empty(slices.shape, dtype=np.int64)
+    size = tuple(output_size) if output_size is not None else tuple(slices.shape[1:])
+    labels = np.empty((len(slices), *size), dtype=np.int64)
     try:
         with torch.inference_mode():
             for start in range(0, len(slices), batch_size):
                 chunk = slices[start : start + batch_size]
                 batch = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
                 logits = model(batch[:, None].to(device))
+                if tuple(logits.shape[-2:]) != size:
+                    logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
                 labels[start : start + len(batch)] = logits.argmax(1).cpu().numpy()
     finally:
         model.train(was_training)

@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sugfw.atomic import atomic_path
+from sugfw.checkpoints import read_checkpoint
 from sugfw.errors import CheckpointError, InvalidInputError
 from sugfw.segmentation.infer import predict_volume
 from sugfw.segmentation.losses import segmentation_loss
@@ -153,7 +155,7 @@ def train(
 
 def load_trained_unet(path: str | os.PathLike, device: str | torch.device = "cpu") -> UNet:
     """The UNet stored in a ``best.pt`` or ``last.pt`` written by :func:`train`, in eval mode."""
-    checkpoint = _read_checkpoint(Path(path))
+    checkpoint = read_checkpoint(Path(path))
     try:
         n_classes = checkpoint["config"]["n_classes"]
     except (KeyError, TypeError) as error:
@@ -203,7 +205,7 @@ class _RunState:
 
     def restore(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                 config: TrainConfig, n_train: int, device: torch.device) -> None:
-        saved = _read_checkpoint(path)
+        saved = read_checkpoint(path)
         _check_same_run(path, saved, config, n_train)
         _load_weights(model, saved.get("model", {}), str(path))
         try:
@@ -388,7 +390,7 @@ def _check_same_run(path: Path, saved: dict[str, Any], config: TrainConfig, n_tr
 def _state_from(source: Mapping[str, torch.Tensor] | str | os.PathLike) -> Mapping[str, torch.Tensor]:
     if isinstance(source, Mapping):
         return source
-    checkpoint = _read_checkpoint(Path(source))
+    checkpoint = read_checkpoint(Path(source))
     return checkpoint.get("model", checkpoint)
 
 
@@ -399,24 +401,10 @@ def _load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], origin: s
         raise CheckpointError(f"{origin} does not fit UNet(n_classes={model.n_classes}): {error}") from error
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"checkpoint {path} cannot be read ({error}); expected a file written by "
-                              f"sugfw.segmentation.train") from error
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(checkpoint).__name__}, expected a dict")
-    return checkpoint
-
-
 def _atomic_save(payload: dict[str, Any], path: Path) -> None:
     """Write then rename, so a crash mid-write never leaves a truncated checkpoint behind."""
-    partial = path.with_suffix(path.suffix + ".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def _cuda_indices(device: torch.device) -> list[int]:

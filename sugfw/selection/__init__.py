@@ -12,7 +12,7 @@ from typing import Literal, get_args
 from sugfw.errors import InvalidInputError
 from sugfw.selection.alps import alps
 from sugfw.selection.base import Selection, SelectionStrategy
-from sugfw.selection.budget import resolve_budget
+from sugfw.selection.budget import check_budget, parse_budget, resolve_budget
 from sugfw.selection.calr import calr
 from sugfw.selection.fps import fps
 from sugfw.selection.gscu import gscu, gscu_without_clustering, gscu_without_greedy
@@ -83,6 +83,8 @@ __all__ = [
     "gscu_without_greedy",
     "probcover",
     "random_selection",
+    "check_budget",
+    "parse_budget",
     "resolve_budget",
     "typiclust",
     "typiclust_sugfw",

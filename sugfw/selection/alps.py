@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from sugfw.selection.base import Selection
-from sugfw.selection.gscu import cluster_features
+from sugfw.selection.clustering import cluster_features, order_by_rank_in_cluster
 from sugfw.selection.inputs import check_inputs
 
 
@@ -29,12 +29,10 @@ def alps(features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int) 
     """One slice per k-means cluster (k = budget): the one nearest the cluster's centre."""
     features, _, budget = check_inputs(features, uncertainty, budget, seed)
     clusters = cluster_features(features, budget, seed)
-    rank_in_cluster = np.empty(len(features), dtype=np.int64)
+    distance = np.empty(len(features))
     for cluster in range(int(clusters.max()) + 1):
         members = np.flatnonzero(clusters == cluster)
         centre = features[members].mean(axis=0)
-        distance = np.linalg.norm(features[members] - centre, axis=1)
-        rank_in_cluster[members[np.argsort(distance, kind="stable")]] = np.arange(members.size)
-    # Round r holds every cluster's r-th nearest member, clusters in id order.
-    order = np.lexsort((clusters, rank_in_cluster)).astype(np.int64)
+        distance[members] = np.linalg.norm(features[members] - centre, axis=1)
+    order = order_by_rank_in_cluster(clusters, distance)  # nearest to the centre first
     return Selection(order=order, clusters=clusters, n_selected=budget)

@@ -60,3 +60,33 @@ def _count_from_ratio(ratio: float, n: int) -> int:
         )
     exact = Decimal(repr(ratio)) * n
     return max(1, int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP)))
+
+
+def parse_budget(text: str, name: str = "budget", check: bool = True) -> int | float:
+    """"35" → a count, "0.01" → a ratio of the pool; with ``check``, ``check_budget`` on it."""
+    try:
+        budget: int | float = int(text)
+    except ValueError:
+        try:
+            budget = float(text)
+        except ValueError:
+            raise BudgetError(
+                f"{name}={text!r}: expected a count (35) or a ratio of the pool (0.01)"
+            ) from None
+    if check:
+        check_budget(budget, name)
+    return budget
+
+
+def check_budget(budget: object, name: str = "budget") -> None:
+    """A count of at least 1 or a ratio strictly between 0 and 1.
+
+    The pool size is not known yet; ``resolve_budget`` checks a count against it when selecting.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, Real):
+        raise BudgetError(f"{name}={budget!r}: expected a count (35) or a ratio of the pool (0.01)")
+    if isinstance(budget, Integral):
+        if budget < 1:
+            raise BudgetError(f"{name}={budget}: a count must be at least 1")
+    elif not 0 < budget < 1:
+        raise BudgetError(f"{name}={budget}: a ratio must lie strictly between 0 and 1")

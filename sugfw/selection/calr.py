@@ -27,7 +27,7 @@ from sklearn.cluster import Birch
 
 from sugfw.errors import BudgetError
 from sugfw.selection.base import Selection
-from sugfw.selection.gscu import renumber_by_first_member
+from sugfw.selection.clustering import order_by_rank_in_cluster, renumber_by_first_member
 from sugfw.selection.inputs import check_inputs, l2_normalised, require_distinct_rows
 
 BIRCH_THRESHOLD = 0.5
@@ -42,13 +42,11 @@ def calr(features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int) 
     features, _, budget = check_inputs(features, uncertainty, budget, seed)
     unit = l2_normalised(features)
     clusters = birch_clusters(features, budget)
-    rank_in_cluster = np.empty(len(features), dtype=np.int64)
+    density = np.empty(len(features))
     for cluster in range(int(clusters.max()) + 1):
         members = np.flatnonzero(clusters == cluster)
-        density = information_density(unit[members])
-        rank_in_cluster[members[np.argsort(-density, kind="stable")]] = np.arange(members.size)
-    # Round r holds every cluster's r-th densest member, clusters in id order.
-    order = np.lexsort((clusters, rank_in_cluster)).astype(np.int64)
+        density[members] = information_density(unit[members])
+    order = order_by_rank_in_cluster(clusters, -density)  # densest first
     return Selection(order=order, clusters=clusters, n_selected=budget)
 
 

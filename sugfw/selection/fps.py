@@ -22,7 +22,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 
 from sugfw.selection.base import Selection
-from sugfw.selection.gscu import cluster_features
+from sugfw.selection.clustering import cluster_features
 from sugfw.selection.inputs import check_inputs
 
 _ROW_BLOCK = 1024  # rows of the pairwise-distance matrix held at once

@@ -40,13 +40,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from sklearn.cluster import KMeans
 
 from sugfw.selection.base import Selection
-from sugfw.selection.inputs import check_inputs, require_distinct_rows
-
-KMEANS_N_INIT = 10
-"""k-means restarts; the authors relied on sklearn's default, which was 10 before sklearn 1.4."""
+from sugfw.selection.clustering import cluster_features
+from sugfw.selection.inputs import check_inputs
 
 
 def gscu(features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int) -> Selection:
@@ -95,22 +92,6 @@ def gscu_without_clustering(
     return Selection(
         order=order.astype(np.int64), clusters=np.full(n, -1, dtype=np.int64), n_selected=budget
     )
-
-
-def cluster_features(features: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
-    """k-means labels of every row, renumbered by smallest member index (see module docstring)."""
-    require_distinct_rows(features, n_clusters)
-    kmeans = KMeans(
-        n_clusters=n_clusters, init="k-means++", n_init=KMEANS_N_INIT, random_state=seed
-    )
-    return renumber_by_first_member(kmeans.fit_predict(features))
-
-
-def renumber_by_first_member(labels: np.ndarray) -> np.ndarray:
-    _, first_member, inverse = np.unique(labels, return_index=True, return_inverse=True)
-    new_id = np.empty(len(first_member), dtype=np.int64)
-    new_id[np.argsort(first_member)] = np.arange(len(first_member))
-    return new_id[inverse.ravel()]
 
 
 def _members_by_cluster(clusters: np.ndarray) -> list[np.ndarray]:

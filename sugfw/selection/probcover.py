@@ -36,7 +36,7 @@ from scipy.spatial.distance import cdist
 
 from sugfw.errors import InvalidInputError
 from sugfw.selection.base import Selection
-from sugfw.selection.gscu import cluster_features
+from sugfw.selection.clustering import cluster_features
 from sugfw.selection.inputs import check_inputs, l2_normalised
 
 PURITY_ALPHA = 0.95

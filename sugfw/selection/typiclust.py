@@ -35,7 +35,7 @@ from scipy.spatial.distance import cdist
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
 from sugfw.selection.base import Selection
-from sugfw.selection.gscu import KMEANS_N_INIT
+from sugfw.selection.clustering import KMEANS_N_INIT
 from sugfw.selection.inputs import check_inputs, l2_normalised, require_distinct_rows
 
 MAX_CLUSTERS = 500
