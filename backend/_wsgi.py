@@ -69,9 +69,9 @@ def config_from_args(args: argparse.Namespace) -> BackendConfig:
 
 
 def build_app(config: BackendConfig):
-    from backend.app import create_app
+    from backend.server.app import create_app
     from backend.model import SugfwModel
-    from backend.slice_scorer import SliceScorer
+    from backend.jobs.slice_scorer import SliceScorer
 
     log.info("configuration: %s", config.redacted())
     if config.label_studio_api_key is None:

@@ -8,7 +8,7 @@ stops starting new slices after ``predict_deadline_s`` (Label Studio abandons a 
 about 100 s); later tasks of that call get an empty prediction. One slice costs K + 1 encoder and
 everything-mode passes (seconds on a CPU, well under one on a GPU); a slice scored before, by the
 job or an earlier call, is read from the record cache. ``fit`` only decides which background job
-an event calls for; the jobs themselves are handlers of ``backend.jobs.JobQueue``.
+an event calls for; the jobs themselves are handlers of ``backend.jobs.queue.JobQueue``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from backend.brush import SegmentationControl, mask_to_result, parse_label_config
+from backend.labelstudio.brush import SegmentationControl, mask_to_result, parse_label_config
 from backend.config import BackendConfig
-from backend.images import ImageFetcher
-from backend.prefill import prefill_prediction
-from backend.slice_scorer import SliceScorer
-from backend.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
+from backend.labelstudio.images import ImageFetcher
+from backend.labelstudio.prefill import prefill_prediction
+from backend.jobs.slice_scorer import SliceScorer
+from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
 from sugfw.errors import SugfwError
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class _OnDemand:
 
 
 def _default_fetcher(config: BackendConfig) -> ImageFetcher:
-    from backend.ls_client import image_fetcher
+    from backend.labelstudio.client import image_fetcher
 
     return image_fetcher(config)
 

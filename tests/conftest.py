@@ -109,7 +109,7 @@ class LabelStudioServer:
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory) -> Iterator[LabelStudioServer]:
     """A fresh Label Studio (SQLite, own data dir) on 127.0.0.1, stopped at the end of the session."""
-    from backend import local_server
+    from backend.local import server as local_server
 
     try:
         executable = local_server.ensure_label_studio()

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.app import create_app
-from backend.brush import LabelConfigError, mask_to_result, parse_label_config, result_to_mask, results_to_mask
+from backend.server.app import create_app
+from backend.labelstudio.brush import LabelConfigError, mask_to_result, parse_label_config, result_to_mask, results_to_mask
 from backend.config import BackendConfig
-from backend.images import ImageFetcher, ImageFetchError, label_studio_auth
-from backend.jobs import JobQueue
+from backend.labelstudio.images import ImageFetcher, ImageFetchError, label_studio_auth
+from backend.jobs.queue import JobQueue
 from backend.model import SugfwModel
 from backend.redact import redact
 from sugfw.errors import InvalidInputError

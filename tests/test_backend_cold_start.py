@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.brush import LabelConfigError, result_to_mask
-from backend.cold_start import ScoreJob
+from backend.labelstudio.brush import LabelConfigError, result_to_mask
+from backend.jobs.cold_start import ScoreJob
 from backend.config import BackendConfig, parse_grid
-from backend.images import ImageFetcher
-from backend.jobs import Job, Progress
+from backend.labelstudio.images import ImageFetcher
+from backend.jobs.queue import Job, Progress
 from backend.model import SugfwModel
-from backend.ranking import cluster_count
-from backend.slice_scorer import SCORE_CACHE_DIR, SliceScorer
-from backend.storage import PredictionStore
+from backend.jobs.ranking import cluster_count
+from backend.jobs.slice_scorer import SCORE_CACHE_DIR, SliceScorer
+from backend.jobs.storage import PredictionStore
 from sugfw.data import load_image_file
 from sugfw.errors import BudgetError, InvalidInputError
 from sugfw.everything import EverythingSettings
@@ -386,7 +386,7 @@ def test_config_reads_grid_seed_and_deadline_from_the_environment(tmp_path):
 
 def test_the_served_app_runs_score_jobs_with_the_models_scorer(tmp_path):
     from backend._wsgi import build_app
-    from backend.handlers import job_handlers
+    from backend.jobs.handlers import job_handlers
 
     app = build_app(BackendConfig(state_dir=tmp_path))
     jobs = app.config["SUGFW_JOBS"]

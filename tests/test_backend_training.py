@@ -10,15 +10,16 @@ import pytest
 from PIL import Image
 
 import sugfw.segmentation
-from backend.app import create_app
-from backend.brush import mask_to_result, parse_label_config, result_to_mask
+from backend.server.app import create_app
+from sugfw.segmentation.preprocess import ZSCORE_EPS
+from backend.labelstudio.brush import mask_to_result, parse_label_config, result_to_mask
 from backend.config import BackendConfig
-from backend.images import ImageFetcher
-from backend.jobs import JobQueue
+from backend.labelstudio.images import ImageFetcher
+from backend.jobs.queue import JobQueue
 from backend.model import SugfwModel
-from backend.storage import PredictionStore
-from backend.training_history import TrainingHistory
-from backend.training_job import (
+from backend.jobs.storage import PredictionStore
+from backend.jobs.training_history import TrainingHistory
+from backend.jobs.training_job import (
     TrainJob,
     annotation_label_map,
     latest_submitted,
@@ -159,7 +160,7 @@ def burst(world, events: int = 5) -> int:
 
 def normalised(image: np.ndarray) -> np.ndarray:
     x = image.astype(np.float64)
-    return ((x - x.mean()) / x.std()).astype(np.float32)
+    return ((x - x.mean()) / (x.std() + ZSCORE_EPS)).astype(np.float32)
 
 
 def pixels(world, task_id: int) -> np.ndarray:
@@ -234,7 +235,7 @@ def test_second_run_warm_starts_from_the_first_and_replaces_its_predictions(worl
 
 
 def test_only_test_annotations_means_no_training(world, caplog):
-    caplog.set_level(logging.INFO, logger="backend.training_job")
+    caplog.set_level(logging.INFO, logger="backend.jobs.training_job")
     for task in world.project.task_list:
         if task["data"].get("split") != "test":
             task.pop("annotations", None)
@@ -319,7 +320,7 @@ def test_configured_volumes_are_tested_as_well(world, tmp_path):
 
     import nibabel as nib
 
-    from backend.import_volumes import window_volume
+    from backend.labelstudio.import_volumes import window_volume
 
     folder = tmp_path / "volumes"
     folder.mkdir()
@@ -350,7 +351,7 @@ def test_setup_and_an_unchanged_rescore_keep_serving_the_unet_version(tmp_path):
     # reads the model's state) must answer it, and re-scoring an unchanged batch must not undo it.
     from backend.config import BackendConfig
     from backend.model import SugfwModel
-    from backend.storage import PROJECT_STATE_DIR, ProjectStateStore
+    from backend.jobs.storage import PROJECT_STATE_DIR, ProjectStateStore
 
     config = BackendConfig(state_dir=tmp_path)
     states = ProjectStateStore(tmp_path / PROJECT_STATE_DIR)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from backend._wsgi import build_parser
-from backend.local_server import LABEL_STUDIO_VERSION
+from backend.local.server import LABEL_STUDIO_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"

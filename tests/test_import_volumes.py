@@ -1,4 +1,4 @@
-"""``sugfw import-volumes``: windowing, slicing and task metadata offline; one import into a real server."""
+"""``sugfw-import-volumes``: windowing, slicing and task metadata offline; one import into a real server."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.import_volumes import (
+from backend.labelstudio.import_volumes import (
     ImportFailedError,
     ProjectUploader,
     SlicePng,
@@ -28,7 +28,7 @@ from backend.import_volumes import (
     window_volume,
     write_slices,
 )
-from sugfw.cli import main
+from backend.labelstudio.import_command import main
 from sugfw.errors import InvalidInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -322,7 +322,7 @@ def test_cli_fails_loudly_without_printing_the_key(tmp_path, capsys):
         port = probe.getsockname()[1]
     save_volume(tmp_path / "a.nii.gz", ramp())
     secret = "0123456789abcdef0123456789abcdef01234567"
-    status = main(["import-volumes", str(tmp_path), "--project", "1", "--url", f"http://127.0.0.1:{port}", "--api-key", secret])
+    status = main([str(tmp_path), "--project", "1", "--url", f"http://127.0.0.1:{port}", "--api-key", secret])
     err = capsys.readouterr().err
     assert status == 2 and "cannot reach Label Studio" in err and secret not in err
 
@@ -330,7 +330,7 @@ def test_cli_fails_loudly_without_printing_the_key(tmp_path, capsys):
 def test_cli_needs_url_and_key(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
     monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
-    assert main(["import-volumes", str(tmp_path), "--project", "1", "--url", "http://127.0.0.1:1"]) == 2
+    assert main([str(tmp_path), "--project", "1", "--url", "http://127.0.0.1:1"]) == 2
     assert "--api-key / LABEL_STUDIO_API_KEY is not set" in capsys.readouterr().err
 
 
@@ -348,7 +348,7 @@ def test_import_into_a_real_label_studio(label_studio, tmp_path, monkeypatch):
     import httpx
     from label_studio_sdk import LabelStudio
 
-    from backend.images import ImageFetcher, label_studio_auth
+    from backend.labelstudio.images import ImageFetcher, label_studio_auth
 
     data = tmp_path / "Task02_Heart"
     (data / "imagesTr").mkdir(parents=True)
@@ -362,7 +362,7 @@ def test_import_into_a_real_label_studio(label_studio, tmp_path, monkeypatch):
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
     # Batches of 3 over 9 slices: three uploads, so batching is exercised too.
-    assert main(["import-volumes", str(data), "--project", str(project.id), "--slice-step", "3",
+    assert main([str(data), "--project", str(project.id), "--slice-step", "3",
                  "--test-cases", str(test_list), "--batch-size", "3"]) == 0
 
     tasks = sorted(client.tasks.list(project=project.id, fields="all"), key=lambda task: task.id)
@@ -395,7 +395,7 @@ def test_a_refused_import_reports_the_slices_and_leaves_nothing_behind(label_stu
     # This interface reads $img, so tasks carrying only "image" are refused by the server.
     config = (ROOT / "label_config.xml").read_text().replace('value="$image"', 'value="$img"')
     project = client.projects.create(title="refused", label_config=config)
-    status = main(["import-volumes", str(tmp_path), "--project", str(project.id), "--slice-step", "5",
+    status = main([str(tmp_path), "--project", str(project.id), "--slice-step", "5",
                    "--url", label_studio.url, "--api-key", label_studio.token])
     err = capsys.readouterr().err
     assert status == 2 and "2 slice(s) were not imported" in err and "la_001: slices 0, 5" in err

@@ -19,12 +19,12 @@ import pytest
 from PIL import Image
 from werkzeug.serving import make_server
 
-from backend.app import create_app
-from backend.brush import mask_to_result, parse_label_config, result_to_mask
+from backend.server.app import create_app
+from backend.labelstudio.brush import mask_to_result, parse_label_config, result_to_mask
 from backend.config import BackendConfig
-from backend.ls_client import PRIORITY_ORDERING, PRIORITY_VIEW_TITLE
+from backend.labelstudio.client import PRIORITY_ORDERING, PRIORITY_VIEW_TITLE
 from backend.model import SugfwModel
-from backend.slice_scorer import SliceScorer
+from backend.jobs.slice_scorer import SliceScorer
 from sugfw.data import load_image_file
 from sugfw.everything import EverythingSettings
 from sugfw.models import build_model

@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 
 from backend.config import BackendConfig
-from backend.images import ImageFetcher, label_studio_auth
+from backend.labelstudio.connection import connect_sdk
+from backend.labelstudio.images import ImageFetcher, label_studio_auth
 from sugfw.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,9 @@ class ProjectClient:
 
     @classmethod
     def connect(cls, config: BackendConfig, project_id: int) -> "ProjectClient":
-        from label_studio_sdk.client import LabelStudio
-
         url, key = require_label_studio(config)
         http = httpx.Client(timeout=60.0)
-        return cls(LabelStudio(base_url=url, api_key=key, httpx_client=http), project_id, http)
+        return cls(connect_sdk(url, key, http=http), project_id, http)
 
     def close(self) -> None:
         if self._http is not None:

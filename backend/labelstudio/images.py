@@ -44,15 +44,14 @@ def label_studio_auth(
 
     An expired personal access token is refused here, before any request, with the SDK's message.
     """
-    from label_studio_sdk import LabelStudio
     from label_studio_sdk.core.api_error import ApiError
 
+    from backend.labelstudio.connection import connect_sdk
+
     try:
-        client = LabelStudio(
-            base_url=url, api_key=api_key, httpx_client=httpx.Client(timeout=timeout_s, transport=transport)
-        )
-    except ApiError as error:
-        raise ImageFetchError(f"LABEL_STUDIO_API_KEY is not usable: {error.body}") from None
+        client = connect_sdk(url, api_key, timeout_s, transport)
+    except InvalidInputError as error:
+        raise ImageFetchError(f"LABEL_STUDIO_API_KEY is not usable: {error}") from None
     # The SDK's client wrapper is the one place that knows legacy vs PAT and caches the
     # exchanged access token until it expires.
     wrapper = client._client_wrapper

@@ -352,16 +352,6 @@ def _short(value: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def connect(url: str, api_key: str, timeout_s: float = 60.0) -> Any:
-    """A ``label-studio-sdk`` client (legacy token or personal access token)."""
-    from label_studio_sdk import LabelStudio
-
-    try:
-        return LabelStudio(base_url=url.rstrip("/"), api_key=api_key, httpx_client=httpx.Client(timeout=timeout_s))
-    except ApiError as error:  # a personal access token is exchanged on creation
-        raise InvalidInputError(f"Label Studio at {redact_url(url)} refused the API key: HTTP {error.status_code}") from None
-
-
 def import_volumes(
     inputs: Sequence[Path | str],
     project_id: int,

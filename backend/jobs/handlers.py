@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from backend.cold_start import ScoreJob
+from backend.jobs.cold_start import ScoreJob
 from backend.config import BackendConfig
-from backend.jobs import JobHandler
+from backend.jobs.queue import JobHandler
 from backend.model import SugfwModel
-from backend.slice_scorer import SliceScorer
-from backend.training_job import TrainJob
+from backend.jobs.slice_scorer import SliceScorer
+from backend.jobs.training_job import TrainJob
 
 
 def job_handlers(config: BackendConfig, model: SugfwModel) -> dict[str, JobHandler]:

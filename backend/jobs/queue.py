@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend.storage import read_json
+from backend.jobs.storage import read_json
 from sugfw.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)

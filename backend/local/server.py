@@ -1,6 +1,6 @@
 """A local Label Studio server in its own virtual environment (SQLite, 127.0.0.1).
 
-Used by the main job (``backend.launch``) and by the integration tests. The server pins its own
+Used by the main job (``backend.local.launch``) and by the integration tests. The server pins its own
 numpy, Pillow and SDK, so it never shares the backend's environment.
 """
 
@@ -20,7 +20,7 @@ import httpx
 from sugfw.errors import SugfwError
 
 LABEL_STUDIO_VERSION = "1.23.2"
-DEFAULT_VENV = Path(__file__).resolve().parents[1] / ".venv-ls"
+DEFAULT_VENV = Path(__file__).resolve().parents[2] / ".venv-ls"
 
 
 class LabelStudioInstallError(SugfwError):

@@ -14,7 +14,7 @@ Steps of one run for a project:
    keeping the last weights (the few annotated slices leave no validation split to select on);
 4. per test case DSC and HD95 (``sugfw.metrics.case_metrics``, physical rule, mm) on the
    foreground (every label > 0), mean ± std, appended to the project's history
-   (``backend.training_history``) under ``sugfw-unet-<run>``;
+   (``backend.jobs.training_history``) under ``sugfw-unet-<run>``;
 5. every task without an annotation gets a prediction of the new version: the UNet's mask, with
    the ``score`` and ``cluster`` its cold-start prediction carries (the rule after cold start: the
    queue order stays GSCU's, only the masks improve). Unlabelled test tasks keep their SAM mask
@@ -40,14 +40,15 @@ from typing import Any
 
 import numpy as np
 
-from backend.brush import SegmentationControl, mask_to_result, parse_label_config, result_to_mask
+from backend.labelstudio.brush import SegmentationControl, mask_to_result, parse_label_config, result_to_mask
 from backend.config import BackendConfig
-from backend.images import ImageFetcher
-from backend.jobs import Job, Progress
-from backend.ls_client import ProjectClient, image_fetcher
-from backend.prefill import prefill_prediction
-from backend.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
-from backend.training_history import UNET_VERSION_PREFIX, TrainingHistory, unet_version
+from backend.labelstudio.images import ImageFetcher
+from backend.jobs.queue import Job, Progress
+from backend.labelstudio.client import ProjectClient, image_fetcher
+from backend.labelstudio.prefill import prefill_prediction
+from backend.jobs.publish import publish_predictions
+from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
+from backend.jobs.training_history import UNET_VERSION_PREFIX, TrainingHistory, unet_version
 from sugfw.errors import CheckpointError, InvalidInputError, SugfwError
 from sugfw.metrics import CaseMetrics, case_metrics, summarise
 from sugfw.segmentation.preprocess import zscore
@@ -159,7 +160,7 @@ def group_test_cases(slices: Sequence[LabelledSlice]) -> list[TestCase]:
 
 def volume_test_cases(root: Path) -> list[TestCase]:
     """Every labelled case under ``root``, windowed like ``import-volumes`` slices, then z-scored per slice."""
-    from backend.import_volumes import window_volume
+    from backend.labelstudio.import_volumes import window_volume
     from sugfw.experiment.dataset import load_msd_dataset
 
     cases = []
@@ -188,7 +189,7 @@ def evaluate(model: Any, cases: Sequence[TestCase], device: str) -> list[CaseMet
 
 
 class TrainJob:
-    """Handler of ``("train", project)`` jobs for :class:`backend.jobs.JobQueue`."""
+    """Handler of ``("train", project)`` jobs for :class:`backend.jobs.queue.JobQueue`."""
 
     def __init__(
         self,
@@ -350,16 +351,11 @@ class TrainJob:
             progress.update(done)
         if not predictions:
             return
-        for task_id, prediction in predictions.items():
-            self.predictions.put(task_id, prediction)
-        existing = project.prediction_versions()
-        have = {task_id for _, task_id, item_version in existing if item_version == version}
-        project.create_predictions({task_id: p for task_id, p in predictions.items() if task_id not in have})
-        project.serve_by_prediction_score(version)
-        self.states.set_served_version(project_id, version)
-        stale = [pid for pid, _, v in existing if v is not None and v.startswith(UNET_VERSION_PREFIX) and v != version]
-        if stale:
-            project.delete_predictions(stale)
+        publish_predictions(
+            project, self.predictions, predictions, version,
+            is_stale=lambda item_version: (item_version or "").startswith(UNET_VERSION_PREFIX),
+            after_serving=lambda: self.states.set_served_version(project_id, version),
+        )
         log.info("project %s: %d unlabelled task(s) pre-annotated as %s", project_id, len(predictions), version)
 
 

@@ -4,7 +4,7 @@ Steps, each safe to repeat after a restart:
 1. list the project's tasks and read the segmentation control from its live labelling config;
 2. fetch each task's image and score it (the record cache under the state dir makes a rerun skip
    every slice already scored); a task whose image cannot be fetched or read is logged and left out;
-3. GSCU over all scored tasks (``backend.ranking``);
+3. GSCU over all scored tasks (``backend.jobs.ranking``);
 4. one prediction per task, the union mask as pre-annotation, ``score`` = queue position divided by
    the number of scored tasks (Label Studio refuses scores outside [0, 1]; the order is the same),
    ``cluster`` = GSCU cluster, all under one ``model_version`` that names the batch (model, settings,
@@ -31,16 +31,17 @@ import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from backend.brush import SegmentationControl, mask_to_result, parse_label_config
+from backend.labelstudio.brush import SegmentationControl, mask_to_result, parse_label_config
 from backend.config import BackendConfig
-from backend.images import ImageFetcher
-from backend.jobs import Job, Progress
-from backend.ls_client import PRIORITY_FIELD, ProjectClient, image_fetcher
-from backend.prefill import prefill_prediction
-from backend.ranking import STRATEGY, plan_queue
-from backend.slice_scorer import SliceScorer
-from backend.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
-from backend.training_history import UNET_VERSION_PREFIX
+from backend.labelstudio.images import ImageFetcher
+from backend.jobs.queue import Job, Progress
+from backend.labelstudio.client import PRIORITY_FIELD, ProjectClient, image_fetcher
+from backend.labelstudio.prefill import prefill_prediction
+from backend.jobs.ranking import STRATEGY, plan_queue
+from backend.jobs.slice_scorer import SliceScorer
+from backend.jobs.publish import publish_predictions
+from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
+from backend.jobs.training_history import UNET_VERSION_PREFIX
 from sugfw.cache import settings_key
 from sugfw.errors import SugfwError
 from sugfw.records import SliceRecord
@@ -67,7 +68,7 @@ class ScoredTask(NamedTuple):
 
 
 class ScoreJob:
-    """Handler of ``("score", project)`` jobs for :class:`backend.jobs.JobQueue`."""
+    """Handler of ``("score", project)`` jobs for :class:`backend.jobs.queue.JobQueue`."""
 
     def __init__(
         self,
@@ -120,17 +121,13 @@ class ScoreJob:
             item.task_id: prefill_prediction(item.result, version, queue_score(ranks[item.task_id], len(scored)), int(cluster))
             for item, cluster in zip(scored, selection.clusters)
         }
-        for task_id, prediction in predictions.items():
-            self.predictions.put(task_id, prediction)
-        existing = project.prediction_versions()
-        have = {task_id for _, task_id, item_version in existing if item_version == version}
-        project.create_predictions({task_id: p for task_id, p in predictions.items() if task_id not in have})
-        project.serve_by_prediction_score(version)  # accepted only once predictions carry the version
-        self.write_priorities(project, tasks, ranks, skipped, progress)
-        stale = [pid for pid, _, item_version in existing if self.is_earlier_batch(item_version, version)]
-        if stale:
-            project.delete_predictions(stale)
-            log.info("project %s: deleted %d prediction(s) of earlier batches", job.project, len(stale))
+        deleted = publish_predictions(
+            project, self.predictions, predictions, version,
+            is_stale=lambda item_version: self.is_earlier_batch(item_version, version),
+            after_serving=lambda: self.write_priorities(project, tasks, ranks, skipped, progress),
+        )
+        if deleted:
+            log.info("project %s: deleted %d prediction(s) of earlier batches", job.project, deleted)
         self.states.put(job.project, {"model_version": version, "served_version": version, "images": images})
         log.info("project %s: queue of %d task(s) published as %s", job.project, len(predictions), version)
 

@@ -15,12 +15,12 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from backend.brush import LabelConfigError
+from backend.labelstudio.brush import LabelConfigError
 from backend.config import BackendConfig
-from backend.jobs import JobQueue
+from backend.jobs.queue import JobQueue
 from backend.model import SugfwModel
 from backend.redact import redact
-from backend.training_history import TrainingHistory
+from backend.jobs.training_history import TrainingHistory
 
 log = logging.getLogger(__name__)
 REALM = "sugfw"
@@ -32,9 +32,9 @@ class BadRequest(Exception):
 
 def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None = None) -> Flask:
     """The Flask app. Without ``jobs``, a queue under the state dir is created, with the handlers of
-    ``backend.handlers``, and its worker started."""
+    ``backend.jobs.handlers``, and its worker started."""
     if jobs is None:
-        from backend.handlers import job_handlers
+        from backend.jobs.handlers import job_handlers
 
         jobs = JobQueue(config.state_dir, job_handlers(config, model), debounce_s=config.debounce_s)
         jobs.start()

@@ -8,7 +8,7 @@ from typing import Any
 def prefill_prediction(
     result: list[dict[str, Any]], model_version: str, score: float | None, cluster: int | None = None
 ) -> dict[str, Any]:
-    """``{result, score, model_version[, cluster]}``; ``result`` from ``backend.brush.mask_to_result``.
+    """``{result, score, model_version[, cluster]}``; ``result`` from ``backend.labelstudio.brush.mask_to_result``.
 
     ``score`` is the queue position (lower = label first), or ``None`` for a task outside the queue.
     """

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from backend.storage import read_json
+from backend.jobs.storage import read_json
 from sugfw.atomic import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The main job: a local Label Studio plus this backend, a project with slices, connected.
 
-    python -m backend.launch VOLUMES... [--workdir runs/labelstudio] [--slice-step 11] [--limit 40]
+    python -m backend.local.launch VOLUMES... [--workdir runs/labelstudio] [--slice-step 11] [--limit 40]
 
 Starts Label Studio (its own venv, SQLite, 127.0.0.1) and the backend, creates the project "SUGFW"
 from ``label_config.xml``, imports the volumes' slices (first run only), connects the backend
@@ -22,11 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-from backend import local_server
-from backend.import_volumes import connect, import_volumes
+from backend.local import server as local_server
+from backend.labelstudio.connection import connect_sdk
+from backend.labelstudio.import_volumes import import_volumes
 
 log = logging.getLogger("sugfw.launch")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROJECT_TITLE = "SUGFW"
 
 
@@ -65,7 +66,7 @@ def ensure_connected(client, project_id: int, backend_url: str) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m backend.launch", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m backend.local.launch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("volumes", nargs="+", type=Path, help="NIfTI volumes or folders of them (MSD imagesTr/ found)")
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "labelstudio", help="server data, logs, login")
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         local_server.wait_for_health(ls_url, processes[0], ls_log)
         processes.append(start_backend(args, ls_url, credentials["token"], backend_log))
         local_server.wait_for_health(backend_url, processes[1], backend_log, timeout_s=120)
-        client = connect(ls_url, credentials["token"])
+        client = connect_sdk(ls_url, credentials["token"])
         project_id = ensure_project(client, args)
         ensure_connected(client, project_id, backend_url)
         print(f"\nLabel Studio: {ls_url}/projects/{project_id}/data\n"

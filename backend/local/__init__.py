@@ -1,0 +1,1 @@
+"""Running Label Studio and the backend together on one machine (the main job)."""
