@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,6 +14,33 @@ import pytest
 import torch
 
 TINY_SAM_SEED = 0
+REPO = Path(__file__).resolve().parents[1]
+LA2018_ENV = "SUGFW_LA2018"
+LA2018_DEFAULT = REPO.parent / "shared" / "data" / "la2018"
+
+
+def la2018_root() -> Path:
+    """The LA2018 data folder: ``$SUGFW_LA2018``, else ``../shared/data/la2018`` beside the checkout."""
+    return Path(os.environ.get(LA2018_ENV) or LA2018_DEFAULT)
+
+
+def require_la2018(subfolder: str = "imagesTr", pattern: str = "*.nii.gz") -> list[Path]:
+    """The LA2018 files under ``subfolder``; a skip without them, a failure when ``$CI`` is set
+    (CI keeps the data beside the checkout, so a missing folder there is a broken setup)."""
+    folder = la2018_root() / subfolder
+    files = sorted(folder.glob(pattern))
+    if not files:
+        message = f"LA2018 not found: no {pattern} under {folder} (set {LA2018_ENV} to its folder)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI is set, so the data must be there")
+        pytest.skip(message)
+    return files
+
+
+@pytest.fixture
+def la2018_volumes() -> list[Path]:
+    """LA2018 image volumes (imagesTr/*.nii.gz), sorted; see :func:`require_la2018`."""
+    return require_la2018()
 
 
 def _tiny_sam_net() -> torch.nn.Module:

@@ -19,8 +19,6 @@ from sugfw.data import (
 )
 from sugfw.errors import InvalidInputError
 
-LA2018_IMAGES = Path("/work/shared/data/la2018/imagesTr")
-
 # Axis 0 runs superior (3.0 mm), axis 1 right (0.5 mm), axis 2 anterior (0.8 mm):
 # aff2axcodes gives ('S', 'R', 'A'), so the axial axis is the FIRST array axis.
 AXIAL_FIRST_AFFINE = np.array(
@@ -387,11 +385,8 @@ def test_slice_is_immutable(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_la2018_volume_gives_88_axial_slices() -> None:
-    volumes = sorted(LA2018_IMAGES.glob("*.nii.gz"))
-    if not volumes:
-        pytest.skip(f"LA2018 volumes not found under {LA2018_IMAGES}")
-    path = volumes[0]
+def test_la2018_volume_gives_88_axial_slices(la2018_volumes: list[Path]) -> None:
+    path = la2018_volumes[0]
     raw = nib.load(path)
 
     volume, spacing, axis = load_volume(path)

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import math
 
+import monai.metrics as monai_hd
 import numpy as np
 import pytest
+import torch
 from medpy.metric import binary as medpy_binary
 from scipy.ndimage import gaussian_filter
 
@@ -59,8 +61,6 @@ def test_pooled_hd95_matches_medpy_on_masks_touching_the_volume_border() -> None
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_max_directed_hd95_matches_monai(seed: int) -> None:
-    torch = pytest.importorskip("torch")
-    monai_hd = pytest.importorskip("monai.metrics")
     pred, truth = blob_pair(seed)
     expected = monai_hd.compute_hausdorff_distance(
         torch.from_numpy(pred)[None, None],
