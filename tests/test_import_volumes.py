@@ -248,9 +248,9 @@ class FakeServer:
         self.tasks: list[dict] = []
         self.projects = SimpleNamespace(get=lambda id: SimpleNamespace(title="p"), import_tasks=self._import_tasks)
         self.files = SimpleNamespace(list=self._list_files, delete=lambda id: self.stored.pop(id))
-        self._client_wrapper = SimpleNamespace(httpx_client=SimpleNamespace(request=self._request))
+        self.sdk = self
 
-    def _request(self, path, *, method, params, files, request_options):
+    def request(self, method, path, *, params, files, timeout):
         self.uploads += 1
         if self.uploads == self.fail_upload:
             return SimpleNamespace(status_code=500, text="disk full")

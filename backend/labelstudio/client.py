@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from backend.config import BackendConfig
-from backend.labelstudio.connection import connect_sdk
+from backend.labelstudio.connection import connect
 from backend.labelstudio.images import ImageFetcher, label_studio_auth
 from sugfw.errors import InvalidInputError
 
@@ -61,8 +61,8 @@ class ProjectClient:
     @classmethod
     def connect(cls, config: BackendConfig, project_id: int) -> "ProjectClient":
         url, key = require_label_studio(config)
-        http = httpx.Client(timeout=60.0)
-        return cls(connect_sdk(url, key, http=http), project_id, http)
+        connection = connect(url, key)
+        return cls(connection.sdk, project_id, connection.http)
 
     def close(self) -> None:
         if self._http is not None:

@@ -3,7 +3,7 @@
 Where an image can live, by the URL in ``task["data"][image_key]``:
 - ``/data/upload/...`` and ``/storage-data/uploaded/...``: files uploaded to Label Studio, fetched
   from it with the API key (legacy tokens go out as ``Token <key>``; a personal access token is a
-  JWT refresh token, exchanged for an access token by the SDK and sent as ``Bearer``);
+  JWT refresh token, exchanged for an access token (``backend.labelstudio.connection``) and sent as ``Bearer``);
 - ``/data/local-files/?d=<path>``: read from LOCAL_FILES_DOCUMENT_ROOT when set (never outside
   it), else fetched from Label Studio like an upload;
 - ``s3://``, ``gs://``, ``azure-blob://``: through Label Studio's presign endpoint for the task;
@@ -40,28 +40,27 @@ class ImageFetchError(SugfwError):
 def label_studio_auth(
     url: str, api_key: str, timeout_s: float = 30.0, transport: httpx.BaseTransport | None = None
 ) -> AuthHeaders:
-    """Authorization headers for Label Studio, via the SDK (which exchanges and refreshes PATs).
+    """Authorization headers for Label Studio (a personal access token is exchanged and the
+    access token refreshed as it expires).
 
-    An expired personal access token is refused here, before any request, with the SDK's message.
+    An expired personal access token is refused here, before any request.
     """
-    from label_studio_sdk.core.api_error import ApiError
+    from backend.labelstudio.connection import LabelStudioAuth
 
-    from backend.labelstudio.connection import connect_sdk
-
+    http = httpx.Client(timeout=timeout_s, transport=transport)
     try:
-        client = connect_sdk(url, api_key, timeout_s, transport)
+        auth = LabelStudioAuth(url, api_key, http)
     except InvalidInputError as error:
+        http.close()
         raise ImageFetchError(f"LABEL_STUDIO_API_KEY is not usable: {error}") from None
-    # The SDK's client wrapper is the one place that knows legacy vs PAT and caches the
-    # exchanged access token until it expires.
-    wrapper = client._client_wrapper
 
     def headers() -> Mapping[str, str]:
         try:
-            return {"Authorization": wrapper.get_headers()["Authorization"]}
-        except (ApiError, httpx.HTTPError, ValueError) as error:  # the PAT exchange failed
-            detail = error.body if isinstance(error, ApiError) else f"{type(error).__name__}: {error}"
-            raise ImageFetchError(f"cannot exchange LABEL_STUDIO_API_KEY for an access token: {detail}") from None
+            return auth.headers()
+        except InvalidInputError as error:  # the exchange failed
+            raise ImageFetchError(
+                f"cannot exchange LABEL_STUDIO_API_KEY for an access token: {error}"
+            ) from None
 
     return headers
 

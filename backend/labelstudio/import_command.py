@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from backend.labelstudio.connection import connect_sdk
+from backend.labelstudio.connection import connect
 from backend.labelstudio.import_volumes import import_volumes, read_case_list
 from backend.redact import redact_url
 from sugfw.errors import SugfwError
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         raise SugfwError(f"{missing} is not set: expected where Label Studio answers and an API key for it")
     test_cases = read_case_list(args.test_cases) if args.test_cases else None
     report = import_volumes(
-        args.inputs, args.project, connect_sdk(url, api_key), slice_step=args.slice_step, limit=args.limit,
+        args.inputs, args.project, connect(url, api_key), slice_step=args.slice_step, limit=args.limit,
         axis=args.axis, split=args.split, test_cases=test_cases, batch_size=args.batch_size,
     )
     print(f"imported {len(report.task_ids)} slices as tasks of project {args.project} at {redact_url(url)}")

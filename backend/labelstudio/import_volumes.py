@@ -254,12 +254,14 @@ class ImportReport:
 
 
 class ProjectUploader:
-    """Upload slices into one Label Studio project through ``label-studio-sdk``."""
+    """Upload slices into one Label Studio project (``connection.sdk`` for the API calls the
+    SDK has, ``connection.request`` for the multipart upload it has not)."""
 
-    def __init__(self, client: Any, project_id: int, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(self, connection: Any, project_id: int, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         if batch_size < 1:
             raise InvalidInputError(f"--batch-size {batch_size}: expected at least 1")
-        self.client = client
+        self.connection = connection
+        self.client = connection.sdk
         self.project_id = project_id
         self.batch_size = batch_size
 
@@ -319,15 +321,14 @@ class ProjectUploader:
         return task_ids
 
     def _store_files(self, batch: Sequence[SlicePng]) -> list[int]:
-        # The SDK has no multipart import method; its HTTP client still adds the credentials
-        # (exchanging a personal access token when needed).
+        # The SDK has no multipart import method.
         files = {f"file{i}": (item.path.name, item.path.read_bytes(), "image/png") for i, item in enumerate(batch)}
-        response = self.client._client_wrapper.httpx_client.request(
+        response = self.connection.request(
+            "POST",
             f"api/projects/{self.project_id}/import",
-            method="POST",
             params={"commit_to_project": "false"},
             files=files,
-            request_options={"timeout_in_seconds": 300},
+            timeout=300,
         )
         if response.status_code >= 300:
             raise ImportFailedError(f"file upload answered HTTP {response.status_code}: {_short(response.text)}")
@@ -355,7 +356,7 @@ def _short(value: Any, limit: int = 300) -> str:
 def import_volumes(
     inputs: Sequence[Path | str],
     project_id: int,
-    client: Any,
+    connection: Any,
     *,
     slice_step: int = 1,
     limit: int | None = None,
@@ -367,7 +368,7 @@ def import_volumes(
     """Slice ``inputs`` and upload them; raise ImportFailedError unless every slice became a task."""
     volumes = find_volumes(inputs)
     splits = assign_splits([case_id_of(path) for path in volumes], split, test_cases)
-    uploader = ProjectUploader(client, project_id, batch_size)
+    uploader = ProjectUploader(connection, project_id, batch_size)
     title = uploader.check_project()
     with tempfile.TemporaryDirectory(prefix="sugfw-slices-") as folder:
         slices = write_slices(volumes, Path(folder), slice_step=slice_step, limit=limit, axis=axis, splits=splits)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from backend.local import server as local_server
-from backend.labelstudio.connection import connect_sdk
+from backend.labelstudio.connection import Connection, connect
 from backend.labelstudio.import_volumes import import_volumes
 
 log = logging.getLogger("sugfw.launch")
@@ -49,13 +49,14 @@ def start_backend(args: argparse.Namespace, ls_url: str, token: str, log_path: P
         return subprocess.Popen(command, env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def ensure_project(client, args: argparse.Namespace) -> int:
+def ensure_project(connection: Connection, args: argparse.Namespace) -> int:
     """The "SUGFW" project, created with its slices on the first run."""
+    client = connection.sdk
     existing = [p for p in client.projects.list() if p.title == PROJECT_TITLE]
     if existing:
         return existing[0].id
     project = client.projects.create(title=PROJECT_TITLE, label_config=(REPO / "label_config.xml").read_text())
-    report = import_volumes(args.volumes, project.id, client, slice_step=args.slice_step, limit=args.limit)
+    report = import_volumes(args.volumes, project.id, connection, slice_step=args.slice_step, limit=args.limit)
     log.info("imported %d slices into project %d", len(report.task_ids), project.id)
     return project.id
 
@@ -96,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         local_server.wait_for_health(ls_url, processes[0], ls_log)
         processes.append(start_backend(args, ls_url, credentials["token"], backend_log))
         local_server.wait_for_health(backend_url, processes[1], backend_log, timeout_s=120)
-        client = connect_sdk(ls_url, credentials["token"])
-        project_id = ensure_project(client, args)
-        ensure_connected(client, project_id, backend_url)
+        connection = connect(ls_url, credentials["token"])
+        project_id = ensure_project(connection, args)
+        ensure_connected(connection.sdk, project_id, backend_url)
         print(f"\nLabel Studio: {ls_url}/projects/{project_id}/data\n"
               f"login: {credentials['username']} / password in {args.workdir / 'credentials.json'}\n"
               f"backend: {backend_url} (log {backend_log}); scoring runs in the background, then "
