@@ -58,12 +58,24 @@ def everything_union(
     geometry: CanvasGeometry,
     settings: EverythingSettings,
     prompt_batch_size: int,
+    iou_first: bool = True,
+    prompts: torch.Tensor | None = None,
 ) -> EverythingResult:
-    """Run everything mode on one encoded slice (embedding (1, 256, 64, 64)) and return its union."""
-    prompts = model.prompt_grid(geometry, settings.grid, settings.prompt_kind)
+    """Run everything mode on one encoded slice (embedding (1, 256, 64, 64)) and return its union.
+
+    With the IoU filter on, ``iou_first`` predicts IoU before decoding masks and upscales only
+    the prompts that pass (same union; ``iou_first=False`` decodes every mask, for comparison).
+    """
+    if prompts is None:  # else: the view's own prompts (the original grid mapped onto the view)
+        prompts = model.prompt_grid(geometry, settings.grid, settings.prompt_kind)
     masks, scores = [], []
+    # A model with its own ``decode`` has no factored IoU; it decodes every mask.
+    iou_first = iou_first and settings.pred_iou_thresh > 0 and type(model).decode is SegmenterModel.decode
     for chunk in prompts.split(prompt_batch_size):
-        logits, iou = model.decode(embedding, chunk, settings.multimask)
+        if iou_first:
+            logits, iou = model.decode(embedding, chunk, settings.multimask, iou_thresh=settings.pred_iou_thresh)
+        else:
+            logits, iou = model.decode(embedding, chunk, settings.multimask)
         logits, iou = logits.flatten(0, 1), iou.flatten(0, 1).float()
         if settings.pred_iou_thresh > 0:  # a zero threshold disables the filter, as in SAM
             keep = iou > settings.pred_iou_thresh

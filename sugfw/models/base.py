@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sugfw.models.decoder import decode_prompts_on_one_image
+from sugfw.models.decoder import decode_passing_prompts, decode_prompts_on_one_image
 
 PromptKind = Literal["points", "boxes"]
 
@@ -131,7 +131,12 @@ class SegmenterModel(ABC):
 
     @torch.inference_mode()
     def decode(
-        self, embedding: torch.Tensor, prompts: torch.Tensor, multimask: bool, share_image: bool = True
+        self,
+        embedding: torch.Tensor,
+        prompts: torch.Tensor,
+        multimask: bool,
+        share_image: bool = True,
+        iou_thresh: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode P prompts on one image embedding (1, 256, 64, 64).
 
@@ -139,6 +144,10 @@ class SegmenterModel(ABC):
         logits (P, M, 256, 256) and predicted IoU (P, M), M = 3 with ``multimask`` else 1.
         ``share_image=False`` runs the stock decoder, which copies the image once per prompt
         (``sugfw.models.decoder`` says why the shared form gives the same result).
+
+        ``iou_thresh > 0`` (shared form only) returns only the prompts with at least one mask of
+        predicted IoU above it, in order, and upscales no other prompt's masks; the rows returned
+        equal the full decoder's. Everything mode's IoU filter then gives the same masks.
         """
         prompts = prompts.to(self.device, torch.float32)
         if prompts.shape[-1] == 2:
@@ -147,6 +156,10 @@ class SegmenterModel(ABC):
         else:
             sparse, dense = self.prompt_encoder(points=None, boxes=prompts, masks=None)
         image_pe = self.prompt_encoder.get_dense_pe()
+        if share_image and iou_thresh > 0:
+            return decode_passing_prompts(
+                self.mask_decoder, embedding, image_pe, sparse, dense[:1], multimask, iou_thresh
+            )
         if share_image:
             # Without a mask prompt the dense embedding is the same "no mask" vector for every prompt.
             return decode_prompts_on_one_image(self.mask_decoder, embedding, image_pe, sparse, dense[:1], multimask)
@@ -184,3 +197,33 @@ def _starts(length: int, side: int, stride: int) -> list[int]:
         return [0]
     count = math.ceil((length - side) / stride) + 1
     return sorted({min(i * stride, length - side) for i in range(count)})
+
+
+def transform_prompts(
+    prompts: torch.Tensor, height: int, width: int, flip_axis: int | None, rot90: int
+) -> torch.Tensor:
+    """Map prompts given on a ``height`` × ``width`` content area through a flip, then ``rot90``
+    counter-clockwise quarter turns (``sugfw.augment.apply_spatial``'s order and conventions).
+
+    ``prompts`` is (P, 2) xy points or (P, 4) xyxy boxes in canvas pixels. Coordinates are pixel
+    indices, as SAM's prompt encoder reads them (it adds half a pixel), so a flip maps x to
+    ``width - 1 - x``: the mapped prompt covers exactly the mapped pixels, and an equivariant
+    model segments the same anatomy in every view.
+    """
+    xy = prompts.reshape(-1, 2).double()
+    x, y = xy[:, 0], xy[:, 1]
+    if flip_axis == 0:
+        y = (height - 1) - y
+    elif flip_axis == 1:
+        x = (width - 1) - x
+    for _ in range(rot90 % 4):
+        # torch.rot90 on (-2, -1): new[i, j] = old[j, w - 1 - i]; the content becomes w × h.
+        x, y = y, (width - 1) - x
+        height, width = width, height
+    mapped = torch.stack([x, y], dim=1).reshape(prompts.shape)
+    if prompts.shape[-1] == 4:
+        # Corners may swap under a flip or rotation: keep xyxy with x0 <= x1, y0 <= y1.
+        x0, x1 = torch.minimum(mapped[:, 0], mapped[:, 2]), torch.maximum(mapped[:, 0], mapped[:, 2])
+        y0, y1 = torch.minimum(mapped[:, 1], mapped[:, 3]), torch.maximum(mapped[:, 1], mapped[:, 3])
+        mapped = torch.stack([x0, y0, x1, y1], dim=1)
+    return mapped.to(prompts.dtype)

@@ -1,0 +1,214 @@
+"""Predicted IoU for many prompts on one image without forming any prompt's image stream.
+
+In SAM's two-way transformer the image stream (h·w rows of C channels) starts the same for every
+prompt and changes only through image-to-token attention, whose output per row is
+``out_proj`` of a softmax combination of the prompt's few token values (heads × tokens vectors).
+Each LayerNorm then centres and rescales every row. So at any depth one prompt's stream is exactly
+
+    X[n] = a[n] · B[n] + R[n] @ W + β
+
+with B (h·w, C) shared by all prompts, a (h·w,) and R (h·w, r) per-row coefficients of the prompt,
+W (r, C) a handful of vectors of the prompt (r grows by heads × tokens per block) and β shared.
+Everything the tokens (and so the IoU head) read from the stream is cheap in this form:
+
+- token-to-image attention needs the scores q·k[n] of a few queries and the pooled values
+  Σ p[n] v[n]; with k = W_k x + b_k these are q·(W_k B[n]) with W_k B projected once per image,
+  plus R[n] · (W W_kᵀ q), and the pooled values follow the same way;
+- image-to-token attention needs, per row, its scores against the few token keys, which split the
+  same way, and adds softmax weights (new columns of R) times per-token vectors (new rows of W);
+- LayerNorm needs each row's mean and variance, which follow from B, W and R without the row.
+
+Per prompt this replaces the (h·w × C) projections of the stock decoder by products of size
+(h·w × r) with r ≈ 2 · heads · tokens. The result equals the stock decoder's IoU up to
+floating-point rounding (tests bound the difference); masks are then decoded in full only for
+the prompts whose IoU passes the filter (``sugfw.models.decoder``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class _Stream:
+    """One batch of prompts' image streams in factored form: a·B + Rᵀ W + beta."""
+
+    base: torch.Tensor  # (N, C), shared
+    scale: torch.Tensor | None  # (P, N) per-row factor of ``base``; None means 1
+    buffer: torch.Tensor  # (P, r_max, N): rows [0, rank) hold R transposed
+    rank: int
+    vectors: torch.Tensor  # (P, r, C)
+    beta: torch.Tensor  # (C,), shared
+
+    @property
+    def coeff(self) -> torch.Tensor:
+        """(P, r, N): one row per vector, one column per image row (the N axis is contiguous)."""
+        return self.buffer[:, : self.rank]
+
+
+def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(…, n, H·d) → (…, n, H, d)."""
+    return x.view(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
+
+
+def _token_to_stream(
+    attn: nn.Module, tokens_q: torch.Tensor, stream: _Stream, pe: torch.Tensor
+) -> torch.Tensor:
+    """``attn(q=tokens_q, k=stream + pe, v=stream)`` of SAM's ``Attention`` for the factored stream."""
+    heads = attn.num_heads
+    n_prompts, n_tokens = tokens_q.shape[:2]
+    q = attn.q_proj(tokens_q)
+    d = q.shape[-1] // heads
+    q = _heads(q / math.sqrt(d), heads)  # (P, T, H, d)
+    wk, wv = attn.k_proj.weight, attn.v_proj.weight
+    # Scores (P, H·T, N): the softmax runs over contiguous rows. The key bias and any constant
+    # part of the stream shift every score of a row alike, which the softmax ignores.
+    base_k = _heads(stream.base @ wk.T, heads)  # (N, H, d)
+    pe_k = _heads(pe @ wk.T, heads)
+    if stream.scale is None:
+        by_head = torch.einsum("pthd,nhd->phtn", q, base_k + pe_k)
+        scores = by_head.reshape(n_prompts, heads * n_tokens, -1)
+    else:
+        # R[n] · (W W_kᵀ q): project the prompt's few vectors, not its N rows.
+        vec_k = _heads(stream.vectors @ wk.T, heads)  # (P, r, H, d)
+        mixed = torch.einsum("prhd,pthd->phtr", vec_k, q).flatten(1, 2)  # (P, H·T, r)
+        scores = torch.bmm(mixed, stream.coeff)
+        by_head = scores.view(n_prompts, heads, n_tokens, -1)
+        by_head.addcmul_(torch.einsum("pthd,nhd->phtn", q, base_k), stream.scale[:, None, None, :])
+        by_head += torch.einsum("pthd,nhd->phtn", q, pe_k)
+    probs = torch.softmax(scores, dim=-1)  # (P, H·T, N)
+    # Pooled values Σ_n p[n] v[n] with v[n] = a[n] Wv B[n] + Wv (R[n] W + beta) + bv.
+    base_v = _heads(stream.base @ wv.T, heads)  # (N, H, d)
+    weighted = probs if stream.scale is None else probs * stream.scale[:, None, :]
+    out = torch.einsum("phtn,nhd->pthd", weighted.view(n_prompts, heads, n_tokens, -1), base_v)
+    out = out + _heads(stream.beta @ wv.T + attn.v_proj.bias, heads)  # probabilities sum to one
+    if stream.rank:
+        vec_v = _heads(stream.vectors @ wv.T, heads)  # (P, r, H, d)
+        pooled = torch.bmm(probs, stream.coeff.transpose(1, 2))  # (P, H·T, r)
+        out = out + torch.einsum("phtr,prhd->pthd", pooled.view(n_prompts, heads, n_tokens, -1), vec_v)
+    return attn.out_proj(out.reshape(n_prompts, n_tokens, -1))
+
+
+def _stream_to_token(
+    attn: nn.Module, stream: _Stream, pe: torch.Tensor, tokens_k: torch.Tensor, tokens_v: torch.Tensor
+) -> _Stream:
+    """``stream + attn(q=stream + pe, k=tokens_k, v=tokens_v)``, still factored."""
+    heads = attn.num_heads
+    n_prompts, n_tokens = tokens_k.shape[:2]
+    k = attn.k_proj(tokens_k)  # (P, T, Ci)
+    d = k.shape[-1] // heads
+    k = _heads(k / math.sqrt(d), heads)  # (P, T, H, d)
+    wq, bq = attn.q_proj.weight, attn.q_proj.bias
+    # Scores (P, T, H, N) per row against the prompt's few keys, written straight into the rows
+    # of R they become; the softmax over T then reads contiguous runs of H·N.
+    new = stream.buffer[:, stream.rank : stream.rank + n_tokens * heads]  # (P, T·H, N)
+    scores = new.view(n_prompts, n_tokens, heads, -1)
+    base_q = _heads(stream.base @ wq.T, heads)  # (N, H, d)
+    pe_q = _heads(pe @ wq.T + stream.beta @ wq.T + bq, heads)
+    if stream.scale is None:
+        scores.copy_(torch.einsum("nhd,pthd->pthn", base_q + pe_q, k))
+    else:
+        torch.mul(torch.einsum("nhd,pthd->pthn", base_q, k), stream.scale[:, None, None, :], out=scores)
+        scores += torch.einsum("nhd,pthd->pthn", pe_q, k)
+    if stream.rank:
+        vec_q = _heads(stream.vectors @ wq.T, heads)  # (P, r, H, d)
+        mixed = torch.einsum("prhd,pthd->pthr", vec_q, k).flatten(1, 2)  # (P, T·H, r)
+        new.baddbmm_(mixed, stream.coeff)
+    flat = new.view(n_prompts, n_tokens, -1)  # softmax over dim 1, in place
+    flat.sub_(flat.amax(1, keepdim=True)).exp_()
+    flat.div_(flat.sum(1, keepdim=True))
+    v = _heads(attn.v_proj(tokens_v), heads)  # (P, T, H, d)
+    # Row n's output is Σ_{t,h} p[n,t,h] · out_proj_h(v[t,h]): new rows of R, new vectors.
+    w_out = attn.out_proj.weight.view(attn.out_proj.weight.shape[0], heads, d)  # (C, H, d)
+    vectors = torch.einsum("pthd,chd->pthc", v, w_out).flatten(1, 2)  # (P, T·H, C)
+    return _Stream(
+        stream.base,
+        stream.scale,
+        stream.buffer,
+        stream.rank + n_tokens * heads,
+        torch.cat([stream.vectors.expand(n_prompts, -1, -1), vectors], dim=1),
+        stream.beta + attn.out_proj.bias,
+    )
+
+
+def _layer_norm(norm: nn.LayerNorm, stream: _Stream) -> _Stream:
+    """``norm`` applied to every row of the factored stream: centre, rescale, still factored."""
+    n_prompts = stream.buffer.shape[0]
+    channels = stream.base.shape[-1]
+    # Fold beta into the low-rank part as a row of ones, then centre every vector.
+    stream.buffer[:, stream.rank] = 1
+    rank = stream.rank + 1
+    coeff = stream.buffer[:, :rank]  # (P, r, N)
+    vectors = torch.cat([stream.vectors, stream.beta.expand(n_prompts, 1, channels)], dim=1)
+    vectors = vectors - vectors.mean(-1, keepdim=True)
+    base = stream.base - stream.base.mean(-1, keepdim=True)
+    # Row variance · C = a²|B|² + 2a R·(W B) + R (W Wᵀ) Rᵀ, with B and W centred.
+    base_sq = (base * base).sum(-1)  # (N,)
+    cross = (vectors @ base.T).mul_(coeff).sum(1)  # (P, N)
+    quad = torch.bmm(vectors @ vectors.transpose(1, 2), coeff).mul_(coeff).sum(1)
+    if stream.scale is None:
+        sq = quad.add_(cross, alpha=2).add_(base_sq)
+    else:
+        sq = quad.addcmul_(stream.scale, cross, value=2).addcmul_(stream.scale**2, base_sq)
+    inv = torch.rsqrt(sq.clamp_min_(0).div_(channels).add_(norm.eps))  # (P, N)
+    coeff.mul_(inv[:, None, :])
+    return _Stream(
+        base * norm.weight,
+        inv if stream.scale is None else stream.scale * inv,
+        stream.buffer,
+        rank,
+        vectors * norm.weight,
+        norm.bias.clone(),
+    )
+
+
+def predict_iou(
+    decoder: nn.Module,
+    image_embedding: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse_prompt_embeddings: torch.Tensor,
+    no_mask_embedding: torch.Tensor,
+    multimask_output: bool,
+) -> torch.Tensor:
+    """Predicted IoU (P, M) of the stock ``MaskDecoder.forward``, without masks.
+
+    Arguments as for ``sugfw.models.decoder.decode_prompts_on_one_image``.
+    """
+    transformer = decoder.transformer
+    n_prompts = sparse_prompt_embeddings.shape[0]
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    point_embedding = torch.cat(
+        (output_tokens.unsqueeze(0).expand(n_prompts, -1, -1), sparse_prompt_embeddings), dim=1
+    )
+    src = image_embedding + no_mask_embedding
+    base = src.flatten(2)[0].T  # (N, C)
+    pe = image_pe.flatten(2)[0].T
+    channels = base.shape[-1]
+    # Room for every block's heads × tokens rows of R plus one row per LayerNorm.
+    n_tokens = point_embedding.shape[1]
+    max_rank = sum(layer.cross_attn_image_to_token.num_heads * n_tokens + 1 for layer in transformer.layers)
+    buffer = base.new_empty(n_prompts, max_rank, base.shape[0])
+    stream = _Stream(base, None, buffer, 0, base.new_zeros(1, 0, channels), base.new_zeros(channels))
+
+    queries = point_embedding
+    for layer in transformer.layers:
+        if layer.skip_first_layer_pe:
+            queries = layer.self_attn(q=queries, k=queries, v=queries)
+        else:
+            q = queries + point_embedding
+            queries = queries + layer.self_attn(q=q, k=q, v=queries)
+        queries = layer.norm1(queries)
+        attn_out = _token_to_stream(layer.cross_attn_token_to_image, queries + point_embedding, stream, pe)
+        queries = layer.norm2(queries + attn_out)
+        queries = layer.norm3(queries + layer.mlp(queries))
+        stream = _stream_to_token(layer.cross_attn_image_to_token, stream, pe, queries + point_embedding, queries)
+        stream = _layer_norm(layer.norm4, stream)
+    attn_out = _token_to_stream(transformer.final_attn_token_to_image, queries + point_embedding, stream, pe)
+    queries = transformer.norm_final_attn(queries + attn_out)
+
+    iou_pred = decoder.iou_prediction_head(queries[:, 0, :])
+    return iou_pred[:, 1:] if multimask_output else iou_pred[:, :1]
