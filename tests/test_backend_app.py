@@ -233,6 +233,39 @@ def test_redact_masks_secret_keys_at_any_depth_and_keeps_the_rest():
     assert payload["items"][0]["password"] == "p"  # the original is untouched
 
 
+@pytest.mark.parametrize(
+    "url,host,query",
+    [
+        (f"https://annotator:{PASSWORD}@ls.test/data/upload/1/a.png", "***@ls.test", {}),
+        (f"https://ls.test/a.png?token={LEGACY_KEY}&d=x", "ls.test", {"token": "***", "d": "x"}),
+        (f"https://s3.test/b.png?X-Amz-Date=1&X-Api-Key={LEGACY_KEY}", "s3.test", {"X-Amz-Date": "1", "X-Api-Key": "***"}),
+        (f"https://u:{PASSWORD}@evil.test@ls.test/?access_token={LEGACY_KEY}", "***@ls.test", {"access_token": "***"}),
+    ],
+    ids=["userinfo", "token-query", "api-key-query", "two-at-signs"],
+)
+def test_redact_url_removes_the_secret_and_keeps_the_rest(url, host, query):
+    from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
+
+    from backend.redact import redact_url
+
+    redacted = redact_url(url)
+    for secret in (LEGACY_KEY, PASSWORD, quote(PASSWORD), quote_plus(PASSWORD)):
+        assert secret not in redacted
+    parts = urlsplit(redacted)
+    assert parts.netloc == host
+    assert dict(parse_qsl(parts.query)) == query
+
+
+def test_download_error_message_carries_no_secret_of_the_url():
+    url = f"https://annotator:{PASSWORD}@images.test/a.png?api_key={LEGACY_KEY}"
+    transport = mock_label_studio({}, [])  # every URL answers 404
+    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"}, transport=transport)
+    with pytest.raises(ImageFetchError, match="not found") as caught:
+        fetcher.fetch({"id": 3, "data": {"image": url}}, "image")
+    assert LEGACY_KEY not in str(caught.value) and PASSWORD not in str(caught.value)
+    assert "images.test/a.png" in str(caught.value)
+
+
 def test_metrics_expose_the_running_jobs_progress(make_client, clock):
     client, jobs, _ = make_client()
     seen = {}
@@ -318,9 +351,12 @@ def test_pending_jobs_survive_a_restart(tmp_path, clock):
     for _ in range(5):
         first.submit("train", 3)
     restarted = JobQueue(tmp_path, debounce_s=5.0, clock=clock)
-    assert sorted((job.kind, job.project) for job in restarted.pending()) == [("score", "4"), ("train", "3")]
+    # The merged events count too: six events behind the train job, one behind the score job.
+    assert sorted((job.kind, job.project, job.events) for job in restarted.pending()) == [
+        ("score", "4", 1), ("train", "3", 6)]
     state = json.loads((tmp_path / "jobs.json").read_text())
-    assert sorted((entry["kind"], entry["project"]) for entry in state["pending"]) == [("score", "4"), ("train", "3")]
+    assert sorted((entry["kind"], entry["project"], entry["events"]) for entry in state["pending"]) == [
+        ("score", "4", 1), ("train", "3", 6)]
 
 
 def test_job_interrupted_by_a_restart_is_queued_again(tmp_path, clock):
@@ -335,6 +371,35 @@ def test_job_interrupted_by_a_restart_is_queued_again(tmp_path, clock):
     jobs.run_due()
     assert seen["pending"] == [("train", "8")]
     assert JobQueue(tmp_path, clock=clock).pending() == []  # finished → gone from the state file
+
+
+def test_malformed_entries_in_the_state_file_are_skipped_and_the_rest_restored(tmp_path, caplog):
+    entries = [
+        {"kind": "train", "project": "3", "first_event": 12.5, "events": 4},  # good
+        {"project": "5"},  # no kind
+        {"kind": "score"},  # no project
+        {"kind": "train", "project": "6", "events": "many"},  # events not a number
+        {"kind": "train", "project": "7", "first_event": [1]},  # first_event not a number
+        {"kind": "predict", "project": "8"},  # unknown kind
+        "score 9",  # not an object at all
+        None,
+        {"kind": "score", "project": 10},  # good: a numeric project id is read as its string
+    ]
+    (tmp_path / "jobs.json").write_text(json.dumps({"version": 1, "pending": entries}))
+    with caplog.at_level(logging.WARNING):
+        restored = JobQueue(tmp_path).pending()
+    assert sorted((job.kind, job.project, job.events) for job in restored) == [("score", "10", 1), ("train", "3", 4)]
+    assert next(job for job in restored if job.project == "3").first_event == 12.5
+    assert caplog.text.count("skipping malformed job entry") == 6
+    assert "skipping job of unknown kind 'predict'" in caplog.text
+
+
+@pytest.mark.parametrize("payload", [[], "pending", {"pending": "train 3"}, {"pending": {"kind": "train"}}])
+def test_state_file_of_the_wrong_shape_restores_nothing(tmp_path, payload):
+    (tmp_path / "jobs.json").write_text(json.dumps(payload))
+    jobs = JobQueue(tmp_path)
+    assert jobs.pending() == []
+    assert jobs.submit("train", 1)  # and the queue still works
 
 
 def test_corrupt_state_file_is_ignored(tmp_path, caplog):
@@ -451,6 +516,91 @@ def test_download_errors_name_task_and_url_but_not_the_token(answer, message):
     with pytest.raises(ImageFetchError, match=rf"^task 44: image /data/upload/3/slice\.png(:| is) .*{message}") as caught:
         fetcher.fetch({"id": 44, "data": {"image": "/data/upload/3/slice.png"}}, "image")
     assert LEGACY_KEY not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://ls.test/a.png", "javascript:alert(1)",
+                                 "gopher://ls.test:8080/a.png"])
+def test_unsupported_url_schemes_are_refused_without_a_request(url):
+    seen: list[httpx.Request] = []
+    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"},
+                           transport=mock_label_studio({}, seen))
+    scheme = url.split(":", 1)[0]
+    with pytest.raises(ImageFetchError, match=rf"^task 4: image .*URL scheme '{scheme}' is not supported"):
+        fetcher.fetch({"id": 4, "data": {"image": url}}, "image")
+    assert seen == []
+
+
+def test_download_above_the_byte_cap_is_refused():
+    content = png_bytes(np.zeros((64, 64), np.uint8))
+    url = f"{LS_URL}/data/upload/3/big.png"
+    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"},
+                           transport=mock_label_studio({url: httpx.Response(200, content=content)}, []),
+                           max_bytes=len(content) - 1)
+    with pytest.raises(ImageFetchError, match=rf"larger than {len(content) - 1} bytes; refused"):
+        fetcher.fetch({"id": 6, "data": {"image": "/data/upload/3/big.png"}}, "image")
+    fetcher.max_bytes = len(content)  # exactly at the cap: accepted
+    assert fetcher.fetch({"id": 6, "data": {"image": "/data/upload/3/big.png"}}, "image").shape == (64, 64)
+
+
+def test_redirect_to_another_host_drops_the_key():
+    seen: list[httpx.Request] = []
+    elsewhere = "https://bucket.storage.test/a.png?X-Amz-Signature=abc"
+    routes = {
+        f"{LS_URL}/tasks/5/presign/?fileuri=czM6Ly9iL2EucG5n": httpx.Response(303, headers={"Location": elsewhere}),
+        elsewhere: httpx.Response(200, content=png_bytes(np.full((8, 8), 3, np.uint8))),
+    }
+    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"},
+                           transport=mock_label_studio(routes, seen))
+    image = fetcher.fetch({"id": 5, "data": {"image": "s3://b/a.png"}}, "image")
+    assert float(image.max()) == 3.0
+    assert [str(request.url) for request in seen] == list(routes)
+    assert seen[0].headers["Authorization"] == f"Token {LEGACY_KEY}"  # the presign call is Label Studio's
+    assert "Authorization" not in seen[1].headers
+
+
+def test_redirect_within_label_studio_keeps_the_key():
+    seen: list[httpx.Request] = []
+    moved = f"{LS_URL}/data/upload/3/moved.png"
+    routes = {
+        f"{LS_URL}/data/upload/3/a.png": httpx.Response(302, headers={"Location": moved}),
+        moved: httpx.Response(200, content=png_bytes(np.zeros((8, 8), np.uint8))),
+    }
+    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"},
+                           transport=mock_label_studio(routes, seen))
+    fetcher.fetch({"id": 5, "data": {"image": "/data/upload/3/a.png"}}, "image")
+    assert [request.headers.get("Authorization") for request in seen] == [f"Token {LEGACY_KEY}"] * 2
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://ls.test:8080@evil.test/data/upload/1/a.png",  # Label Studio's host as the user name
+        "http://ls.test.evil.test:8080/data/upload/1/a.png",  # a longer host name
+        "http://evil.test/ls.test:8080/data/upload/1/a.png",  # in the path
+        "https://ls.test:8080/data/upload/1/a.png",  # another scheme
+        "http://ls.test:8081/data/upload/1/a.png",  # another port
+        "http://user@ls.test:8080/data/upload/1/a.png",  # user info: not Label Studio's URL as set
+    ],
+)
+def test_lookalike_of_the_label_studio_host_never_gets_the_key(url):
+    seen: list[httpx.Request] = []
+    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"},
+                           transport=mock_label_studio({}, seen))
+    with pytest.raises(ImageFetchError, match="not found"):
+        fetcher.fetch({"id": 8, "data": {"image": url}}, "image")
+    (request,) = seen
+    # httpx sends a URL's own user info as Basic auth; the key itself must never go out.
+    assert all(LEGACY_KEY not in value for value in request.headers.values())
+    assert LEGACY_KEY not in str(request.url)
+
+
+@pytest.mark.parametrize("url", ["http://ls.test:8080.evil.test/a.png", "http://[::1/a.png"])
+def test_malformed_url_is_an_error_of_its_task(url):
+    # Anything but ImageFetchError escapes the score job's per-task handling and fails the job.
+    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"},
+                           transport=mock_label_studio({}, []))
+    with pytest.raises(ImageFetchError, match=r"^task 8: image .* is not a valid URL"):
+        fetcher.fetch({"id": 8, "data": {"image": url}}, "image")
 
 
 def test_upload_without_label_studio_url_is_an_error():

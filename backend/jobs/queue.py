@@ -112,10 +112,10 @@ class JobQueue:
             job = self._pending.get(key)
             if job is None:
                 self._pending[key] = Job(kind, str(project), time.time(), now, now + self.debounce_s)
-                self._save_locked()  # only new keys change the file: a burst costs one write
             else:
                 job.events += 1
                 job.due = min(now + self.debounce_s, job.created + self.max_delay_s)
+            self._save_locked()  # merged events too: a restart must not forget how many there were
             self._condition.notify_all()
             return job is None
 

@@ -99,6 +99,8 @@ class ImageFetcher:
             raise ImageFetchError(f"task {task_id}: image {redact_url(url)} is not a usable slice: {error}") from None
         except ImageFetchError as error:
             raise ImageFetchError(f"task {task_id}: image {redact_url(url)}: {error}") from None
+        except (ValueError, httpx.InvalidURL) as error:  # e.g. a bad port or IPv6 host
+            raise ImageFetchError(f"task {task_id}: image {redact_url(url)} is not a valid URL: {error}") from None
 
     @staticmethod
     def image_url(task: Mapping[str, Any], image_key: str) -> str:
