@@ -6,11 +6,22 @@ only pushes its start back by the debounce interval (capped, so a steady stream 
 An event that arrives while the same key is running queues a fresh job, because the running one
 started from older data. Pending jobs, and the running one, are written to ``jobs.json`` so that
 a restart picks them up again.
+
+Faults:
+- a job that fails on a transient cause (Label Studio unreachable, timing out or answering 5xx /
+  429) is retried with exponential backoff instead of dropped;
+- a job is counted each time it starts; one that was running when the process died
+  ``MAX_CRASH_STARTS`` times is set aside (listed in ``/metrics`` with its reason) instead of
+  taking the backend down again; a new event for it queues it afresh;
+- one worker per state folder: ``start`` takes an exclusive lock on ``worker.lock`` and refuses
+  to start when another process holds it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -20,12 +31,41 @@ from typing import Any
 
 from backend.jobs.storage import read_json
 from sugfw.atomic import atomic_write_json
+from sugfw.errors import SugfwError
 
 log = logging.getLogger(__name__)
 
 JOB_KINDS = ("score", "train")
 STATE_FILE = "jobs.json"
 STATE_VERSION = 1
+LOCK_FILE = "worker.lock"
+MAX_CRASH_STARTS = 3
+"""Starts of one job that ended with the process gone, before it is set aside."""
+MAX_RETRIES = 8
+RETRY_BASE_S = 5.0
+RETRY_CAP_S = 300.0
+PROGRESS_LOG_EVERY_S = 30.0
+
+
+class WorkerLockError(SugfwError):
+    """Another process already runs the job worker on this state folder."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` is worth retrying: the network or Label Studio failed, not the data."""
+    import httpx
+
+    if isinstance(error, (httpx.TransportError, ConnectionError, TimeoutError)):
+        return True
+    status = getattr(error, "status_code", None)  # the SDK's ApiError, httpx.HTTPStatusError
+    if status is None and isinstance(error, httpx.HTTPStatusError):
+        status = error.response.status_code
+    return isinstance(status, int) and (status >= 500 or status == 429)
+
+
+def retry_delay(retries: int) -> float:
+    """Seconds before retry number ``retries + 1``: 5, 10, 20, ... capped at 5 minutes."""
+    return min(RETRY_BASE_S * 2**retries, RETRY_CAP_S)
 
 
 @dataclass
@@ -39,6 +79,10 @@ class Job:
     due: float
     """Monotonic time at which the job may start."""
     events: int = 1
+    starts: int = 0
+    """Times this job has been started (kept across restarts)."""
+    retries: int = 0
+    """Transient failures so far."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -53,19 +97,49 @@ class Progress:
     started: float = field(default_factory=time.time)
     done: int = 0
     total: int | None = None
+    _last_log: float = field(default_factory=time.monotonic)
+    _started_monotonic: float = field(default_factory=time.monotonic)
 
     def update(self, done: int, total: int | None = None) -> None:
         self.done = done
         if total is not None:
             self.total = total
+        now = time.monotonic()
+        if now - self._last_log >= PROGRESS_LOG_EVERY_S:
+            self._last_log = now
+            log.info("%s job for project %s: %s", self.job.kind, self.job.project, self.summary())
+
+    def rate(self) -> float | None:
+        """Steps per second since the job started."""
+        elapsed = time.monotonic() - self._started_monotonic
+        return self.done / elapsed if elapsed > 0 and self.done else None
+
+    def eta_s(self) -> float | None:
+        rate = self.rate()
+        if rate is None or self.total is None:
+            return None
+        return max(self.total - self.done, 0) / rate
+
+    def summary(self) -> str:
+        """"done/total, rate, ETA" for the log."""
+        rate, eta = self.rate(), self.eta_s()
+        parts = [f"{self.done}/{self.total if self.total is not None else '?'}"]
+        if rate is not None:
+            parts.append(f"{rate:.2f}/s")
+        if eta is not None:
+            parts.append(f"ETA {eta:.0f} s")
+        return ", ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
+        rate, eta = self.rate(), self.eta_s()
         return {
             "job": self.job.kind,
             "project": self.job.project,
             "done": self.done,
             "total": self.total,
             "started": self.started,
+            "rate_per_s": round(rate, 3) if rate is not None else None,
+            "eta_s": round(eta, 1) if eta is not None else None,
         }
 
 
@@ -93,8 +167,10 @@ class JobQueue:
         """Held while a job runs; anything else that must not overlap a job (e.g. loading weights) takes it too."""
         self._pending: dict[tuple[str, str], Job] = {}
         self._running: Progress | None = None
-        self._finished = {"completed": 0, "failed": 0}
+        self._finished = {"completed": 0, "failed": 0, "retried": 0}
         self._last_error: str | None = None
+        self._set_aside: dict[tuple[str, str], dict[str, Any]] = {}
+        self._lock_handle: Any = None
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -109,6 +185,8 @@ class JobQueue:
         key = (kind, str(project))
         now = self.clock()
         with self._condition:
+            if self._set_aside.pop(key, None) is not None:
+                log.info("new event for the set-aside %s job of project %s: queued again", kind, project)
             job = self._pending.get(key)
             if job is None:
                 self._pending[key] = Job(kind, str(project), time.time(), now, now + self.debounce_s)
@@ -135,6 +213,7 @@ class JobQueue:
                 ],
                 **self._finished,
                 "last_error": self._last_error,
+                "set_aside": list(self._set_aside.values()),
                 "worker_alive": bool(self._thread and self._thread.is_alive()),
             }
 
@@ -152,10 +231,12 @@ class JobQueue:
             count += 1
 
     def start(self) -> None:
-        """Start the worker thread (idempotent)."""
+        """Start the worker thread (idempotent); ``WorkerLockError`` if another process runs one
+        on the same state folder (two workers would run every job twice)."""
         with self._condition:
             if self._thread is not None and self._thread.is_alive():
                 return
+            self._take_worker_lock()
             self._stopping = False
             self._thread = threading.Thread(target=self._work, name="sugfw-jobs", daemon=True)
             self._thread.start()
@@ -167,6 +248,31 @@ class JobQueue:
             self._condition.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._lock_handle is not None and not (self._thread and self._thread.is_alive()):
+            self._lock_handle.close()  # closing the file releases the lock
+            self._lock_handle = None
+
+    def _take_worker_lock(self) -> None:
+        if self._lock_handle is not None:
+            return
+        path = self.state_path.parent / LOCK_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise WorkerLockError(
+                f"state folder {path.parent} is in use by backend worker pid {holder}; "
+                "run one backend per state folder (SUGFW_STATE_DIR)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_handle = handle
 
     def _work(self) -> None:
         while True:
@@ -193,6 +299,7 @@ class JobQueue:
                 return None
             job = min(due, key=lambda item: item.due)
             del self._pending[job.key]
+            job.starts += 1  # saved before the job runs: a crash mid-job is counted
             self._running = Progress(job)
             self._save_locked()
             return self._running
@@ -208,12 +315,24 @@ class JobQueue:
                 handler(job, progress)
             outcome, error = "completed", None
         except Exception as exc:  # a failed job must not kill the worker
-            log.exception("%s job for project %s failed", job.kind, job.project)
-            outcome, error = "failed", f"{job.kind} job for project {job.project}: {type(exc).__name__}: {exc}"
+            error = f"{job.kind} job for project {job.project}: {type(exc).__name__}: {exc}"
+            if is_transient(exc) and job.retries < MAX_RETRIES:
+                delay = retry_delay(job.retries)
+                log.warning("%s; retry %d of %d in %.0f s", error, job.retries + 1, MAX_RETRIES, delay)
+                outcome = "retried"
+            else:
+                log.exception("%s job for project %s failed", job.kind, job.project)
+                outcome = "failed"
         with self._condition:
             self._finished[outcome] += 1
             if error is not None:
                 self._last_error = error
+            if outcome == "retried" and job.key not in self._pending:
+                job.retries += 1
+                job.starts = 0  # it ended cleanly: not a crash
+                job.due = self.clock() + retry_delay(job.retries - 1)
+                self._pending[job.key] = job
+                self._condition.notify_all()
             self._running = None
             self._save_locked()
 
@@ -225,7 +344,18 @@ class JobQueue:
             jobs.append(self._running.job)  # interrupted by a restart → run again
         payload = {
             "version": STATE_VERSION,
-            "pending": [{"kind": job.kind, "project": job.project, "first_event": job.first_event, "events": job.events} for job in jobs],
+            "pending": [
+                {
+                    "kind": job.kind,
+                    "project": job.project,
+                    "first_event": job.first_event,
+                    "events": job.events,
+                    "starts": job.starts,
+                    "retries": job.retries,
+                }
+                for job in jobs
+            ],
+            "set_aside": list(self._set_aside.values()),
         }
         try:
             atomic_write_json(self.state_path, payload)
@@ -242,12 +372,24 @@ class JobQueue:
             try:
                 kind, project = str(entry["kind"]), str(entry["project"])
                 first_event, events = float(entry.get("first_event", time.time())), int(entry.get("events", 1))
+                starts, retries = int(entry.get("starts", 0)), int(entry.get("retries", 0))
             except (KeyError, TypeError, ValueError):
                 log.warning("skipping malformed job entry in %s: %r", self.state_path, entry)
                 continue
             if kind not in JOB_KINDS:
                 log.warning("skipping job of unknown kind %r in %s", kind, self.state_path)
                 continue
-            self._pending[(kind, project)] = Job(kind, project, first_event, now, now + self.debounce_s, events)
+            if starts >= MAX_CRASH_STARTS:
+                reason = f"the backend stopped during this job {starts} times; set aside"
+                log.error("%s job for project %s: %s (a new event queues it again)", kind, project, reason)
+                self._set_aside[(kind, project)] = {"job": kind, "project": project, "reason": reason}
+                continue
+            self._pending[(kind, project)] = Job(
+                kind, project, first_event, now, now + self.debounce_s, events, starts, retries
+            )
+        for entry in payload.get("set_aside", []):
+            if isinstance(entry, dict) and {"job", "project", "reason"} <= set(entry):
+                key = (str(entry["job"]), str(entry["project"]))
+                self._set_aside.setdefault(key, {k: str(entry[k]) for k in ("job", "project", "reason")})
         if self._pending:
             log.info("re-queued %d job(s) from %s", len(self._pending), self.state_path)
