@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -21,6 +22,13 @@ from sugfw.errors import InvalidInputError
 GAMMA_CHOICES: tuple[float, ...] = (0.1, 0.5, 1.5, 1.9)
 ENHANCE_FACTORS: tuple[float, ...] = (0.1, 0.5, 1.5, 1.9)
 FLIP_CHOICES: tuple[int | None, ...] = (None, 0, 1)
+AugmentationLaw = Literal["authors", "sparse"]
+AUGMENTATION_LAWS: tuple[str, ...] = get_args(AugmentationLaw)
+# The authors' law: every op on every view, none the identity.
+AUTHORS_FLIP_AXES: tuple[int, ...] = (0, 1)
+AUTHORS_ROT90: tuple[int, ...] = (1, 2, 3)
+AUTHORS_POSTERIZE_BITS: tuple[int, int] = (4, 9)  # inclusive; 8 and 9 bits leave 8-bit codes as is
+# The sparse law (this project's first one): each op is skipped part of the time.
 POSTERIZE_BITS_RANGE: tuple[int, int] = (4, 8)  # inclusive; 8 bits keeps an 8-bit value unchanged
 ENABLE_PROBABILITY = 0.5
 
@@ -82,25 +90,55 @@ IDENTITY = AugmentationParams(
 )
 
 
-def sample_augmentations(k: int, seed: int) -> list[AugmentationParams]:
-    """Draw ``k`` augmentations from ``numpy.random.default_rng(seed)``.
+def sample_augmentations(
+    k: int, seed: int, law: AugmentationLaw = "authors"
+) -> list[AugmentationParams]:
+    """Draw ``k`` augmentations from ``numpy.random.default_rng(seed)`` under ``law``.
 
-    Each draw is independent:
-      - gamma: uniform over {0.1, 0.5, 1.5, 1.9} with probability 0.5, else 1.0;
-      - flip_axis: uniform over {None, 0, 1};
-      - rot90: uniform over {0, 1, 2, 3};
-      - posterize_bits: uniform over 4..8 with probability 0.5, else 8 (8 = off);
-      - contrast, sharpness, brightness: each uniform over {0.1, 0.5, 1.5, 1.9} with
-        probability 0.5, else 1.0.
-    The same ``(k, seed)`` gives the same list, and the first j draws do not depend on ``k``.
+    ``"authors"`` (the authors' code): every op on every view, each draw uniform and independent:
+      - gamma, contrast, sharpness, brightness: each over {0.1, 0.5, 1.5, 1.9};
+      - flip_axis: over {0, 1} (always a flip);
+      - rot90: over {1, 2, 3} (90, 180 or 270 degrees, never 0);
+      - posterize_bits: over 4..9 (8 and 9 keep 8-bit codes unchanged, as in PIL).
+    ``"sparse"``: each intensity op applied with probability 0.5 (gamma and the enhance factors
+    over the same sets, posterize over 4..8 bits), flip over {None, 0, 1}, rot90 over {0..3}.
+    The same ``(k, seed, law)`` gives the same list, and the first j draws do not depend on ``k``.
     """
     if not _is_int(k) or k < 1:
         raise InvalidInputError(f"k={k!r}: expected an int >= 1 augmentations")
+    if law not in AUGMENTATION_LAWS:
+        raise InvalidInputError(f"law={law!r}: expected one of {AUGMENTATION_LAWS}")
     rng = np.random.default_rng(seed)
-    return [_sample_one(rng) for _ in range(k)]
+    draw = _sample_authors if law == "authors" else _sample_one
+    return [draw(rng) for _ in range(k)]
+
+
+def _choice(rng: np.random.Generator, choices: Sequence) -> object:
+    return choices[int(rng.integers(len(choices)))]
+
+
+def _sample_authors(rng: np.random.Generator) -> AugmentationParams:
+    low, high = AUTHORS_POSTERIZE_BITS
+    # Drawn in the authors' order of application: gamma, flip, rotation, posterize, enhancers.
+    gamma = float(_choice(rng, GAMMA_CHOICES))
+    flip_axis = int(_choice(rng, AUTHORS_FLIP_AXES))
+    rot90 = int(_choice(rng, AUTHORS_ROT90))
+    posterize_bits = int(rng.integers(low, high + 1))
+    contrast, sharpness, brightness = (float(_choice(rng, ENHANCE_FACTORS)) for _ in range(3))
+    return AugmentationParams(
+        gamma=gamma,
+        flip_axis=flip_axis,
+        rot90=rot90,
+        posterize_bits=posterize_bits,
+        contrast=contrast,
+        sharpness=sharpness,
+        brightness=brightness,
+    )
 
 
 def _sample_one(rng: np.random.Generator) -> AugmentationParams:
+    """One draw of the sparse law."""
+
     def maybe(choices: Sequence[float], off: float) -> float:
         # Draw the value unconditionally so every draw consumes the same amount of the stream.
         enabled = rng.random() < ENABLE_PROBABILITY

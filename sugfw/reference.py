@@ -34,10 +34,16 @@ def mask_box(mask: np.ndarray) -> np.ndarray:
 
 
 def everything_union_plain(
-    model: SegmenterModel, embedding: torch.Tensor, geometry: CanvasGeometry, settings: EverythingSettings
+    model: SegmenterModel,
+    embedding: torch.Tensor,
+    geometry: CanvasGeometry,
+    settings: EverythingSettings,
+    prompts: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, int]:
     candidates: list[tuple[float, np.ndarray]] = []
-    for prompt in model.prompt_grid(geometry, settings.grid, settings.prompt_kind):
+    if prompts is None:
+        prompts = model.prompt_grid(geometry, settings.grid, settings.prompt_kind)
+    for prompt in prompts:
         logits, ious = model.decode(embedding, prompt[None], settings.multimask, share_image=False)
         for low, iou in zip(logits[0], ious[0]):
             iou = float(iou)
@@ -75,7 +81,7 @@ def score_image_plain(model: SegmenterModel, image: np.ndarray, settings: Scorin
     with autocast(model, settings.precision):
         embeddings = [model.encode(model.prepare([img], [geo])) for img, geo in zip(views.images, views.geometry)]
         for i, (embedding, geo) in enumerate(zip(embeddings, views.geometry)):
-            union, count = everything_union_plain(model, embedding, geo, settings.everything)
+            union, count = everything_union_plain(model, embedding, geo, settings.everything, views.prompts[i])
             unions.append(torch.from_numpy(union).to(model.device))
             kept = count if i == 0 else kept
         features = embeddings[0][0]

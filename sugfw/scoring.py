@@ -16,17 +16,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sugfw.augment import IDENTITY, AugmentationParams, augment, invert_spatial, sample_augmentations
+from sugfw.augment import (
+    AUGMENTATION_LAWS,
+    IDENTITY,
+    AugmentationLaw,
+    AugmentationParams,
+    augment,
+    invert_spatial,
+    sample_augmentations,
+)
 from sugfw.cache import RecordCache
 from sugfw.data import validate_slice
 from sugfw.everything import EverythingSettings, everything_union
 from sugfw.intensity import scale_intensities
-from sugfw.models.base import CanvasGeometry, SegmenterModel
+from sugfw.models.base import CanvasGeometry, SegmenterModel, transform_prompts
 from sugfw.records import SliceRecord, content_hash, slice_seed
 from sugfw.uncertainty import GridAlignment, UncertaintySign, mean_mask, pgdr, uncertainty_map
 
 log = logging.getLogger(__name__)
-SCORING_VERSION = 1  # bump when a change alters records, so old cache entries are not reused
+# Bump when a change alters records, so old cache entries are not reused. 2: the authors'
+# augmentation law by default; every view prompted with the original grid mapped onto it.
+SCORING_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -41,12 +51,22 @@ class ScoringSettings:
     intensity_percentiles: tuple[float, float] = (0.5, 99.5)
     precision: str = "fp32"
     """"fp32" or "bf16" (autocast of encoder and decoder)."""
+    augmentation_law: AugmentationLaw = "authors"
+    """"authors": every op on every view, never the identity (the authors' code); "sparse": each
+    op skipped part of the time (``sugfw.augment.sample_augmentations``)."""
+    view_prompts: str = "mapped"
+    """"mapped": every view is prompted with view 0's grid mapped through its own flip/rotation,
+    so U measures the model, not the grid's layout; "native": each view's own grid."""
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k={self.k}: need at least one augmentation")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision={self.precision!r}: use 'fp32' or 'bf16'")
+        if self.augmentation_law not in AUGMENTATION_LAWS:
+            raise ValueError(f"augmentation_law={self.augmentation_law!r}: use one of {AUGMENTATION_LAWS}")
+        if self.view_prompts not in ("mapped", "native"):
+            raise ValueError(f"view_prompts={self.view_prompts!r}: use 'mapped' or 'native'")
         low, high = self.intensity_percentiles
         if not 0 <= low < high <= 100:
             raise ValueError(f"intensity_percentiles={self.intensity_percentiles}: need 0 <= low < high <= 100")
@@ -79,6 +99,8 @@ class AugmentedViews:
     geometry: list[CanvasGeometry]
     feature_geometry: CanvasGeometry
     extra: list[torch.Tensor] = field(default_factory=list)
+    prompts: list[torch.Tensor] = field(default_factory=list)
+    """Everything-mode prompts of each view, in that view's canvas pixels."""
 
 
 def build_views(image: np.ndarray, settings: ScoringSettings, model: SegmenterModel) -> tuple[str, AugmentedViews]:
@@ -87,16 +109,32 @@ def build_views(image: np.ndarray, settings: ScoringSettings, model: SegmenterMo
     image_hash = content_hash(image)
     scaled = torch.from_numpy(scale_intensities(image, settings.intensity_percentiles)).to(model.device)
     params = [IDENTITY]
-    params += sample_augmentations(settings.k, slice_seed(settings.seed, image_hash))
+    seed = slice_seed(settings.seed, image_hash)
+    params += sample_augmentations(settings.k, seed, settings.augmentation_law)
     images = [scaled] + [augment(scaled, p) for p in params[1:]]
     geometry = [CanvasGeometry.fit(*img.shape, model.canvas_size) for img in images]
+    prompts = _view_prompts(model, settings, params, geometry)
     feature_geometry = geometry[0]
     extra = []
     if settings.alignment == "authors":
         # The authors encode the slice placed on the canvas without resizing (see uncertainty.py).
         feature_geometry = CanvasGeometry.fit(*image.shape, model.canvas_size, resize=False)
         extra = [scaled]
-    return image_hash, AugmentedViews(params, images, geometry, feature_geometry, extra)
+    return image_hash, AugmentedViews(params, images, geometry, feature_geometry, extra, prompts)
+
+
+def _view_prompts(
+    model: SegmenterModel,
+    settings: ScoringSettings,
+    params: list[AugmentationParams],
+    geometry: list[CanvasGeometry],
+) -> list[torch.Tensor]:
+    grid, kind = settings.everything.grid, settings.everything.prompt_kind
+    if settings.view_prompts == "native":
+        return [model.prompt_grid(geo, grid, kind) for geo in geometry]
+    base = model.prompt_grid(geometry[0], grid, kind)
+    height, width = geometry[0].content_height, geometry[0].content_width
+    return [base] + [transform_prompts(base, height, width, p.flip_axis, p.rot90) for p in params[1:]]
 
 
 def finish_record(
@@ -177,7 +215,10 @@ class Scorer:
                 [model.encode(model.prepare(canvases[i : i + step], geometry[i : i + step])) for i in range(0, len(canvases), step)]
             )
             results = [
-                everything_union(model, embeddings[i : i + 1], views.geometry[i], settings.everything, self.batching.prompt_batch_size)
+                everything_union(
+                    model, embeddings[i : i + 1], views.geometry[i], settings.everything,
+                    self.batching.prompt_batch_size, prompts=views.prompts[i],
+                )
                 for i in range(len(views.images))
             ]
         features = embeddings[-1] if views.extra else embeddings[0]

@@ -235,8 +235,8 @@ def test_sampling_is_deterministic_and_seed_dependent() -> None:
     assert sample_augmentations(3, seed=3) == sample_augmentations(8, seed=3)[:3]
 
 
-def test_sampling_uses_every_option() -> None:
-    draws = sample_augmentations(2000, seed=0)
+def test_sparse_law_uses_every_option() -> None:
+    draws = sample_augmentations(2000, seed=0, law="sparse")
     assert {p.gamma for p in draws} == {1.0, 0.1, 0.5, 1.5, 1.9}
     assert {p.flip_axis for p in draws} == {None, 0, 1}
     assert {p.rot90 for p in draws} == {0, 1, 2, 3}
@@ -245,14 +245,42 @@ def test_sampling_uses_every_option() -> None:
         assert {getattr(p, name) for p in draws} == {1.0, 0.1, 0.5, 1.5, 1.9}
 
 
-def test_sampling_frequencies() -> None:
-    draws = sample_augmentations(2000, seed=1)
+def test_sparse_law_frequencies() -> None:
+    draws = sample_augmentations(2000, seed=1, law="sparse")
     # gamma is off w.p. 0.5 (no choice equals 1.0): expect 0.5, sd sqrt(0.25/2000) ~ 0.011
     assert abs(sum(p.gamma == 1.0 for p in draws) / 2000 - 0.5) < 0.05
     # posterize is 8 bits w.p. 0.5 (off) + 0.5 * 1/5 (drew 8) = 0.6
     assert abs(sum(p.posterize_bits == 8 for p in draws) / 2000 - 0.6) < 0.05
     # flip uniform over 3 options
     assert abs(sum(p.flip_axis is None for p in draws) / 2000 - 1 / 3) < 0.05
+
+
+def test_authors_law_applies_every_op_and_never_the_identity() -> None:
+    draws = sample_augmentations(3000, seed=2)
+    factors = {0.1, 0.5, 1.5, 1.9}
+    for name in ("gamma", "contrast", "sharpness", "brightness"):
+        values = [getattr(p, name) for p in draws]
+        assert set(values) == factors, name  # every factor drawn, 1.0 never
+    assert {p.flip_axis for p in draws} == {0, 1}
+    assert {p.rot90 for p in draws} == {1, 2, 3}
+    assert {p.posterize_bits for p in draws} == {4, 5, 6, 7, 8, 9}
+    assert all(p != IDENTITY for p in draws)
+    # Uniform draws: each rotation w.p. 1/3, each flip axis 1/2 (sd <= 0.0091 at n = 3000).
+    assert abs(sum(p.rot90 == 2 for p in draws) / 3000 - 1 / 3) < 0.04
+    assert abs(sum(p.flip_axis == 0 for p in draws) / 3000 - 1 / 2) < 0.04
+    assert abs(sum(p.posterize_bits == 9 for p in draws) / 3000 - 1 / 6) < 0.04
+
+
+def test_authors_law_changes_every_spatial_view() -> None:
+    image = torch.arange(16, dtype=torch.float32).reshape(4, 4) / 15
+    for p in sample_augmentations(50, seed=5):
+        # A flip followed by a non-zero rotation is never the identity on a generic image.
+        assert not torch.equal(apply_spatial(image, p), image)
+
+
+def test_unknown_law_is_rejected() -> None:
+    with pytest.raises(InvalidInputError, match="law="):
+        sample_augmentations(2, seed=0, law="dense")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("k", [0, -1, 2.5])

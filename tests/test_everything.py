@@ -239,3 +239,93 @@ def test_point_grid_equals_sam_grid_scaled_to_the_content(n: int) -> None:
     points = GridModel().prompt_grid(geometry, (n,), "points").double().numpy()
     expected = build_point_grid(n) * np.array([256, 183])  # (x, y) order
     np.testing.assert_allclose(points, expected, rtol=0, atol=1e-4)
+
+
+# --- every view prompted with the original grid mapped onto it --------------------------------------
+
+EQ_SIZE = 22  # box grid of side 8, stride 4 on 22 px: starts 0, 4, 8, 12, 14 (last one flush)
+
+
+class EquivariantModel(GridModel):
+    """Box-prompted stub that commutes with flips and rotations: the "embedding" is the canvas
+    itself; a box decodes to its bright pixels (index-inclusive corners, as SAM's encoder reads
+    them), with predicted IoU = the bright share of the box."""
+
+    canvas_size = EQ_SIZE
+
+    def encode(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch[:, :1]
+
+    def decode(self, embedding: torch.Tensor, prompts: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        bright = embedding[0, 0] > 0.5
+        rows = torch.arange(EQ_SIZE)[:, None]
+        cols = torch.arange(EQ_SIZE)[None, :]
+        logits, ious = [], []
+        for x0, y0, x1, y1 in prompts.tolist():
+            box = (cols >= x0) & (cols <= x1) & (rows >= y0) & (rows <= y1)
+            logits.append(confident(box & bright))
+            ious.append(float((box & bright).sum()) / float(box.sum()))
+        return torch.stack(logits)[:, None], torch.tensor(ious)[:, None]
+
+
+def _symmetric_image() -> torch.Tensor:
+    image = torch.zeros(EQ_SIZE, EQ_SIZE)
+    image[7:15, 7:15] = 1.0  # centred: unchanged by the 8 symmetries of the square
+    image[10:12, 3:19] = 1.0
+    image[3:19, 10:12] = 1.0
+    return image
+
+
+def _inverted_unions(prompt_rule: str) -> list[torch.Tensor]:
+    from sugfw.augment import IDENTITY, apply_spatial, invert_spatial
+    from sugfw.models.base import transform_prompts
+
+    model = EquivariantModel()
+    image = _symmetric_image()
+    geometry = CanvasGeometry(EQ_SIZE, EQ_SIZE, EQ_SIZE, 1.0)
+    everything = replace(GridModel.defaults, prompt_kind="boxes", grid=(8,), pred_iou_thresh=0.3,
+                         stability_thresh=0.0, max_area_fraction=1.0, box_nms_thresh=1.0)
+    base = model.prompt_grid(geometry, everything.grid, "boxes")
+    unions = []
+    for flip_axis in (None, 0, 1):
+        for rot90 in range(4):
+            p = replace(IDENTITY, flip_axis=flip_axis, rot90=rot90)
+            view = apply_spatial(image, p)
+            embedding = model.encode(view[None, None])
+            if prompt_rule == "mapped":
+                prompts = transform_prompts(base, EQ_SIZE, EQ_SIZE, flip_axis, rot90)
+            else:
+                prompts = model.prompt_grid(geometry, everything.grid, "boxes")
+            union = everything_union(model, embedding, geometry, everything, 4, prompts=prompts).union
+            unions.append(invert_spatial(union, p))
+    return unions
+
+
+def test_mapped_grid_gives_identical_inverted_unions_on_a_symmetric_image() -> None:
+    unions = _inverted_unions("mapped")
+    assert unions[0].any() and not unions[0].all()
+    for union in unions[1:]:
+        assert torch.equal(union, unions[0])
+
+
+def test_each_views_own_flush_grid_gives_different_unions() -> None:
+    # The defect the mapped grid removes: the same model and image, but every view prompted with
+    # its own grid (last box flush with the edge), so flipped views see boxes elsewhere.
+    unions = _inverted_unions("native")
+    assert any(not torch.equal(union, unions[0]) for union in unions[1:])
+
+
+def test_transform_prompts_maps_a_pixel_like_apply_spatial() -> None:
+    from sugfw.augment import IDENTITY, apply_spatial
+    from sugfw.models.base import transform_prompts
+
+    image = torch.zeros(5, 7)
+    image[1, 2] = 1.0  # row 1, column 2: the point (x, y) = (2, 1)
+    for flip_axis in (None, 0, 1):
+        for rot90 in range(4):
+            moved = apply_spatial(image, replace(IDENTITY, flip_axis=flip_axis, rot90=rot90))
+            row, col = (int(v) for v in torch.nonzero(moved)[0])
+            point = transform_prompts(torch.tensor([[2.0, 1.0]]), 5, 7, flip_axis, rot90)
+            assert point.tolist() == [[col, row]]
+            box = transform_prompts(torch.tensor([[2.0, 1.0, 2.0, 1.0]]), 5, 7, flip_axis, rot90)
+            assert box.tolist() == [[col, row, col, row]]
