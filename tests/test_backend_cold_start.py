@@ -227,18 +227,90 @@ def test_rerun_of_the_published_batch_downloads_computes_and_writes_nothing(worl
     assert (project.creates, project.data_writes, project.deleted) == (creates, writes, [])
 
 
-def test_rerun_after_a_crash_while_publishing_creates_no_duplicates(world):
-    run(world.job(world.scorer()))
-    project = world.project
-    version, creates, writes = project.model_version, list(project.creates), list(project.data_writes)
-    (world.config.state_dir / "projects" / f"{PROJECT}.json").unlink()  # died before recording the batch
+class Crash(Exception):
+    """The process dying in the middle of a Label Studio call."""
 
-    scorer = world.scorer()
-    run(world.job(scorer))
-    assert scorer.scorer.computed == []
-    assert project.creates[len(creates):] == [[]]  # every task already has its prediction
-    assert (project.data_writes, project.deleted) == (writes, [])
-    assert sorted(project.predictions_of(version)) == [10, 11, 12, 15]
+
+class CrashingProject(FakeProject):
+    """Raises on the n-th call of one write (create and delete count one prediction per call, as
+    the real client sends one request each), after the calls before it took effect."""
+
+    def __init__(self, tasks: list[dict], method: str | None = None, n: int = 0) -> None:
+        super().__init__(tasks)
+        self.crash_at, self.calls = (method, n), {}
+
+    def arm(self, method: str | None, n: int = 0) -> None:
+        self.crash_at, self.calls = (method, n), {}
+
+    def _tick(self, method: str) -> None:
+        self.calls[method] = self.calls.get(method, 0) + 1
+        if self.crash_at == (method, self.calls[method]):
+            raise Crash(f"killed during {method} call {self.calls[method]}")
+
+    def create_predictions(self, predictions: dict) -> None:
+        self.creates.append(sorted(predictions))
+        for task_id, prediction in predictions.items():
+            self._tick("create_predictions")
+            self.add_prediction(task_id, prediction)
+
+    def delete_predictions(self, ids) -> None:
+        for prediction_id in ids:
+            self._tick("delete_predictions")
+            super().delete_predictions([prediction_id])
+
+    def set_task_data(self, task_id: int, data: dict) -> None:
+        self._tick("set_task_data")
+        super().set_task_data(task_id, data)
+
+    def serve_by_prediction_score(self, model_version: str) -> None:
+        self._tick("serve_by_prediction_score")
+        super().serve_by_prediction_score(model_version)
+
+
+@pytest.mark.parametrize(
+    "method,n",
+    [("create_predictions", 1), ("create_predictions", 4), ("serve_by_prediction_score", 1),
+     ("set_task_data", 1), ("set_task_data", 2), ("delete_predictions", 1), ("delete_predictions", 3)],
+)
+def test_rerun_after_a_crash_mid_publish_converges(world, textured_slice, method, n):
+    project = CrashingProject(world.project.task_list)
+    world.project = project
+    run(world.job(world.scorer()))  # a first batch, published whole
+    first_version = project.model_version
+    project.add_prediction(10, {"model_version": "sugfw-litemedsam", "score": None, "result": []})  # /predict
+    project.add_prediction(11, {"model_version": "sugfw-unet-3", "score": 0.0, "result": []})
+    project.add_prediction(12, {"model_version": "another-model", "score": 0.5, "result": []})  # not ours
+    write_png(world.root / "s16.png", textured_slice(32, 40, seed=9))
+    project.task_list.append({"id": 16, "data": {"image": "/data/local-files/?d=s16.png", "case": "c2"}})
+
+    project.arm(method, n)
+    with pytest.raises(Crash):
+        run(world.job(world.scorer()))
+    project.arm(None)
+    run(world.job(world.scorer()))
+
+    version = project.model_version
+    assert version not in (None, first_version)
+    ranks, clusters, _ = expected_queue(world, [10, 11, 12, 15, 16])
+    batch = project.predictions_of(version)  # asserts one prediction per task
+    assert sorted(batch) == [10, 11, 12, 15, 16]
+    assert {t: (p["score"], p["cluster"]) for t, p in batch.items()} == {
+        t: (ranks[t] / 5, clusters[t]) for t in batch}
+    priority = {task["id"]: task["data"]["priority"] for task in project.task_list}
+    assert priority == {**ranks, 13: 5, 14: 6}
+    assert project.task_list[-1]["data"]["case"] == "c2"
+    # Every earlier batch of ours is gone; someone else's prediction stays.
+    assert sorted((p["task"], p["model_version"]) for p in project.stored if p["model_version"] != version) == [
+        (12, "another-model")]
+    for task_id, prediction in batch.items():  # /predict answers what Label Studio holds
+        stored = world.store.get(task_id)
+        assert {k: stored[k] for k in ("score", "cluster", "model_version", "result")} == {
+            k: prediction[k] for k in ("score", "cluster", "model_version", "result")}
+    # A further rerun finds everything in place and writes nothing.
+    creates, writes, deleted = list(project.creates), list(project.data_writes), list(project.deleted)
+    run(world.job(world.scorer()))
+    assert project.model_version == version
+    assert (project.creates, project.data_writes, project.deleted) == (creates, writes, deleted)
 
 
 def test_setup_answers_the_published_version_of_the_project(world):
