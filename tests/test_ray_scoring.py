@@ -220,3 +220,11 @@ def test_the_cluster_listens_on_loopback_only(ray_run):
     addresses = _listening_addresses(_descendants(os.getpid()))
     assert addresses, "found no listening Ray process"
     assert all(_is_loopback(a) for a in addresses), addresses
+
+
+@pytest.mark.slow
+def test_score_on_ray_joins_the_running_cluster(ray_run, ray_cluster):
+    pool, index, _ = ray_run
+    scored = score_on_ray(SPEC, phantoms(), pool.cache_dir, "auto", actors=1, progress=False)
+    assert_same_index(index_from_scored(scored), index)  # all from the cache written above
+    assert ray_cluster.is_initialized()  # it did not start Ray, so it leaves it running
