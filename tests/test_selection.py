@@ -10,9 +10,12 @@ from sugfw.selection import (
     StrategySpec,
     get_strategy,
     gscu,
+    gscu_index_order,
+    gscu_tie_aware,
     gscu_without_clustering,
     gscu_without_greedy,
     resolve_budget,
+    tie_share,
 )
 
 # Every registered strategy (GSCU, its ablations and the baselines) shares the input checks.
@@ -82,7 +85,7 @@ def test_resolve_budget_rejects(budget, n, match):
 # ---------------------------------------------------------------- GSCU, hand-computed
 
 
-def test_gscu_hand_computed_order_and_continuation():
+def test_gscu_index_order_hand_computed_order_and_continuation():
     # u by slice: 0:5 1:6 2:4 3:1 4:12 5:9 6:10 7:3; clusters A={0,3,5} B={1,4,7} C={2,6}.
     # Round 1
     #   A (first): median{5,1,9} = 5; |u - 5| = 0 (s0), 4 (s3), 4 (s5) -> s0. Selected u {5}
@@ -94,19 +97,19 @@ def test_gscu_hand_computed_order_and_continuation():
     #   C: only s2 left -> s2
     # Round 3
     #   A: only s5 left -> s5;  B: only s1 left -> s1;  C: empty, skipped
-    selection = gscu(THREE_GROUPS, THREE_GROUP_U, budget=3, seed=0)
+    selection = gscu_index_order(THREE_GROUPS, THREE_GROUP_U, budget=3, seed=0)
     assert selection.order.tolist() == [0, 4, 6, 3, 7, 2, 5, 1]
     assert selection.picks.tolist() == [0, 4, 6]
     assert selection.n_selected == 3
     assert selection.clusters.tolist() == THREE_GROUP_IDS.tolist()
 
 
-def test_gscu_result_depends_on_partition_not_on_sklearn_label_numbering():
+def test_gscu_index_order_depends_on_partition_not_on_sklearn_label_numbering():
     # Every seed finds the same three groups; renumbering by smallest member makes the
     # cluster ids and the visiting order, hence the whole Selection, identical.
-    reference = gscu(THREE_GROUPS, THREE_GROUP_U, budget=3, seed=0)
+    reference = gscu_index_order(THREE_GROUPS, THREE_GROUP_U, budget=3, seed=0)
     for seed in range(1, 8):
-        other = gscu(THREE_GROUPS, THREE_GROUP_U, budget=3, seed=seed)
+        other = gscu_index_order(THREE_GROUPS, THREE_GROUP_U, budget=3, seed=seed)
         np.testing.assert_array_equal(other.order, reference.order)
         np.testing.assert_array_equal(other.clusters, reference.clusters)
 
@@ -128,24 +131,24 @@ def test_gscu_first_pick_uses_numpy_median_of_even_cluster(uncertainty):
     # Continuation for [9,3,1,5]: selected {3}: s0 6, s2 2, s3 2 -> s0;
     #   then {3,9}: s2 2, s3 2 -> tie, s2; then s3.
     features = np.arange(8, dtype=float).reshape(4, 2)
-    selection = gscu(features, np.array(uncertainty, dtype=float), budget=1, seed=0)
+    selection = gscu_index_order(features, np.array(uncertainty, dtype=float), budget=1, seed=0)
     assert selection.order.tolist() == [1, 0, 2, 3]
     assert selection.clusters.tolist() == [0, 0, 0, 0]
 
 
-def test_gscu_median_tie_goes_to_lowest_index():
+def test_gscu_index_order_median_tie_goes_to_lowest_index():
     # u = [7, 5, 5]: median 5, s1 and s2 both at distance 0 -> s1; then {5}: s0 2, s2 0 -> s0.
     features = np.array([[0, 0], [1, 0], [0, 1]], dtype=float)
-    selection = gscu(features, np.array([7.0, 5.0, 5.0]), budget=1, seed=0)
+    selection = gscu_index_order(features, np.array([7.0, 5.0, 5.0]), budget=1, seed=0)
     assert selection.order.tolist() == [1, 0, 2]
 
 
 @pytest.mark.parametrize("uncertainty", [[5.0, 2.0, 8.0], [5.0, 8.0, 2.0]])
-def test_gscu_greedy_tie_goes_to_lowest_index(uncertainty):
+def test_gscu_index_order_greedy_tie_goes_to_lowest_index(uncertainty):
     # Clusters {s0} and {s1, s2}. First pick s0 (u 5); s1 and s2 are both 3 away -> s1,
     # whichever of them has the larger uncertainty.
     features = np.array([[0, 0], [50, 0], [50, 1]], dtype=float)
-    selection = gscu(features, np.array(uncertainty), budget=2, seed=0)
+    selection = gscu_index_order(features, np.array(uncertainty), budget=2, seed=0)
     assert selection.order.tolist() == [0, 1, 2]
     assert selection.clusters.tolist() == [0, 1, 1]
 
@@ -187,9 +190,9 @@ def _assert_obeys_gscu_rule(selection: Selection, uncertainty: np.ndarray) -> No
 
 
 @pytest.mark.parametrize("budget", [1, 4, 9, 40])
-def test_gscu_queue_is_a_permutation_obeying_the_rule(budget):
+def test_gscu_index_order_queue_is_a_permutation_obeying_the_rule(budget):
     features, uncertainty = _random_pool()
-    selection = gscu(features, uncertainty, budget=budget, seed=3)
+    selection = gscu_index_order(features, uncertainty, budget=budget, seed=3)
     assert sorted(selection.order.tolist()) == list(range(40))
     assert selection.clusters.shape == (40,)
     assert set(selection.clusters.tolist()) == set(range(budget))
@@ -228,12 +231,104 @@ def test_gscu_accepts_duplicate_rows_when_enough_are_distinct():
     assert sorted(selection.order.tolist()) == list(range(9))
 
 
-@pytest.mark.parametrize("strategy", [gscu, gscu_without_greedy])
+@pytest.mark.parametrize("strategy", [gscu, gscu_tie_aware, gscu_without_greedy])
 def test_fewer_distinct_rows_than_clusters_is_a_budget_error(strategy):
     features = np.repeat(np.array([[0.0, 0.0], [10.0, 0.0]]), 3, axis=0)
     match = "budget needs 3 clusters.*only 2 distinct rows"
     with pytest.raises(BudgetError, match=match):
         strategy(features, np.linspace(0.5, 0.75, 6), 3, 0)
+
+
+# ---------------------------------------------------------------- GSCU, independent of pool order
+
+
+def test_gscu_hand_computed_seeded_cluster_order():
+    # THREE_GROUPS centroids: A (1/3, 1/3), B (301/3, 1/3), C (1/2, 100). Sorted by centroid
+    # (x, then y): A, C, B. The visit order is that list permuted by default_rng(seed).
+    canonical = [0, 2, 1]
+    for seed in (0, 1, 5):
+        visit = [canonical[i] for i in np.random.default_rng(seed).permutation(3)]
+        selection = gscu(THREE_GROUPS, THREE_GROUP_U, budget=3, seed=seed)
+        assert selection.clusters[selection.picks].tolist() == visit
+        # First cluster: the member nearest the median uncertainty of that cluster.
+        first = np.flatnonzero(THREE_GROUP_IDS == visit[0])
+        median = np.median(THREE_GROUP_U[first])
+        expected = first[np.argmin(np.abs(THREE_GROUP_U[first] - median))]
+        assert selection.picks[0] == expected
+
+
+def test_gscu_first_cluster_is_not_pinned_to_slice_zero():
+    # Over seeds the first visited cluster varies; the index-order variant always starts with
+    # the cluster of slice 0.
+    first = {int(gscu(THREE_GROUPS, THREE_GROUP_U, 3, seed).clusters[
+        gscu(THREE_GROUPS, THREE_GROUP_U, 3, seed).picks[0]]) for seed in range(12)}
+    assert len(first) > 1
+    pinned = {int(gscu_index_order(THREE_GROUPS, THREE_GROUP_U, 3, s).picks[0]) for s in range(12)}
+    assert pinned == {0}
+
+
+def test_gscu_median_tie_goes_to_the_member_nearest_the_centroid():
+    # One cluster: rows (0,0), (1,0), (9,0); centroid (10/3, 0). u = [5, 7, 5]: median 5,
+    # s0 and s2 tie at distance 0; s2 is 5.67 from the centroid, s0 3.33 -> s0.
+    # Reversed rows: s0 = (9,0), s2 = (0,0) -> s2. Index order would take s0 both times.
+    features = np.array([[0, 0], [1, 0], [9, 0]], dtype=float)
+    u = np.array([5.0, 7.0, 5.0])
+    assert gscu(features, u, 1, 0).picks.tolist() == [0]
+    assert gscu(features[::-1].copy(), u, 1, 0).picks.tolist() == [2]
+    assert gscu_index_order(features[::-1].copy(), u, 1, 0).picks.tolist() == [0]
+
+
+def test_gscu_greedy_tie_goes_to_the_member_nearest_the_centroid():
+    # Clusters {s0} and {s1, s2, s3}; centroid of the second (151/3, 4/3). With s0 (u 5) picked
+    # first, s1 (u 2) and s3 (u 8) are both 3 away, s2 (u 5.5) 0.5: s1/s3 tie. Squared distances to
+    # the centroid: s1 (50, 4) 65/9, s3 (50, 0) 17/9 -> s3. Index order takes s1.
+    features = np.array([[0, 0], [50, 4], [51, 0], [50, 0]], dtype=float)
+    u = np.array([5.0, 2.0, 5.5, 8.0])
+    started_with_s0 = 0
+    for seed in range(8):
+        selection = gscu(features, u, 2, seed)
+        if selection.picks[0] == 0:
+            started_with_s0 += 1
+            assert selection.picks.tolist() == [0, 3]
+    assert started_with_s0 > 0
+    assert gscu_index_order(features, u, 2, 0).picks.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("strategy", [gscu, gscu_tie_aware])
+@pytest.mark.parametrize("budget", [3, 6])
+def test_gscu_order_is_invariant_to_a_permutation_of_the_pool(strategy, budget):
+    # Six far-apart groups (k-means finds them whatever the row order), a third of the slices
+    # tied at exactly 0.5: the permuted pool gives the same queue, up to relabelling.
+    rng = np.random.default_rng(3)
+    centres = np.array([[0, 0], [100, 0], [0, 100], [100, 100], [200, 0], [0, 200]], dtype=float)
+    features = np.repeat(centres, 8, axis=0) + rng.normal(scale=1.0, size=(48, 2))
+    u = rng.uniform(0.5, 0.75, size=48)
+    u[rng.choice(48, 16, replace=False)] = 0.5
+    if budget == 3:  # three clusters, each holding two groups
+        features = np.repeat(centres[:3], 16, axis=0) + rng.normal(scale=1.0, size=(48, 2))
+    reference = strategy(features, u, budget, 11)
+    for trial in range(3):
+        perm = np.random.default_rng(trial).permutation(48)  # new slice j = old slice perm[j]
+        permuted = strategy(features[perm], u[perm], budget, 11)
+        np.testing.assert_array_equal(perm[permuted.order], reference.order)
+    # The index-order variant does depend on the file order here.
+    index_order = gscu_index_order(features, u, budget, 11)
+    moved = [perm[gscu_index_order(features[perm], u[perm], budget, 11).order]
+             for perm in (np.random.default_rng(t).permutation(48) for t in range(3))]
+    assert any(not np.array_equal(m, index_order.order) for m in moved)
+
+
+def test_tie_aware_gscu_queues_tied_slices_last():
+    # Slices 0..3 tied at 0.5, 4..7 not; two groups. Every untied slice comes before any tied one.
+    features = np.array([[0, 0], [1, 0], [100, 0], [101, 0], [0, 1], [1, 1], [100, 1], [101, 1]],
+                        dtype=float)
+    u = np.array([0.5, 0.5, 0.5, 0.5, 0.52, 0.6, 0.55, 0.7])
+    selection = gscu_tie_aware(features, u, 2, 0)
+    assert set(selection.order[:4].tolist()) == {4, 5, 6, 7}
+    assert set(selection.order[4:].tolist()) == {0, 1, 2, 3}
+    # Faithful GSCU: median of {0.5, 0.5, 0.52, 0.6} is 0.51 -> a tied slice can come first.
+    assert tie_share(u) == 0.5
+    assert tie_share(u[selection.picks]) == 0.0
 
 
 # ---------------------------------------------------------------- ablations
@@ -354,6 +449,8 @@ def test_bad_seed_raises_invalid_input(strategy, seed):
 def test_registry_pairs_each_strategy_with_its_features():
     expected = {
         "gscu": (gscu, "pgdr"),
+        "gscu_index_order": (gscu_index_order, "pgdr"),
+        "gscu_tie_aware": (gscu_tie_aware, "pgdr"),
         "gscu_no_pgdr": (gscu, "mean"),
         "gscu_no_clustering": (gscu_without_clustering, "pgdr"),
         "gscu_no_greedy": (gscu_without_greedy, "pgdr"),
@@ -366,7 +463,7 @@ def test_registry_pairs_each_strategy_with_its_features():
 
 
 def test_unknown_strategy_lists_the_known_names():
-    with pytest.raises(InvalidInputError, match="'no_such_strategy' is unknown.*gscu, gscu_no_clustering"):
+    with pytest.raises(InvalidInputError, match="'no_such_strategy' is unknown.*gscu, gscu_index_order, gscu_no_clustering"):
         get_strategy("no_such_strategy")
 
 

@@ -15,7 +15,14 @@ from sugfw.selection.base import Selection, SelectionStrategy
 from sugfw.selection.budget import check_budget, parse_budget, resolve_budget
 from sugfw.selection.calr import calr
 from sugfw.selection.fps import fps
-from sugfw.selection.gscu import gscu, gscu_without_clustering, gscu_without_greedy
+from sugfw.selection.gscu import (
+    gscu,
+    gscu_index_order,
+    gscu_tie_aware,
+    gscu_without_clustering,
+    gscu_without_greedy,
+    tie_share,
+)
 from sugfw.selection.probcover import probcover
 from sugfw.selection.random_baseline import random_selection
 from sugfw.selection.typiclust import typiclust, typiclust_sugfw
@@ -40,6 +47,10 @@ class StrategySpec:
 
 STRATEGIES: dict[str, StrategySpec] = {
     "gscu": StrategySpec(gscu, "pgdr"),
+    # GSCU with clusters visited by smallest member and ties to the lowest index (file order).
+    "gscu_index_order": StrategySpec(gscu_index_order, "pgdr"),
+    # GSCU with the slices at Û = 0.5 (no disagreement between views) queued last.
+    "gscu_tie_aware": StrategySpec(gscu_tie_aware, "pgdr"),
     # "w/o PGDR" changes the features, not the selection rule.
     "gscu_no_pgdr": StrategySpec(gscu, "mean"),
     "gscu_no_clustering": StrategySpec(gscu_without_clustering, "pgdr"),
@@ -79,6 +90,8 @@ __all__ = [
     "fps",
     "get_strategy",
     "gscu",
+    "gscu_index_order",
+    "gscu_tie_aware",
     "gscu_without_clustering",
     "gscu_without_greedy",
     "probcover",
@@ -86,6 +99,7 @@ __all__ = [
     "check_budget",
     "parse_budget",
     "resolve_budget",
+    "tie_share",
     "typiclust",
     "typiclust_sugfw",
 ]

@@ -4,11 +4,12 @@ GSCU on features F (N, D), uncertainties u (N,) and a budget M:
 
 1. k-means on F with C = M clusters: ``KMeans(n_clusters=M, init="k-means++", n_init=10,
    random_state=seed)`` on float64 copies of the features.
-2. Cluster order: sklearn's label numbering depends on the k-means++ draw (and so on the seed and
-   the sklearn version), so clusters are renumbered by their smallest member index: cluster 0 holds
-   slice 0, cluster 1 the lowest slice not in cluster 0, and so on. Clusters are visited 0..C-1 in
-   that order (the authors visit sklearn's labels 0..C-1). The result then depends only on the
-   partition, and every seed that finds the same partition gives the same Selection.
+2. Cluster order. ``gscu`` (the default) visits the clusters in a seeded random order, as the
+   authors' loop over sklearn's labels 0..C-1 effectively does (k-means++ numbers the clusters
+   in the order of its random draw), but over a canonical list: clusters sorted by centroid,
+   then ``numpy.random.default_rng(seed).permutation(C)``. Nothing depends on the order of the
+   slices in the pool. ``gscu_index_order`` keeps the earlier rule: clusters renumbered by their
+   smallest member index and visited 0..C-1, so the first cluster always holds pool slice 0.
 3. First cluster: its member whose uncertainty is closest to the cluster's median uncertainty
    (``numpy.median``: the mean of the two middle values for an even count).
 4. Each next cluster: its member maximising ``min |u - u_s|`` over every slice s selected so far.
@@ -16,8 +17,18 @@ GSCU on features F (N, D), uncertainties u (N,) and a budget M:
    clusters in the same order; in each round every cluster with members left contributes one
    member, until every slice is queued. ``order[:M]`` is the paper's selection.
 
-Ties (exact float64 equality) go to the lowest slice index, as ``argmin``/``argmax`` over the
-members in index order do in the authors' code. ``Selection.clusters`` holds the renumbered ids.
+Ties (exact float64 equality of the rule's criterion, e.g. every slice with an empty union has
+Û = 0.5 exactly): ``gscu`` takes the tied member nearest its cluster's centroid (squared
+Euclidean in the clustered features), then the lowest index (only identical rows remain tied).
+``gscu_index_order`` takes the lowest slice index, as ``argmin``/``argmax`` over the members in
+index order do in the authors' code. ``Selection.clusters`` holds ids renumbered by smallest
+member in both (ids are labels; the visiting order is separate).
+
+``gscu_tie_aware`` (ours, label-free): ``gscu``, but slices at exactly Û = 0.5 (every view
+agreed: nothing found or the same masks everywhere, so Eq. 7 gives them no signal and one such
+pick makes every other one score 0) are deferred. Rounds first run over the untied members of
+every cluster (the median of the first pick too), and only then over the tied ones, with the
+same Eq. 7 bookkeeping.
 
 k-means cannot form C non-empty clusters from fewer than C distinct feature rows; that raises
 BudgetError. Should k-means still leave a cluster empty, that cluster has no id and the picks it
@@ -46,13 +57,64 @@ from sugfw.selection.clustering import cluster_features
 from sugfw.selection.inputs import check_inputs
 
 
+TIED_UNCERTAINTY = 0.5
+"""Û of a slice on which every augmented view agreed (U = 0.5 everywhere under either sign)."""
+
+
+def tied(uncertainty: np.ndarray) -> np.ndarray:
+    """Which slices sit at Û = 0.5 (to float rounding of a mean of 0.5s)."""
+    return np.abs(np.asarray(uncertainty, dtype=np.float64) - TIED_UNCERTAINTY) <= 1e-9
+
+
+def tie_share(uncertainty: np.ndarray) -> float:
+    """Share of slices at Û = 0.5: the degenerate, tied part of the pool."""
+    values = np.asarray(uncertainty)
+    return float(tied(values).mean()) if values.size else 0.0
+
+
 def gscu(features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int) -> Selection:
-    """GSCU (Eq. 6-7): one slice per k-means cluster, greedily spread over uncertainty."""
+    """GSCU (Eq. 6-7): one slice per k-means cluster, greedily spread over uncertainty; cluster
+    order and ties independent of the order of the pool."""
+    return _gscu_order_free(features, uncertainty, budget, seed, defer_tied=False)
+
+
+def gscu_tie_aware(
+    features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int
+) -> Selection:
+    """``gscu`` with the slices at Û = 0.5 queued after every other slice."""
+    return _gscu_order_free(features, uncertainty, budget, seed, defer_tied=True)
+
+
+def gscu_index_order(
+    features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int
+) -> Selection:
+    """GSCU with clusters visited by smallest member index and ties to the lowest index."""
     features, uncertainty, budget = check_inputs(features, uncertainty, budget, seed)
     clusters = cluster_features(features, budget, seed)
     choose = _greedy_uncertainty_chooser(uncertainty)
     order = _queue_by_rounds(_members_by_cluster(clusters), choose)
     return Selection(order=order, clusters=clusters, n_selected=budget)
+
+
+def _gscu_order_free(
+    features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int, defer_tied: bool
+) -> Selection:
+    features, uncertainty, budget = check_inputs(features, uncertainty, budget, seed)
+    clusters = cluster_features(features, budget, seed)
+    members = _members_by_cluster(clusters)
+    centroids = np.stack([features[m].mean(axis=0) for m in members])
+    to_centroid = ((features - centroids[clusters]) ** 2).sum(axis=1)
+    canonical = np.lexsort(centroids.T[::-1])  # by first coordinate, then the next ...
+    visit = canonical[np.random.default_rng(seed).permutation(len(members))]
+    members = [members[c] for c in visit]
+    choose = _greedy_uncertainty_chooser(uncertainty, tie_key=to_centroid)
+    if not defer_tied:
+        order = _queue_by_rounds(members, choose)
+    else:
+        is_tied = tied(uncertainty)
+        first = _queue_by_rounds([m[~is_tied[m]] for m in members], choose)
+        order = np.concatenate([first, _queue_by_rounds([m[is_tied[m]] for m in members], choose)])
+    return Selection(order=order.astype(np.int64), clusters=clusters, n_selected=budget)
 
 
 def gscu_without_greedy(
@@ -133,7 +195,17 @@ class _MaxMinDistance:
         return int(candidates[np.argmax(self.nearest[candidates])])
 
 
-def _greedy_uncertainty_chooser(uncertainty: np.ndarray) -> Callable[[np.ndarray], int]:
+def _first_best(candidates: np.ndarray, score: np.ndarray, tie_key: np.ndarray | None) -> int:
+    """The candidate of highest ``score``; exact ties by lowest ``tie_key``, then lowest index."""
+    best = candidates[score == score.max()]
+    if tie_key is None or best.size == 1:
+        return int(best[0])
+    return int(best[np.argmin(tie_key[best])])
+
+
+def _greedy_uncertainty_chooser(
+    uncertainty: np.ndarray, tie_key: np.ndarray | None = None
+) -> Callable[[np.ndarray], int]:
     spread = _MaxMinDistance(uncertainty)
     nothing_selected = True
 
@@ -141,10 +213,10 @@ def _greedy_uncertainty_chooser(uncertainty: np.ndarray) -> Callable[[np.ndarray
         nonlocal nothing_selected
         if nothing_selected:
             values = uncertainty[left]
-            i = int(left[np.argmin(np.abs(values - np.median(values)))])
+            i = _first_best(left, -np.abs(values - np.median(values)), tie_key)
             nothing_selected = False
         else:
-            i = spread.farthest(left)
+            i = _first_best(left, spread.nearest[left], tie_key)
         spread.add(i)
         return i
 
