@@ -115,18 +115,19 @@ def _is_loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    monkeypatch = pytest.MonkeyPatch()
-    # Ray's servers bind every interface unless Ray runs as a single-machine cluster (its mode on
-    # macOS and Windows), where the node address is 127.0.0.1 and every server binds to it.
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     ray = pytest.importorskip("ray")
     from ray._private import ray_constants
 
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)  # when ray was imported earlier
-    # 4 logical CPUs: the fixture's pool and a test's own pool of 2 one-thread actors each.
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    monkeypatch = pytest.MonkeyPatch()
     try:
+        # Ray's servers bind every interface unless Ray runs as a single-machine cluster (its mode
+        # on macOS and Windows), where the node address is 127.0.0.1 and every server binds to it.
+        # The variable reaches Ray's own processes; the constant covers this one.
+        monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+        # 4 logical CPUs: the fixture's pool and a test's own pool of 2 one-thread actors each.
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
         yield ray
     finally:
         ray.shutdown()
