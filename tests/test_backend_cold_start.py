@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -135,7 +136,7 @@ def world(tmp_path, tiny_sam, textured_slice, one_torch_thread):
         return SliceScorer(config, scorer=counting)
 
     def job(slice_scorer: SliceScorer, fetcher=None) -> ScoreJob:
-        return ScoreJob(config, slice_scorer, w.store, connect=lambda pid: w.project,
+        return ScoreJob(w.config, slice_scorer, w.store, connect=lambda pid: w.project,
                         fetcher=fetcher or (lambda: ImageFetcher(local_files_root=root)))
 
     w.scorer, w.job = scorer, job
@@ -153,11 +154,11 @@ def library_records(world, task_ids: list[int]) -> list:
     return [scorer.score_image(load_image_file(world.root / f"s{task_id}.png")) for task_id in task_ids]
 
 
-def expected_queue(world, task_ids: list[int]) -> tuple[dict, dict, dict]:
+def expected_queue(world, task_ids: list[int], budget: int = BUDGET) -> tuple[dict, dict, dict]:
     """Rank, cluster and union mask per task, computed by the library alone (no cache, no backend)."""
     records = library_records(world, task_ids)
     features = np.stack([r.features_pgdr for r in records])
-    selection = gscu(features, np.array([r.uncertainty for r in records]), BUDGET, 0)
+    selection = gscu(features, np.array([r.uncertainty for r in records]), budget, 0)
     ranks = selection.ranks()
     return (
         {t: int(ranks[i]) for i, t in enumerate(task_ids)},
@@ -267,19 +268,32 @@ class CrashingProject(FakeProject):
         super().serve_by_prediction_score(model_version)
 
 
+def assert_converged(world, project, version: str, task_ids: list[int]) -> dict[int, dict]:
+    """One prediction of ``version`` per task, the local store equal to Label Studio, and a
+    further rerun writing nothing."""
+    batch = project.predictions_of(version)  # asserts one prediction per task
+    assert sorted(batch) == task_ids
+    for task_id, prediction in batch.items():  # /predict answers what Label Studio holds
+        stored = world.store.get(task_id)
+        assert {k: stored[k] for k in ("score", "cluster", "model_version", "result")} == {
+            k: prediction[k] for k in ("score", "cluster", "model_version", "result")}
+    creates, writes, deleted = list(project.creates), list(project.data_writes), list(project.deleted)
+    run(world.job(world.scorer()))
+    assert project.model_version == version
+    assert (project.creates, project.data_writes, project.deleted) == (creates, writes, deleted)
+    return batch
+
+
 @pytest.mark.parametrize(
     "method,n",
-    [("create_predictions", 1), ("create_predictions", 4), ("serve_by_prediction_score", 1),
-     ("set_task_data", 1), ("set_task_data", 2), ("delete_predictions", 1), ("delete_predictions", 3)],
+    [("create_predictions", 1), ("serve_by_prediction_score", 1), ("set_task_data", 1)],
 )
-def test_rerun_after_a_crash_mid_publish_converges(world, textured_slice, method, n):
+def test_rerun_after_a_crash_mid_import_converges(world, textured_slice, method, n):
     project = CrashingProject(world.project.task_list)
     world.project = project
     run(world.job(world.scorer()))  # a first batch, published whole
-    first_version = project.model_version
-    project.add_prediction(10, {"model_version": "sugfw-litemedsam", "score": None, "result": []})  # /predict
-    project.add_prediction(11, {"model_version": "sugfw-unet-3", "score": 0.0, "result": []})
-    project.add_prediction(12, {"model_version": "another-model", "score": 0.5, "result": []})  # not ours
+    version = project.model_version
+    before = {p["id"]: dict(p) for p in project.stored}
     write_png(world.root / "s16.png", textured_slice(32, 40, seed=9))
     project.task_list.append({"id": 16, "data": {"image": "/data/local-files/?d=s16.png", "case": "c2"}})
 
@@ -289,28 +303,57 @@ def test_rerun_after_a_crash_mid_publish_converges(world, textured_slice, method
     project.arm(None)
     run(world.job(world.scorer()))
 
+    # The new task joined the published queue; nothing published before was rewritten.
+    assert project.model_version == version
+    batch = assert_converged(world, project, version, [10, 11, 12, 15, 16])
+    assert {p["id"]: p for p in project.stored if p["id"] in before} == before
+    ranks, clusters, _ = expected_queue(world, [10, 11, 12, 15, 16])
+    assert batch[16]["cluster"] == clusters[16]
+    # Its score and priority sit between those of its neighbours in the new GSCU order
+    # (bounded by 0 and 1, or the last priority + 2, at the ends).
+    by_rank = sorted(batch, key=ranks.__getitem__)
+    at = by_rank.index(16)
+    priority = {task["id"]: task["data"]["priority"] for task in project.task_list}
+    scores = {t: p["score"] for t, p in batch.items()}
+    for values, low, high in ((scores, 0.0, 1.0), (priority, -1.0, 5.0)):
+        before = values[by_rank[at - 1]] if at > 0 else low
+        after = values[by_rank[at + 1]] if at < len(by_rank) - 1 else high
+        assert min(before, after) < values[16] < max(before, after)
+    assert project.task_list[-1]["data"]["case"] == "c2"
+
+
+@pytest.mark.parametrize(
+    "method,n",
+    [("create_predictions", 1), ("create_predictions", 4), ("serve_by_prediction_score", 1),
+     ("set_task_data", 1), ("delete_predictions", 1), ("delete_predictions", 3)],
+)
+def test_rerun_after_a_crash_mid_republish_converges(world, method, n):
+    project = CrashingProject(world.project.task_list)
+    world.project = project
+    run(world.job(world.scorer()))
+    first_version = project.model_version
+    project.add_prediction(10, {"model_version": "sugfw-litemedsam", "score": None, "result": []})  # /predict
+    project.add_prediction(11, {"model_version": "sugfw-unet-3", "score": 0.0, "result": []})
+    project.add_prediction(12, {"model_version": "another-model", "score": 0.5, "result": []})  # not ours
+    world.config = dataclasses.replace(world.config, budget=3)  # another ordering: a new batch over every task
+
+    project.arm(method, n)
+    with pytest.raises(Crash):
+        run(world.job(world.scorer()))
+    project.arm(None)
+    run(world.job(world.scorer()))
+
     version = project.model_version
     assert version not in (None, first_version)
-    ranks, clusters, _ = expected_queue(world, [10, 11, 12, 15, 16])
-    batch = project.predictions_of(version)  # asserts one prediction per task
-    assert sorted(batch) == [10, 11, 12, 15, 16]
+    ranks, clusters, _ = expected_queue(world, [10, 11, 12, 15], budget=3)
+    batch = assert_converged(world, project, version, [10, 11, 12, 15])
     assert {t: (p["score"], p["cluster"]) for t, p in batch.items()} == {
-        t: (ranks[t] / 5, clusters[t]) for t in batch}
+        t: (ranks[t] / 4, clusters[t]) for t in batch}
     priority = {task["id"]: task["data"]["priority"] for task in project.task_list}
-    assert priority == {**ranks, 13: 5, 14: 6}
-    assert project.task_list[-1]["data"]["case"] == "c2"
+    assert priority == {**ranks, 13: 4, 14: 5}
     # Every earlier batch of ours is gone; someone else's prediction stays.
     assert sorted((p["task"], p["model_version"]) for p in project.stored if p["model_version"] != version) == [
         (12, "another-model")]
-    for task_id, prediction in batch.items():  # /predict answers what Label Studio holds
-        stored = world.store.get(task_id)
-        assert {k: stored[k] for k in ("score", "cluster", "model_version", "result")} == {
-            k: prediction[k] for k in ("score", "cluster", "model_version", "result")}
-    # A further rerun finds everything in place and writes nothing.
-    creates, writes, deleted = list(project.creates), list(project.data_writes), list(project.deleted)
-    run(world.job(world.scorer()))
-    assert project.model_version == version
-    assert (project.creates, project.data_writes, project.deleted) == (creates, writes, deleted)
 
 
 def test_setup_answers_the_published_version_of_the_project(world):
@@ -322,8 +365,8 @@ def test_setup_answers_the_published_version_of_the_project(world):
 
 
 def test_restart_mid_job_resumes_from_the_score_cache(world):
-    class Crash(Exception):
-        pass
+    class Crash(BaseException):
+        """The process being killed (not an error the job could skip a task for)."""
 
     class CrashingFetcher(ImageFetcher):
         def fetch(self, task, image_key):
@@ -343,24 +386,34 @@ def test_restart_mid_job_resumes_from_the_score_cache(world):
     assert sorted(world.project.predictions_of(world.project.model_version)) == [10, 11, 12, 15]
 
 
-def test_new_task_gives_a_new_batch_and_stale_predictions_go(world, textured_slice):
+def test_an_import_writes_only_the_new_tasks_and_keeps_unet_masks(world, textured_slice):
     run(world.job(world.scorer()))
     project = world.project
-    first_version = project.model_version
-    project.add_prediction(10, {"model_version": "sugfw-litemedsam", "score": None, "result": []})  # from /predict
-    # UNet predictions carry the old queue's scores: superseded too (the next training redoes them).
-    project.add_prediction(11, {"model_version": "sugfw-unet-3", "score": 0.0, "result": []})
-    project.add_prediction(12, {"model_version": "another-model", "score": 0.5, "result": []})  # not ours: kept
+    version = project.model_version
+    # After a training run the queue follows the UNet's predictions.
+    unet = "sugfw-unet-1"
+    for task_id in (10, 11, 12, 15):
+        prediction = {**world.store.get(task_id), "model_version": unet, "result": [{"unet": task_id}]}
+        world.store.put(task_id, prediction)
+        project.add_prediction(task_id, prediction)
+    SugfwModel(world.config).projects.set_served_version(PROJECT, unet)
+    project.serve_by_prediction_score(unet)
+    before = {p["id"]: dict(p) for p in project.stored}
 
     write_png(world.root / "s16.png", textured_slice(32, 40, seed=9))
     project.task_list.append({"id": 16, "data": {"image": "/data/local-files/?d=s16.png"}})
-    run(world.job(world.scorer()))
-    assert project.model_version != first_version
-    assert project.predictions_of(first_version) == {}
-    assert project.predictions_of("sugfw-litemedsam") == {}
-    assert project.predictions_of("sugfw-unet-3") == {}
-    assert sorted(project.predictions_of("another-model")) == [12]
-    assert sorted(project.predictions_of(project.model_version)) == [10, 11, 12, 15, 16]
+    scorer = world.scorer()
+    run(world.job(scorer))
+    assert scorer.scorer.computed == ["task-16"]  # only the new slice is scored
+    assert project.creates[-1] == [16]  # only its prediction is written
+    assert project.deleted == []
+    assert {p["id"]: p for p in project.stored if p["id"] in before} == before  # UNet masks kept
+    assert project.model_version == unet
+    served = project.predictions_of(unet)
+    assert sorted(served) == [10, 11, 12, 15, 16]
+    assert served[16]["result"] and served[16]["result"][0]["type"] == "brushlabels"  # a SAM mask
+    assert 0.0 <= served[16]["score"] <= 1.0
+    assert project.predictions_of(version).keys() == {10, 11, 12, 15}  # the SAM batch, untouched
 
 
 def test_project_without_any_usable_image_keeps_its_queue(world, caplog):

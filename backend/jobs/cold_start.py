@@ -31,6 +31,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import httpx
+
 from backend.labelstudio.brush import SegmentationControl, mask_to_result, parse_label_config
 from backend.config import BackendConfig
 from backend.labelstudio.images import ImageFetcher
@@ -63,8 +65,68 @@ class ScoredTask(NamedTuple):
     task_id: int
     record: SliceRecord
     """Without its union mask and uncertainty map: thousands of full-size masks would not fit in memory."""
-    result: list[dict[str, Any]]
-    """The union mask as Label Studio result items."""
+
+
+def place_new_tasks(
+    ranks: dict[int, int], queue: dict[int, tuple], new_ids: list[int]
+) -> dict[int, tuple[float, float]]:
+    """(score, priority) for each new task, between those of its published neighbours.
+
+    ``ranks`` is the full GSCU order over old and new tasks; ``queue`` holds the published
+    (score, cluster, priority) of the old ones, which stay as they are, so an import writes only
+    the new tasks' predictions. A run of new tasks between two old ones is spread evenly between
+    their values; before the first old task the bound is 0, after the last it is 1 (score) or the
+    last priority + 1.
+    """
+    new = set(new_ids)
+    order = sorted(ranks, key=ranks.__getitem__)
+    placed: dict[int, tuple[float, float]] = {}
+    run: list[int] = []
+    previous: tuple[float, float] = (0.0, -1.0)
+    for task_id in [*order, None]:
+        if task_id in new:
+            run.append(task_id)
+            continue
+        if task_id is None:
+            upper = (1.0, previous[1] + 1.0 + len(run))
+        else:
+            upper = (float(queue[task_id][0]), float(queue[task_id][2]))
+        for j, waiting in enumerate(run, start=1):
+            fraction = j / (len(run) + 1)
+            placed[waiting] = tuple(lo + (hi - lo) * fraction for lo, hi in zip(previous, upper))
+        run = []
+        if task_id is not None:
+            previous = upper
+    return placed
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class _LazyResults:
+    """Label Studio result items of each task's SAM union.
+
+    A freshly scored task's mask is encoded at once (the RLE is far smaller than the mask); a task
+    reused from an earlier run is encoded from the record cache only if a prediction needs it.
+    """
+
+    def __init__(self, job: ScoreJob, control: SegmentationControl) -> None:
+        self.job, self.control = job, control
+        self.results: dict[int, list[dict[str, Any]]] = {}
+        self.hashes: dict[int, str] = {}
+
+    def remember(self, task_id: int, record: SliceRecord) -> None:
+        self.hashes[task_id] = record.content_hash
+        if record.union_mask is not None:
+            self.results[task_id] = mask_to_result(record.union_mask, self.control)
+
+    def __getitem__(self, task_id: int) -> list[dict[str, Any]]:
+        if task_id not in self.results:
+            cached = self.job.scorer.cached(self.hashes[task_id], task_slice_id(task_id))
+            mask = cached.union_mask if cached is not None else None
+            self.results[task_id] = mask_to_result(mask, self.control) if mask is not None else []
+        return self.results[task_id]
 
 
 class ScoreJob:
@@ -104,32 +166,71 @@ class ScoreJob:
             return
         records = [item.record for item in scored]
         selection = plan_queue(records, self.config.budget, self.config.seed)
-        version = self.batch_version(scored, selection)
-        log.info(
-            "project %s: %d task(s) scored, %d skipped; GSCU with %d cluster(s) → version %s",
-            job.project, len(scored), len(skipped), selection.n_selected, version,
-        )
         ranks = {item.task_id: int(rank) for item, rank in zip(scored, selection.ranks())}
-        if version == published.get("model_version"):
-            log.info("project %s: queue unchanged since it was published as %s", job.project, version)
-            # Re-assert what the queue follows (a UNet version after training), in case someone
-            # changed the sampling by hand.
-            project.serve_by_prediction_score(self.states.served_version(job.project) or version)
-            self.write_priorities(project, tasks, ranks, skipped, progress)
-            return
-        predictions = {
-            item.task_id: prefill_prediction(item.result, version, queue_score(ranks[item.task_id], len(scored)), int(cluster))
-            for item, cluster in zip(scored, selection.clusters)
-        }
+        clusters = {item.task_id: int(cluster) for item, cluster in zip(scored, selection.clusters)}
+        ordering = self.ordering_key()
+        queue = {int(t): tuple(v) for t, v in published.get("queue", {}).items()}
+        served = self.states.served_version(job.project)
+        incremental = published.get("ordering") == ordering and bool(queue) and served is not None
+        new_ids = [item.task_id for item in scored if item.task_id not in queue]
+        log.info(
+            "project %s: %d task(s) scored (%d new), %d skipped; GSCU with %d cluster(s)",
+            job.project, len(scored), len(new_ids), len(skipped), selection.n_selected,
+        )
+        if incremental:
+            if not new_ids:
+                log.info("project %s: queue unchanged since it was published as %s", job.project, served)
+                # Re-assert what the queue follows, in case someone changed the sampling by hand.
+                project.serve_by_prediction_score(served)
+                self.write_priorities(project, tasks, {t: v[2] for t, v in queue.items()}, skipped, progress)
+                self._save(job.project, published, images, queue)
+                return
+            placed = place_new_tasks(ranks, queue, new_ids)
+            queue.update({t: (score, clusters[t], priority) for t, (score, priority) in placed.items()})
+            version = served
+            predictions = {
+                t: prefill_prediction(self._results[t], version, queue[t][0], queue[t][1]) for t in new_ids
+            }
+            is_stale = self._never
+        else:
+            version = self.batch_version(scored, selection)
+            n = len(scored)
+            queue = {t: (queue_score(rank, n), clusters[t], rank) for t, rank in ranks.items()}
+            predictions = {
+                t: prefill_prediction(self.best_result(t), version, queue[t][0], queue[t][1]) for t in ranks
+            }
+            is_stale = lambda item_version: self.is_earlier_batch(item_version, version)  # noqa: E731
+        priorities = {t: v[2] for t, v in queue.items()}
         deleted = publish_predictions(
-            project, self.predictions, predictions, version,
-            is_stale=lambda item_version: self.is_earlier_batch(item_version, version),
-            after_serving=lambda: self.write_priorities(project, tasks, ranks, skipped, progress),
+            project, self.predictions, predictions, version, is_stale=is_stale,
+            after_serving=lambda: self.write_priorities(project, tasks, priorities, skipped, progress),
         )
         if deleted:
             log.info("project %s: deleted %d prediction(s) of earlier batches", job.project, deleted)
-        self.states.put(job.project, {"model_version": version, "served_version": version, "images": images})
-        log.info("project %s: queue of %d task(s) published as %s", job.project, len(predictions), version)
+        state = {**published, "ordering": ordering}
+        if not incremental:
+            state.update(model_version=version, served_version=version)
+        self._save(job.project, state, images, queue)
+        log.info(
+            "project %s: queue ready: %d task(s) published as %s (%d new prediction(s))",
+            job.project, len(queue), version, len(predictions),
+        )
+
+    def _save(self, project_id: str, state: dict[str, Any], images: dict[str, list[str]], queue: dict) -> None:
+        known = {str(t): list(v) for t, v in queue.items() if str(t) in images}
+        self.states.put(project_id, {**state, "images": images, "queue": known})
+
+    @staticmethod
+    def _never(item_version: str | None) -> bool:
+        return False
+
+    def best_result(self, task_id: int) -> list[dict[str, Any]]:
+        """Pre-annotation of a task in a new batch: its UNet mask when it has one (never worse
+        than what the annotator sees now), else the SAM union."""
+        stored = self.predictions.get(task_id) or {}
+        if str(stored.get("model_version", "")).startswith(UNET_VERSION_PREFIX):
+            return list(stored.get("result") or [])
+        return self._results[task_id]
 
     def score_tasks(
         self,
@@ -140,6 +241,7 @@ class ScoreJob:
     ) -> tuple[list[ScoredTask], list[int], dict[str, list[str]]]:
         """Every task that could be scored, the ids of those that could not, and {task id: [URL, hash]}."""
         scored, skipped, images = [], [], {}
+        self._results = _LazyResults(self, control)
         fetcher = self.fetcher()
         try:
             for done, task in enumerate(tasks, start=1):
@@ -152,24 +254,36 @@ class ScoreJob:
                         image = fetcher.fetch(task, control.image_key)
                         record = self.scorer.score(image, task_slice_id(task["id"]))
                     images[str(task["id"])] = [url, record.content_hash]
-                    result = mask_to_result(record.union_mask, control)
+                    self._results.remember(task["id"], record)
                     record.union_mask = record.uncertainty_map = None
-                    scored.append(ScoredTask(task["id"], record, result))
-                except SugfwError as error:  # a bad image costs its task, never the job
-                    log.warning("skipping task %s: %s", task["id"], error)
+                    scored.append(ScoredTask(task["id"], record))
+                except httpx.TransportError:
+                    raise  # Label Studio or the network is down: the whole job is retried later
+                except Exception as error:  # a bad task costs its slice, never the job
+                    reason = str(error) if isinstance(error, SugfwError) else f"{type(error).__name__}: {error}"
+                    log.warning("skipping task %s: %s", task["id"], reason)
                     skipped.append(task["id"])
                 progress.update(done)
         finally:
             fetcher.close()
         return scored, skipped, images
 
-    def batch_version(self, scored: list[ScoredTask], selection: Selection) -> str:
-        """``<model version>-<hash>``: equal for the same model, settings, budget, seed, tasks and pixels."""
-        batch = {
+    def ordering_key(self) -> str:
+        """Hash of what orders the queue: model, settings, strategy, budget and seed. New tasks
+        under the same ordering join the published queue; another ordering publishes a new one."""
+        ordering = {
             "scorer": settings_key(self.scorer.identity()),
             "strategy": STRATEGY,
-            "clusters": selection.n_selected,
+            "budget": self.config.budget,
             "seed": self.config.seed,
+        }
+        return hashlib.sha256(json.dumps(ordering, sort_keys=True).encode()).hexdigest()[:16]
+
+    def batch_version(self, scored: list[ScoredTask], selection: Selection) -> str:
+        """``<model version>-<hash>`` of a full batch: its ordering, tasks and pixels."""
+        batch = {
+            "ordering": self.ordering_key(),
+            "clusters": selection.n_selected,
             "tasks": [[item.task_id, item.record.content_hash] for item in scored],
         }
         digest = hashlib.sha256(json.dumps(batch, sort_keys=True).encode()).hexdigest()
@@ -177,17 +291,27 @@ class ScoreJob:
 
     @staticmethod
     def write_priorities(
-        project: ProjectClient, tasks: list[dict[str, Any]], ranks: dict[int, int], skipped: list[int], progress: Progress
+        project: ProjectClient,
+        tasks: list[dict[str, Any]],
+        priorities: dict[int, float],
+        skipped: list[int],
+        progress: Progress,
     ) -> None:
-        """Queue positions as numeric task data (tasks left out follow, in id order), and the tab sorted by them."""
-        priority = dict(ranks)
-        priority.update({task_id: len(ranks) + j for j, task_id in enumerate(skipped)})
-        for done, task in enumerate(tasks, start=len(tasks) + 1):
-            value = priority[task["id"]]
+        """Queue positions as numeric task data (tasks left out follow, in id order), and the tab
+        sorted by them; only values that differ are written."""
+        priority = dict(priorities)
+        last = max(priority.values(), default=-1)
+        end = int(last) + 1
+        priority.update({task_id: end + j for j, task_id in enumerate(skipped)})
+        changes = {}
+        for task in tasks:
+            value = priority.get(task["id"])
             current = task["data"].get(PRIORITY_FIELD)
-            if not (isinstance(current, int) and not isinstance(current, bool) and current == value):
-                project.set_task_data(task["id"], {**task["data"], PRIORITY_FIELD: value})
-            progress.update(done)
+            if value is not None and not (_is_number(current) and current == value):
+                changes[task["id"]] = {**task["data"], PRIORITY_FIELD: value}
+        for task_id, data in changes.items():
+            project.set_task_data(task_id, data)
+        progress.update(2 * len(tasks))
         project.ensure_priority_view()
 
     def is_earlier_batch(self, item_version: str | None, version: str) -> bool:
