@@ -346,9 +346,9 @@ def test_configured_volumes_are_tested_as_well(world, tmp_path):
     assert record["summary"]["cases"] == 2
 
 
-def test_setup_and_an_unchanged_rescore_keep_serving_the_unet_version(tmp_path):
+def test_setup_answers_the_served_unet_version(tmp_path):
     # After training, the queue follows sugfw-unet-<n>; /setup (which Label Studio calls whenever it
-    # reads the model's state) must answer it, and re-scoring an unchanged batch must not undo it.
+    # reads the model's state) must answer it (the score job itself: the test below).
     from backend.config import BackendConfig
     from backend.model import SugfwModel
     from backend.jobs.storage import PROJECT_STATE_DIR, ProjectStateStore
@@ -361,3 +361,83 @@ def test_setup_and_an_unchanged_rescore_keep_serving_the_unet_version(tmp_path):
     states.set_served_version(7, "sugfw-unet-2")
     assert model.setup("7.1700000000", None) == "sugfw-unet-2"
     assert states.get(7)["model_version"] == "sugfw-litemedsam-abc"  # the batch itself is unchanged
+
+
+class ScoredProject(FakeProject):
+    """FakeProject plus the calls the score job makes, counting the writes."""
+
+    def __init__(self, tasks: list[dict]) -> None:
+        super().__init__(tasks)
+        self.writes: list[tuple] = []
+
+    def create_predictions(self, predictions: dict) -> None:
+        self.writes += [("create", task_id) for task_id in predictions]
+        super().create_predictions(predictions)
+
+    def delete_predictions(self, ids) -> None:
+        ids = list(ids)
+        self.writes += [("delete", i) for i in ids]
+        super().delete_predictions(ids)
+
+    def serve_by_prediction_score(self, model_version: str) -> None:
+        super().serve_by_prediction_score(model_version)
+        self.writes.append(("serve", model_version))
+
+    def set_task_data(self, task_id: int, data: dict) -> None:
+        self.writes.append(("data", task_id))
+        next(t for t in self.task_list if t["id"] == task_id)["data"] = dict(data)
+
+    def ensure_priority_view(self) -> None:
+        pass
+
+
+def test_an_unchanged_rescore_after_training_keeps_serving_the_unet_version(tmp_path, tiny_sam, one_torch_thread):
+    # Score → train → score again with nothing changed: the queue must still follow sugfw-unet-1,
+    # with its predictions kept, and /setup must keep answering it.
+    from backend.jobs.cold_start import ScoreJob
+    from backend.jobs.queue import Job, Progress
+    from backend.jobs.slice_scorer import SCORE_CACHE_DIR, SliceScorer
+    from sugfw.everything import EverythingSettings
+    from sugfw.scoring import Scorer, ScoringSettings
+
+    root = tmp_path / "files"
+    root.mkdir()
+    tasks, truths = [], {}
+    for task_id in range(1, 6):
+        image, truths[task_id] = slice_with_square(task_id)
+        Image.fromarray(image).save(root / f"s{task_id}.png")
+        tasks.append({"id": task_id, "data": {"image": f"/data/local-files/?d=s{task_id}.png"}})
+    config = BackendConfig(state_dir=tmp_path / "state", budget=2, local_files_document_root=root,
+                           train_iterations=4, train_crop=32, train_batch_size=2, device="cpu")
+    store = PredictionStore(config.state_dir / "predictions")
+    project = ScoredProject(tasks)
+    settings = ScoringSettings(
+        EverythingSettings.for_model(tiny_sam, grid=(4,), pred_iou_thresh=0.0, stability_thresh=0.0), k=1)
+    scorer = SliceScorer(config, scorer=Scorer(tiny_sam, settings, cache_dir=config.state_dir / SCORE_CACHE_DIR))
+    fetcher = lambda: ImageFetcher(local_files_root=root)  # noqa: E731
+    score = ScoreJob(config, scorer, store, connect=lambda pid: project, fetcher=fetcher)
+    train = TrainJob(config, store, connect=lambda pid: project, fetcher=fetcher)
+
+    def run(handler, kind: str) -> None:
+        progress = Progress(Job(kind, str(PROJECT), 0.0, 0.0, 0.0))
+        handler(progress.job, progress)
+
+    run(score, "score")
+    cold_version = project.model_version
+    assert cold_version.startswith("sugfw-litemedsam-")
+    for task_id in (1, 2):
+        tasks[task_id - 1]["annotations"] = [annotation(truths[task_id], 10 + task_id)]
+    tasks[2]["data"].update(split="test", case_id="t1", slice_index=0, spacing=TEST_SPACING)
+    tasks[2]["annotations"] = [annotation(truths[3], 13)]
+    run(train, "train")
+    assert project.model_version == "sugfw-unet-1"
+    unet = project.predictions_of("sugfw-unet-1")
+    assert sorted(unet) == [4, 5]
+    writes = len(project.writes)
+
+    run(score, "score")
+    assert project.model_version == "sugfw-unet-1"
+    assert project.predictions_of("sugfw-unet-1") == unet
+    assert sorted(project.predictions_of(cold_version)) == [1, 2, 3, 4, 5]
+    assert project.writes[writes:] == [("serve", "sugfw-unet-1")]  # re-asserted, nothing else written
+    assert SugfwModel(config).setup(f"{PROJECT}.1700000000", LABEL_CONFIG) == "sugfw-unet-1"
