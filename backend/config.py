@@ -19,6 +19,13 @@
 | SUGFW_TRAIN_BATCH           | slices per training batch (8)                                    |
 | SUGFW_DEBOUNCE_S            | quiet seconds before a burst of events becomes one job (5)       |
 | SUGFW_IMAGE_TIMEOUT_S       | per-request timeout when downloading task images (30)            |
+| SUGFW_IMAGE_DEADLINE_S      | whole download of one image, redirects included (60)             |
+| SUGFW_IMAGE_HOSTS           | hosts images may come from besides Label Studio's, comma-separated: ``host``, ``host:port``, ``*.domain`` |
+| SUGFW_IMAGE_ALLOW_PRIVATE   | 1: listed hosts may resolve to private/loopback addresses (never link-local) |
+| SUGFW_IMAGE_MAX_BYTES       | largest image download (64 MiB)                                  |
+| SUGFW_IMAGE_MAX_PIXELS      | largest image, width × height (100,000,000)                      |
+| SUGFW_MAX_REQUEST_BYTES     | largest request body; larger ones get 413 (8 MiB)                |
+| SUGFW_ALLOW_UNAUTHENTICATED | 1: serve on a non-loopback address without Basic auth            |
 | BASIC_AUTH_USER / _PASS     | protect every route with HTTP Basic auth (both or neither)       |
 | LOCAL_FILES_DOCUMENT_ROOT   | read ``/data/local-files/?d=...`` images from this folder        |
 """
@@ -63,6 +70,15 @@ class BackendConfig:
     train_batch_size: int = 8
     debounce_s: float = 5.0
     image_timeout_s: float = 30.0
+    image_deadline_s: float = 60.0
+    """Across the whole download, so a server dripping a byte per read timeout cannot hold a job."""
+    image_hosts: tuple[str, ...] = ()
+    """Besides Label Studio's own host, the only hosts absolute image URLs may point at."""
+    image_allow_private: bool = False
+    image_max_bytes: int = 64 * 1024 * 1024
+    image_max_pixels: int = 100_000_000
+    max_request_bytes: int = 8 * 1024 * 1024
+    allow_unauthenticated: bool = False
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = None
     local_files_document_root: Path | None = None
@@ -90,6 +106,12 @@ class BackendConfig:
             raise InvalidInputError(f"SUGFW_DEBOUNCE_S={self.debounce_s}: expected seconds >= 0")
         if self.image_timeout_s <= 0:
             raise InvalidInputError(f"SUGFW_IMAGE_TIMEOUT_S={self.image_timeout_s}: expected seconds > 0")
+        for name, value in (("SUGFW_IMAGE_DEADLINE_S", self.image_deadline_s),
+                            ("SUGFW_IMAGE_MAX_BYTES", self.image_max_bytes),
+                            ("SUGFW_IMAGE_MAX_PIXELS", self.image_max_pixels),
+                            ("SUGFW_MAX_REQUEST_BYTES", self.max_request_bytes)):
+            if value <= 0:
+                raise InvalidInputError(f"{name}={value}: expected a positive number")
         if (self.basic_auth_user is None) != (self.basic_auth_pass is None):
             missing = "BASIC_AUTH_PASS" if self.basic_auth_pass is None else "BASIC_AUTH_USER"
             raise InvalidInputError(f"{missing} is not set: Basic auth needs both BASIC_AUTH_USER and BASIC_AUTH_PASS")
@@ -137,6 +159,15 @@ class BackendConfig:
             "train_batch_size": _number(text("SUGFW_TRAIN_BATCH"), "SUGFW_TRAIN_BATCH", int),
             "debounce_s": _number(text("SUGFW_DEBOUNCE_S"), "SUGFW_DEBOUNCE_S", float),
             "image_timeout_s": _number(text("SUGFW_IMAGE_TIMEOUT_S"), "SUGFW_IMAGE_TIMEOUT_S", float),
+            "image_deadline_s": _number(text("SUGFW_IMAGE_DEADLINE_S"), "SUGFW_IMAGE_DEADLINE_S", float),
+            "image_hosts": parse_hosts(text("SUGFW_IMAGE_HOSTS")),
+            "image_allow_private": _flag(text("SUGFW_IMAGE_ALLOW_PRIVATE"), "SUGFW_IMAGE_ALLOW_PRIVATE"),
+            "image_max_bytes": _number(text("SUGFW_IMAGE_MAX_BYTES"), "SUGFW_IMAGE_MAX_BYTES", int),
+            "image_max_pixels": _number(text("SUGFW_IMAGE_MAX_PIXELS"), "SUGFW_IMAGE_MAX_PIXELS", int),
+            "max_request_bytes": _number(text("SUGFW_MAX_REQUEST_BYTES"), "SUGFW_MAX_REQUEST_BYTES", int),
+            "allow_unauthenticated": _flag(
+                text("SUGFW_ALLOW_UNAUTHENTICATED"), "SUGFW_ALLOW_UNAUTHENTICATED"
+            ),
             # Passwords are taken verbatim: surrounding spaces may be part of them.
             "basic_auth_user": env.get("BASIC_AUTH_USER") or None,
             "basic_auth_pass": env.get("BASIC_AUTH_PASS") or None,
@@ -189,6 +220,32 @@ def parse_grid(text: str | None, name: str = "grid") -> tuple[int, ...] | None:
     if not grid or any(size < 1 for size in grid):
         raise InvalidInputError(f"{name}={text!r}: expected positive integers such as 128 or 64,96,128")
     return grid
+
+
+def parse_hosts(text: str | None) -> tuple[str, ...] | None:
+    """"a.org, *.s3.amazonaws.com host:8443" → lower-cased entries; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    hosts = tuple(part.strip().lower() for part in text.replace(",", " ").split() if part.strip())
+    for host in hosts:
+        if "/" in host or "@" in host:
+            raise InvalidInputError(
+                f"SUGFW_IMAGE_HOSTS entry {host!r}: expected a host name, host:port or *.domain, not a URL"
+            )
+    return hosts
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _flag(text: str | None, name: str) -> bool | None:
+    if text is None:
+        return None
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise InvalidInputError(f"{name}={text!r}: expected 1 or 0 (true/false)")
 
 
 def _number(text: str | None, name: str, kind: type) -> Any:

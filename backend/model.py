@@ -3,7 +3,9 @@
 ``predict`` serves the pre-annotation the scoring job stored for a task
 (``<state dir>/predictions/<task id>.json``). A task not scored yet is scored on demand when the
 model has a scorer: its union mask comes back with ``score`` None under the bare model version,
-so it stays out of the batch's queue order until the next scoring job ranks it. On-demand scoring
+so it stays out of the batch's queue order until the next scoring job ranks it. It is stored only
+when Label Studio holds that task with that image (one GET of the task): anyone who can reach
+``/predict`` could otherwise plant a pre-annotation under any task id. On-demand scoring
 stops starting new slices after ``predict_deadline_s`` (Label Studio abandons a /predict call after
 about 100 s); later tasks of that call get an empty prediction. One slice costs K + 1 encoder and
 everything-mode passes (seconds on a CPU, well under one on a GPU); a slice scored before, by the
@@ -14,19 +16,38 @@ an event calls for; the jobs themselves are handlers of ``backend.jobs.queue.Job
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import httpx
+
 from backend.labelstudio.brush import SegmentationControl, mask_to_result, parse_label_config
 from backend.config import BackendConfig
+from backend.labelstudio.connection import LabelStudioAuth
 from backend.labelstudio.images import ImageFetcher
+from backend.redact import redact_url
 from backend.labelstudio.prefill import prefill_prediction
 from backend.jobs.slice_scorer import SliceScorer
 from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
-from sugfw.errors import SugfwError
+from sugfw.errors import InvalidInputError, SugfwError
 
 log = logging.getLogger(__name__)
+
+ACCESS_CHECK_TTL_S = 60.0
+"""Label Studio sends /setup on every visit of the model settings: one check per minute is enough."""
+LABEL_STUDIO_TIMEOUT_S = 10.0
+
+
+class LabelStudioAccessError(SugfwError):
+    """Label Studio cannot be used for a project with the configured URL and key."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+        """The HTTP status /setup answers with: 400 for a refused key or unknown project, 502 when
+        Label Studio cannot be reached or fails."""
 
 EVENT_JOBS = {
     "ANNOTATION_CREATED": "train",
@@ -50,6 +71,7 @@ class SugfwModel:
         scorer: SliceScorer | None = None,
         fetcher: Callable[[], ImageFetcher] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        label_studio_transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.config = config
         self.predictions = predictions or PredictionStore(config.state_dir / "predictions")
@@ -58,6 +80,11 @@ class SugfwModel:
         self.fetcher = fetcher
         self.clock = clock
         self.projects = ProjectStateStore(config.state_dir / PROJECT_STATE_DIR)
+        self._transport = label_studio_transport
+        self._lock = threading.Lock()
+        self._http: httpx.Client | None = None
+        self._auth: LabelStudioAuth | None = None
+        self._access_ok: dict[int, float] = {}
 
     @property
     def model_version(self) -> str:
@@ -93,6 +120,76 @@ class SugfwModel:
             return results
         finally:
             on_demand.close()
+
+    def check_access(self, project_id: int) -> None:
+        """One authenticated GET of the project, so that a wrong key, URL or project id fails
+        /setup (and Label Studio shows the error) instead of every later job.
+
+        Without LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY there is nothing to check (logged).
+        """
+        if not self.label_studio_configured:
+            log.warning("LABEL_STUDIO_URL or LABEL_STUDIO_API_KEY is not set: cannot check access "
+                        "to project %s, and its jobs cannot run", project_id)
+            return
+        checked = self._access_ok.get(project_id)
+        if checked is not None and self.clock() - checked < ACCESS_CHECK_TTL_S:
+            return
+        where = redact_url(self.config.label_studio_url or "")
+        response = self._label_studio_get(f"api/projects/{project_id}/")
+        if response.status_code in (401, 403):
+            raise LabelStudioAccessError(
+                f"Label Studio at {where} refused LABEL_STUDIO_API_KEY (HTTP {response.status_code}); "
+                "start the backend with a valid key of a user of this project", 400)
+        if response.status_code == 404:
+            raise LabelStudioAccessError(
+                f"Label Studio at {where} has no project {project_id} (HTTP 404); "
+                "check LABEL_STUDIO_URL", 400)
+        if response.status_code != 200:
+            raise LabelStudioAccessError(
+                f"Label Studio at {where} answered HTTP {response.status_code} for project "
+                f"{project_id}", 502)
+        self._access_ok[project_id] = self.clock()
+
+    def task_known(self, task_id: int, image_key: str, image_url: Any) -> bool:
+        """Whether Label Studio holds task ``task_id`` with ``image_url`` under ``image_key``."""
+        if not self.label_studio_configured:
+            return False
+        try:
+            response = self._label_studio_get(f"api/tasks/{task_id}/")
+            data = response.json().get("data") if response.status_code == 200 else None
+        except (LabelStudioAccessError, ValueError, AttributeError) as error:
+            log.warning("cannot check task %s with Label Studio: %s", task_id, error)
+            return False
+        return isinstance(data, dict) and data.get(image_key) == image_url
+
+    @property
+    def label_studio_configured(self) -> bool:
+        return self.config.label_studio_url is not None and self.config.label_studio_api_key is not None
+
+    def _label_studio_get(self, path: str) -> httpx.Response:
+        url = (self.config.label_studio_url or "").rstrip("/")
+        where = redact_url(url)
+        try:
+            with self._lock:
+                if self._http is None or self._auth is None:
+                    http = httpx.Client(timeout=LABEL_STUDIO_TIMEOUT_S, transport=self._transport)
+                    try:
+                        self._auth = LabelStudioAuth(url, self.config.label_studio_api_key or "", http)
+                    except InvalidInputError:
+                        http.close()
+                        raise
+                    self._http = http
+            http, auth = self._http, self._auth
+            return http.get(f"{url}/{path}", headers=auth.headers())
+        except InvalidInputError as error:  # an expired token, or the exchange refused
+            raise LabelStudioAccessError(f"Label Studio at {where}: {error}", 400) from None
+        except httpx.HTTPError as error:
+            raise LabelStudioAccessError(
+                f"Label Studio at {where} cannot be reached: {type(error).__name__}", 502) from None
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
 
     def fit(self, event: str, data: Mapping[str, Any]) -> str | None:
         """The job kind ``event`` calls for ("train", "score"), or None to ignore it."""
@@ -130,7 +227,13 @@ class _OnDemand:
             log.warning("no prediction for task %s: %s", task_id, error)
             return None
         prediction = prefill_prediction(mask_to_result(record.union_mask, self._control), model.model_version, None)
-        model.predictions.put(task_id, prediction)
+        data = task.get("data")
+        url = data.get(self._control.image_key) if isinstance(data, Mapping) else None
+        if model.task_known(task_id, self._control.image_key, url):
+            model.predictions.put(task_id, prediction)
+        else:
+            log.info("prediction for task %s answered, not stored: Label Studio does not hold "
+                     "this task with this image", task_id)
         return prediction
 
     def close(self) -> None:

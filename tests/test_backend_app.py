@@ -31,6 +31,12 @@ LEGACY_KEY = "0123456789abcdef0123456789abcdef01234567"
 JWT_KEY = "signing-key-of-the-fake-server-0123456789"
 
 
+def PUBLIC(host: str, port: int) -> list[str]:
+    """Resolver for the fake image hosts: a public address (tests/test_backend_exposure.py
+    covers the refused ones)."""
+    return ["93.184.216.34"]
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -73,10 +79,12 @@ def make_client(tmp_path, clock):
 
 # -- routes -------------------------------------------------------------------------------------
 
+BRUSH_CONFIG = (REPO / "label_config.xml").read_text()  # /setup refuses schemas without a brush
+
 ROUTES = [
     ("GET", "/", None),
     ("GET", "/health", None),
-    ("POST", "/setup", {"project": "3.1700000000", "schema": "<View/>"}),
+    ("POST", "/setup", {"project": "3.1700000000", "schema": BRUSH_CONFIG}),
     ("POST", "/predict", {"tasks": [{"id": 1, "data": {}}], "project": "3.1700000000"}),
     ("POST", "/webhook", {"action": "ANNOTATION_CREATED", "project": {"id": 3}}),
     ("GET", "/metrics", None),
@@ -116,7 +124,7 @@ def test_every_route_accepts_right_credentials(make_client, method, path, body):
 def test_health_and_setup_contract(make_client):
     client, jobs, model = make_client()
     assert client.get("/health").get_json() == {"status": "UP", "model_class": "SugfwModel", "model_version": "sugfw-litemedsam"}
-    answer = client.post("/setup", json={"project": "12.1712345678", "schema": "<View/>", "access_token": "x"})
+    answer = client.post("/setup", json={"project": "12.1712345678", "schema": BRUSH_CONFIG, "access_token": "x"})
     assert answer.get_json() == {"model_version": "sugfw-litemedsam"}
     # Connecting a project queues its scoring, keyed by the id without the timestamp.
     assert [(job.kind, job.project) for job in jobs.pending()] == [("score", "12")]
@@ -259,7 +267,8 @@ def test_redact_url_removes_the_secret_and_keeps_the_rest(url, host, query):
 def test_download_error_message_carries_no_secret_of_the_url():
     url = f"https://annotator:{PASSWORD}@images.test/a.png?api_key={LEGACY_KEY}"
     transport = mock_label_studio({}, [])  # every URL answers 404
-    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"}, transport=transport)
+    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"}, transport=transport,
+                           allowed_hosts=["images.test"], resolver=PUBLIC)
     with pytest.raises(ImageFetchError, match="not found") as caught:
         fetcher.fetch({"id": 3, "data": {"image": url}}, "image")
     assert LEGACY_KEY not in str(caught.value) and PASSWORD not in str(caught.value)
@@ -494,7 +503,8 @@ def test_absolute_url_elsewhere_never_gets_the_key():
     seen: list[httpx.Request] = []
     url = "https://images.example.org/a.png"
     transport = mock_label_studio({url: httpx.Response(200, content=png_bytes(np.zeros((8, 8), np.uint8)))}, seen)
-    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"}, transport=transport)
+    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"}, transport=transport,
+                           allowed_hosts=["images.example.org"], resolver=PUBLIC)
     fetcher.fetch({"id": 2, "data": {"image": url}}, "image")
     assert "Authorization" not in seen[0].headers
 
@@ -550,7 +560,7 @@ def test_redirect_to_another_host_drops_the_key():
         elsewhere: httpx.Response(200, content=png_bytes(np.full((8, 8), 3, np.uint8))),
     }
     fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-                           transport=mock_label_studio(routes, seen))
+                           transport=mock_label_studio(routes, seen), resolver=PUBLIC)
     image = fetcher.fetch({"id": 5, "data": {"image": "s3://b/a.png"}}, "image")
     assert float(image.max()) == 3.0
     assert [str(request.url) for request in seen] == list(routes)
@@ -584,8 +594,10 @@ def test_redirect_within_label_studio_keeps_the_key():
 )
 def test_lookalike_of_the_label_studio_host_never_gets_the_key(url):
     seen: list[httpx.Request] = []
+    # Lookalike hosts allow-listed on purpose, so the request goes out: without the key.
     fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-                           transport=mock_label_studio({}, seen))
+                           transport=mock_label_studio({}, seen), resolver=PUBLIC,
+                           allowed_hosts=["evil.test", "ls.test.evil.test", "ls.test"])
     with pytest.raises(ImageFetchError, match="not found"):
         fetcher.fetch({"id": 8, "data": {"image": url}}, "image")
     (request,) = seen

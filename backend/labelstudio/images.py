@@ -15,22 +15,37 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
+import ipaddress
+import socket
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
+import httpcore
 import httpx
 import numpy as np
+from PIL import Image
 
-from backend.redact import redact_url
+from backend.redact import install_url_redaction, redact_url
 from sugfw.data import load_image_file
 from sugfw.errors import InvalidInputError, SugfwError
 
 AuthHeaders = Callable[[], Mapping[str, str]]
-MAX_IMAGE_BYTES = 512 * 1024 * 1024
+Resolver = Callable[[str, int], list[str]]
+"""(host, port) → its addresses; :func:`resolve_host` by default."""
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+MAX_IMAGE_PIXELS = 100_000_000
+MAX_REDIRECTS = 5
 _CLOUD_SCHEMES = ("s3", "gs", "azure-blob")
+
+
+install_url_redaction()  # httpx logs request URLs, presigned signatures included
 
 
 class ImageFetchError(SugfwError):
@@ -65,7 +80,47 @@ def label_studio_auth(
     return headers
 
 
+@dataclass(frozen=True)
+class ImagePolicy:
+    """Where images may come from and how large and slow they may be (see ``ImageFetcher``)."""
+
+    allowed_hosts: tuple[str, ...] = ()
+    allow_private: bool = False
+    max_bytes: int = MAX_IMAGE_BYTES
+    max_pixels: int = MAX_IMAGE_PIXELS
+    deadline_s: float = 60.0
+
+    @classmethod
+    def from_config(cls, config: Any) -> "ImagePolicy":
+        """From a ``BackendConfig`` (SUGFW_IMAGE_* settings)."""
+        return cls(tuple(config.image_hosts), config.image_allow_private, config.image_max_bytes,
+                   config.image_max_pixels, config.image_deadline_s)
+
+
+_default_policy = ImagePolicy()
+
+
+def set_default_policy(policy: ImagePolicy) -> None:
+    """The policy of every fetcher built without explicit limits (the jobs' fetchers included)."""
+    global _default_policy
+    _default_policy = policy
+
+
+def default_policy() -> ImagePolicy:
+    return _default_policy
+
+
 class ImageFetcher:
+    """Fetches task images; absolute URLs only from Label Studio or an allow-listed host.
+
+    Before any connection, the target host is resolved and every address checked: loopback,
+    private, link-local, multicast and reserved addresses are refused (private and loopback ones
+    are allowed for listed hosts with ``allow_private``), except for Label Studio's own origin, the
+    configured server. Redirects are followed by hand, each target checked the same way (a redirect
+    issued by Label Studio itself, e.g. to a presigned cloud URL, may leave the host list, never the
+    address rules). Caps: ``max_bytes``, ``max_pixels`` and ``deadline_s`` over the whole download.
+    """
+
     def __init__(
         self,
         label_studio_url: str | None = None,
@@ -73,15 +128,38 @@ class ImageFetcher:
         local_files_root: Path | None = None,
         timeout_s: float = 30.0,
         transport: httpx.BaseTransport | None = None,
-        max_bytes: int = MAX_IMAGE_BYTES,
+        max_bytes: int | None = None,
+        allowed_hosts: Iterable[str] | None = None,
+        allow_private: bool | None = None,
+        max_pixels: int | None = None,
+        deadline_s: float | None = None,
+        max_redirects: int = MAX_REDIRECTS,
+        resolver: Resolver | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        # Settings not given come from the process's policy (set from the backend's config).
+        policy = _default_policy
         self.label_studio_url = label_studio_url.rstrip("/") if label_studio_url else None
         self.auth = auth
         self.local_files_root = local_files_root.resolve() if local_files_root is not None else None
-        self.max_bytes = max_bytes
-        # Redirects are followed (presigned cloud URLs redirect); httpx drops Authorization when a
-        # redirect leaves the original host.
-        self.client = httpx.Client(timeout=timeout_s, follow_redirects=True, transport=transport)
+        self.max_bytes = policy.max_bytes if max_bytes is None else max_bytes
+        self.max_pixels = policy.max_pixels if max_pixels is None else max_pixels
+        self.timeout_s = timeout_s
+        self.deadline_s = policy.deadline_s if deadline_s is None else deadline_s
+        self.max_redirects = max_redirects
+        hosts = policy.allowed_hosts if allowed_hosts is None else allowed_hosts
+        self.allowed_hosts = tuple(_host_entry(entry) for entry in hosts)
+        self.allow_private = policy.allow_private if allow_private is None else allow_private
+        self.resolver = resolver
+        self.clock = clock
+        self._ours = _origin(self.label_studio_url) if self.label_studio_url else None
+        self._pins = _Pins()
+        if transport is None:
+            transport = _pinned_transport(self._pins)
+        # No proxies from the environment: the connection must go to the address that was checked.
+        self.client = httpx.Client(
+            timeout=timeout_s, follow_redirects=False, transport=transport, trust_env=False
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -93,8 +171,11 @@ class ImageFetcher:
         try:
             local = self.local_path(url)
             if local is not None:
+                _check_pixels(local, self.max_pixels)
                 return load_image_file(local)
-            return _decode(self._download(url, task_id), url)
+            content = self._download(url, task_id)
+            _check_pixels(content, self.max_pixels)
+            return _decode(content, url)
         except InvalidInputError as error:
             raise ImageFetchError(f"task {task_id}: image {redact_url(url)} is not a usable slice: {error}") from None
         except ImageFetchError as error:
@@ -139,23 +220,91 @@ class ImageFetcher:
     def _download(self, url: str, task_id: Any) -> bytes:
         if url.startswith("data:"):
             return _data_url_bytes(url)
-        target, authenticated = self._resolve(url, task_id)
-        headers = dict(self.auth()) if authenticated and self.auth is not None else {}
+        target = httpx.URL(self._resolve(url, task_id)[0])
+        deadline = self.clock() + self.deadline_s
+        sent_by_label_studio = False
+        for _ in range(self.max_redirects + 1):
+            ours = self._is_label_studio(target)
+            self._check_target(target, sent_by_label_studio)
+            headers = dict(self.auth()) if ours and self.auth is not None else {}
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                raise ImageFetchError(f"not downloaded within {self.deadline_s} s; refused")
+            timeout = min(self.timeout_s, remaining)
+            try:
+                with self.client.stream("GET", target, headers=headers, timeout=timeout) as response:
+                    if response.is_redirect:
+                        target = self._redirect_target(target, response)
+                        sent_by_label_studio = ours
+                        continue
+                    if response.status_code != 200:
+                        raise ImageFetchError(_status_message(response.status_code, ours))
+                    return self._read(response, deadline)
+            except httpx.TimeoutException:
+                raise ImageFetchError(f"no answer within {timeout} s") from None
+            except httpx.HTTPError as error:
+                raise ImageFetchError(
+                    f"cannot be downloaded: {type(error).__name__}: {redact_url(str(error))}"
+                ) from None
+        raise ImageFetchError(f"more than {self.max_redirects} redirects; refused")
+
+    def _read(self, response: httpx.Response, deadline: float) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            raise ImageFetchError(f"larger than {self.max_bytes} bytes; refused")
+        chunks, size = [], 0
+        # Each read waits at most the request's timeout; the deadline is checked between reads.
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise ImageFetchError(f"larger than {self.max_bytes} bytes; refused")
+            if self.clock() > deadline:
+                raise ImageFetchError(f"not downloaded within {self.deadline_s} s; refused")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _redirect_target(current: httpx.URL, response: httpx.Response) -> httpx.URL:
+        location = response.headers.get("Location")
+        if not location:
+            raise ImageFetchError(f"HTTP {response.status_code} redirect without a Location")
         try:
-            with self.client.stream("GET", target, headers=headers) as response:
-                if response.status_code != 200:
-                    raise ImageFetchError(_status_message(response.status_code, authenticated))
-                chunks, size = [], 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise ImageFetchError(f"larger than {self.max_bytes} bytes; refused")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-        except httpx.TimeoutException:
-            raise ImageFetchError(f"no answer within {self.client.timeout.read} s") from None
-        except httpx.HTTPError as error:
-            raise ImageFetchError(f"cannot be downloaded: {type(error).__name__}: {error}") from None
+            return current.join(location)
+        except httpx.InvalidURL:
+            raise ImageFetchError(f"redirect to an invalid URL {redact_url(location)!r}") from None
+
+    def _check_target(self, url: httpx.URL, sent_by_label_studio: bool) -> None:
+        """Refuse ``url`` unless it is Label Studio's or an allowed host on allowed addresses."""
+        if url.scheme not in ("http", "https"):
+            raise ImageFetchError(f"redirect to URL scheme {url.scheme!r} refused")
+        host, port = url.host, _port(url)
+        if self._is_label_studio(url):
+            self._pins.set(host, port, None)  # the configured server, wherever it runs
+            return
+        if not sent_by_label_studio and not self._host_allowed(host, port):
+            raise ImageFetchError(
+                f"host {host!r} is neither Label Studio's nor listed in SUGFW_IMAGE_HOSTS; refused"
+            )
+        addresses = (self.resolver or resolve_host)(host, port)
+        if not addresses:
+            raise ImageFetchError(f"host {host!r} resolves to no address; refused")
+        for address in addresses:
+            reason = refused_address(address, self.allow_private)
+            if reason is not None:
+                raise ImageFetchError(f"host {host!r} resolves to {address}, {reason}; refused")
+        self._pins.set(host, port, addresses[0])
+
+    def _host_allowed(self, host: str, port: int) -> bool:
+        host = host.lower()
+        for pattern, pattern_port in self.allowed_hosts:
+            if pattern_port is not None and pattern_port != port:
+                continue
+            if pattern.startswith("*."):
+                if host.endswith(pattern[1:]):
+                    return True
+            elif host == pattern:
+                return True
+        return False
 
     def _resolve(self, url: str, task_id: Any) -> tuple[str, bool]:
         """The absolute URL to GET, and whether it goes to Label Studio (and so carries the key)."""
@@ -179,11 +328,126 @@ class ImageFetcher:
             raise ImageFetchError("is served by Label Studio, but LABEL_STUDIO_API_KEY is not set")
         return self.label_studio_url + path
 
-    def _is_label_studio(self, url: str) -> bool:
-        if self.label_studio_url is None:
+    def _is_label_studio(self, url: str | httpx.URL) -> bool:
+        """Whether ``url`` is on Label Studio's origin exactly (scheme, host, port, no user info)."""
+        if self._ours is None:
             return False
-        ours, theirs = urlsplit(self.label_studio_url), urlsplit(url)
-        return (ours.scheme, ours.netloc.lower()) == (theirs.scheme, theirs.netloc.lower())
+        try:
+            parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+        except httpx.InvalidURL:
+            return False
+        return not parsed.userinfo and _origin(parsed) == self._ours
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to, in resolver order (a literal address is itself)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        raise ImageFetchError(f"host {host!r} cannot be resolved: {error}") from None
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def refused_address(address: str, allow_private: bool = False) -> str | None:
+    """Why a connection to ``address`` is refused, or None when it is allowed."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 scope id
+    except ValueError:
+        return "not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    # Never allowed: cloud metadata services live on link-local addresses.
+    for kind in ("link_local", "multicast", "unspecified", "reserved"):
+        if getattr(ip, f"is_{kind}"):
+            return f"a {kind.replace('_', '-')} address"
+    if ip.is_loopback:
+        return None if allow_private else "a loopback address"
+    if ip.is_private or not ip.is_global:
+        return None if allow_private else "a private address"
+    return None
+
+
+def _origin(url: str | httpx.URL) -> tuple[str, str, int]:
+    parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+    return parsed.scheme, parsed.host.lower(), _port(parsed)
+
+
+def _port(url: httpx.URL) -> int:
+    return url.port or (443 if url.scheme == "https" else 80)
+
+
+def _host_entry(entry: str) -> tuple[str, int | None]:
+    """"host", "host:port", "[v6]:port" or "*.domain" → (host pattern, port or None)."""
+    entry = entry.strip().lower()
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, int(rest[1:]) if rest[1:].isdigit() else None
+    if entry.count(":") == 1 and entry.rsplit(":", 1)[1].isdigit():
+        host, port = entry.rsplit(":", 1)
+        return host, int(port)
+    return entry, None
+
+
+class _Pins:
+    """host:port → the address that was checked (None: Label Studio, connect as named)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pins: dict[tuple[str, int], str | None] = {}
+
+    def set(self, host: str, port: int, address: str | None) -> None:
+        with self._lock:
+            self._pins[(host.lower(), port)] = address
+
+    def get(self, host: str, port: int) -> tuple[bool, str | None]:
+        with self._lock:
+            key = (host.lower(), port)
+            return key in self._pins, self._pins.get(key)
+
+
+class _PinnedBackend(httpcore.NetworkBackend):
+    """Connects to the checked address, so a second DNS answer (rebinding) cannot redirect it."""
+
+    def __init__(self, inner: httpcore.NetworkBackend, pins: _Pins) -> None:
+        self.inner = inner
+        self.pins = pins
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None, socket_options: Any = None) -> Any:
+        known, address = self.pins.get(host, port)
+        if not known:
+            raise httpcore.ConnectError(f"connection to unchecked host {host!r} refused")
+        return self.inner.connect_tcp(address or host, port, timeout=timeout,
+                                      local_address=local_address, socket_options=socket_options)
+
+    def connect_unix_socket(self, *args: Any, **kwargs: Any) -> Any:
+        raise httpcore.ConnectError("unix sockets are not used for images")
+
+    def sleep(self, seconds: float) -> None:
+        self.inner.sleep(seconds)
+
+
+def _pinned_transport(pins: _Pins) -> httpx.BaseTransport:
+    transport = httpx.HTTPTransport()
+    pool = getattr(transport, "_pool", None)
+    if pool is not None and hasattr(pool, "_network_backend"):
+        # TLS still verifies the certificate against the host name: httpcore passes it as SNI.
+        pool._network_backend = _PinnedBackend(pool._network_backend, pins)
+    return transport
+
+
+def _check_pixels(source: bytes | Path, max_pixels: int) -> None:
+    """Refuse an image over ``max_pixels`` from its header, before it is decoded."""
+    handle = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with Image.open(handle) as image:
+            width, height = image.size
+    except Image.DecompressionBombError as error:
+        raise ImageFetchError(f"too many pixels: {error}; refused") from None
+    except Exception:  # not something Pillow reads: the decoder reports it properly
+        return
+    if width * height > max_pixels:
+        raise ImageFetchError(f"{width} x {height} pixels, more than {max_pixels}; refused")
 
 
 def _status_message(status: int, authenticated: bool) -> str:

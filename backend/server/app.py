@@ -9,21 +9,27 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from backend.labelstudio.brush import LabelConfigError
+from backend.labelstudio.brush import LabelConfigError, parse_label_config
 from backend.config import BackendConfig
 from backend.jobs.queue import JobQueue
-from backend.model import SugfwModel
-from backend.redact import redact
+from backend.labelstudio.images import ImagePolicy, set_default_policy
+from backend.model import LabelStudioAccessError, SugfwModel
+from backend.redact import redact, redact_url
 from backend.jobs.training_history import TrainingHistory
 
 log = logging.getLogger(__name__)
 REALM = "sugfw"
+# Label Studio sends /setup's project as "<id>.<timestamp>"; webhooks carry the bare id.
+_PROJECT_ID = re.compile(r"^\s*([0-9]{1,18})(?:\.[0-9]+)?\s*$")
 
 
 class BadRequest(Exception):
@@ -39,8 +45,12 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
         jobs = JobQueue(config.state_dir, job_handlers(config, model), debounce_s=config.debounce_s)
         jobs.start()
     history = TrainingHistory(config.state_dir)
+    # Every fetcher of this process, the jobs' included, follows the configured image limits.
+    set_default_policy(ImagePolicy.from_config(config))
     app = Flask(__name__)
     app.config["SUGFW_JOBS"] = jobs
+    # Larger bodies get 413 before they are read (Werkzeug checks Content-Length and the stream).
+    app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
     started = time.time()
 
     @app.before_request
@@ -61,11 +71,18 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
     def setup() -> Response:
         payload = _json_body()
         project = _required(payload, "project", (str, int))
-        _log_request("setup", payload, project=project)
-        version = model.setup(str(project), payload.get("schema"))
+        project_id = _project_number(project, "'project'")
+        _log_request("setup", payload, project=project_id)
+        schema = payload.get("schema")
+        if schema is not None:
+            if not isinstance(schema, str):
+                raise BadRequest(f"key 'schema' must be str, got {type(schema).__name__}")
+            parse_label_config(schema)  # no BrushLabels/PolygonLabels tag → 400 saying so
+        model.check_access(project_id)  # a wrong API key → 400 saying so, nothing queued
+        version = model.setup(str(project_id), schema)
         # Connecting a project is the moment its queue needs an order: score it in the background.
-        # Label Studio sends "<id>.<timestamp>"; repeated /setup calls merge into one pending job.
-        jobs.submit("score", str(project).split(".", 1)[0])
+        # Repeated /setup calls merge into one pending job.
+        jobs.submit("score", str(project_id))
         return jsonify({"model_version": version})
 
     @app.post("/predict")
@@ -78,6 +95,7 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
         if not isinstance(params, dict):
             raise BadRequest("'params' must be an object")
         _log_request("predict", payload, project=payload.get("project"), tasks=len(tasks))
+        _check_image_urls(tasks, payload.get("label_config"))
         results = model.predict(
             tasks, context=params.get("context"), project=payload.get("project"), label_config=payload.get("label_config")
         )
@@ -116,6 +134,11 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
     def bad_request(error: BadRequest) -> tuple[Response, int]:
         log.info("400 on %s %s: %s", request.method, request.path, error)
         return jsonify({"error": str(error)}), 400
+
+    @app.errorhandler(LabelStudioAccessError)
+    def label_studio_access(error: LabelStudioAccessError) -> tuple[Response, int]:
+        log.warning("/setup refused: %s", error)
+        return jsonify({"error": str(error)}), error.status
 
     @app.errorhandler(LabelConfigError)
     def bad_label_config(error: LabelConfigError) -> tuple[Response, int]:
@@ -171,7 +194,48 @@ def _project_id(payload: dict[str, Any]) -> str:
         project = project.get("id")
     if isinstance(project, bool) or not isinstance(project, (int, str)) or str(project).strip() == "":
         raise BadRequest("webhook has no project id (expected 'project': {'id': ...})")
-    return str(project)
+    return str(_project_number(project, "webhook project id"))
+
+
+def _project_number(value: Any, what: str) -> int:
+    """A Label Studio project id (a positive integer, or "<id>.<timestamp>" as /setup sends it)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        match = _PROJECT_ID.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise BadRequest(
+                f"{what} must be a Label Studio project id such as 3 or '3.1700000000', "
+                f"got {str(value)[:40]!r}"
+            )
+        number = int(match.group(1))
+    if number < 1:
+        raise BadRequest(f"{what} must be a positive project id, got {number}")
+    return number
+
+
+def _check_image_urls(tasks: list[dict[str, Any]], label_config: Any) -> None:
+    """A syntactically broken image URL is the caller's error (400), found before any work."""
+    try:
+        image_key = parse_label_config(label_config).image_key if isinstance(label_config, str) else None
+    except LabelConfigError:
+        return  # refused later, if a task needs the config at all
+    if image_key is None:
+        return
+    for task in tasks:
+        data = task.get("data")
+        url = data.get(image_key) if isinstance(data, dict) else None
+        if not isinstance(url, str) or url.startswith("data:"):
+            continue
+        try:
+            scheme = urlsplit(url.strip()).scheme
+            if scheme in ("http", "https"):
+                httpx.URL(url.strip())
+        except (ValueError, httpx.InvalidURL) as error:
+            raise BadRequest(
+                f"task {task.get('id')!r}: data[{image_key!r}] {redact_url(url)!r} is not a valid "
+                f"URL ({error})"
+            ) from None
 
 
 def _log_request(route: str, payload: dict[str, Any], **summary: Any) -> None:
