@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from sugfw.pipeline import ScorerSpec
 
 # Names of sugfw.experiment.CONFIGS, listed here so that --help does not import torch.
-BENCH_CONFIG_NAMES = ["cpu", "paper", "paper_la2018"]
+BENCH_CONFIG_NAMES = ["cpu", "cpu_realistic", "paper", "paper_la2018", "paper_la2018_realistic"]
 
 log = logging.getLogger("sugfw")
 
@@ -91,6 +91,7 @@ def _chosen_slices(args: argparse.Namespace):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    import os
     import time
 
     from sugfw.pipeline import index_from_scored, score_stream
@@ -99,10 +100,22 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.slice_step < 1:
         raise SugfwError(f"--slice-step {args.slice_step}: must be at least 1")
     args.out.mkdir(parents=True, exist_ok=True)
-    scorer = scorer_spec(args).build(args.cache_dir or args.out / "cache")
-    log.info("scoring with %s on %s (K=%d)", scorer.model.name, scorer.model.device, args.k)
+    spec, cache_dir = scorer_spec(args), args.cache_dir or args.out / "cache"
+    ray_address = args.ray or os.environ.get("SUGFW_RAY_ADDRESS") or None
     started = time.perf_counter()
-    scored = list(score_stream(scorer, _chosen_slices(args), progress=not args.quiet))
+    scorer = None
+    if ray_address:
+        from sugfw.distributed import score_on_ray
+
+        log.info("scoring with %s on the Ray cluster at %s (K=%d)", spec.model, ray_address, args.k)
+        scored = list(
+            score_on_ray(spec, _chosen_slices(args), cache_dir, ray_address, actors=args.ray_actors,
+                         progress=not args.quiet)
+        )
+    else:
+        scorer = spec.build(cache_dir)
+        log.info("scoring with %s on %s (K=%d)", scorer.model.name, scorer.model.device, args.k)
+        scored = list(score_stream(scorer, _chosen_slices(args), progress=not args.quiet))
     if not scored:
         raise SugfwError(f"no slices to score in {args.input} (check --slice-step / --limit)")
     elapsed = time.perf_counter() - started
@@ -112,11 +125,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     print(f"scored {len(scored)} slices in {elapsed:.1f} s ({elapsed / len(scored):.2f} s/slice) -> {args.out / 'records.npz'}")
     print(f"uncertainty: min {u.min():.4f}  p25 {np.percentile(u, 25):.4f}  median {np.median(u):.4f}  "
           f"p75 {np.percentile(u, 75):.4f}  max {u.max():.4f}")
+    from sugfw.selection import tie_share
+
+    # Slices at exactly 0.5 (every view agreed) tie in GSCU's Eq. 7 and give it no signal.
+    print(f"tie share (uncertainty = 0.5): {100 * tie_share(u):.1f}% of {len(u)} slices")
     if args.save_preview:
         chosen = args.preview_slice or str(index.slice_ids[int(np.argmax(u))])
         item = next((s for s in _chosen_slices(args) if s.slice_id == chosen), None)
         if item is None:
             raise SugfwError(f"--preview-slice {chosen!r} is not among the scored slices")
+        scorer = scorer or spec.build(cache_dir)  # the record comes from the cache
         save_preview(item.image, scorer.score_image(item.image, item.slice_id), args.save_preview)
         print(f"preview of {chosen} -> {args.save_preview}")
     return 0
@@ -149,9 +167,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     config = CONFIGS[args.config].with_overrides(
         strategies=args.strategies, budgets=args.budgets, seeds=args.seeds, random_seeds=args.random_seeds,
-        k=args.k, iterations=args.iterations, device=args.device,
+        k=args.k, iterations=args.iterations, device=args.device, n_test=args.n_test,
+        train_seed=args.train_seed,
     )
-    results = run_bench(config, args.data, args.out, progress=not args.quiet)
+    results = run_bench(config, args.data, args.out, progress=not args.quiet, test_data=args.test_data)
     report = write_report(results, args.out)
     print(f"results -> {results}\ntable -> {report.markdown}\nplot -> {report.plot}")
     return 0
@@ -176,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--save-preview", type=Path, help="write a PNG of one slice, its U map and union mask")
     score.add_argument("--preview-slice", help="slice id for --save-preview (default: the most uncertain)")
     score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.add_argument("--ray", metavar="ADDRESS",
+                       help="score on the Ray cluster at ADDRESS ('auto': the one this machine joined; "
+                            "default $SUGFW_RAY_ADDRESS); needs sugfw[ray]")
+    score.add_argument("--ray-actors", type=int,
+                       help="at most this many Ray actors (default: one per GPU, else one per CPU)")
     add_scoring_arguments(score)
     score.set_defaults(func=cmd_score)
 
@@ -196,10 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
                                        "finished cells are skipped, stopped trainings resume from their checkpoints.")
     bench.add_argument("--config", choices=BENCH_CONFIG_NAMES, default="cpu",
                        help="cpu: scaled-down run for a 2-core CPU (see sugfw/experiment/configs.py for its cost); "
-                            "paper / paper_la2018: the paper's protocol for Promise12 / LA2018 (GPU)")
+                            "cpu_realistic: every n-th slice, no label-based filtering, on a CPU; "
+                            "paper / paper_la2018(_realistic): the paper's protocol for Promise12 / LA2018 (GPU)")
     bench.add_argument("--data", type=Path, required=True,
                        help="MSD/nnU-Net folder (imagesTr/, labelsTr/, ...) or a folder of <case>.nii.gz + <case>_seg.nii.gz")
     bench.add_argument("--out", type=Path, required=True, help="results folder (reuse it to resume)")
+    bench.add_argument("--test-data", type=Path,
+                       help="separate labelled folder to test every cell on (same layouts as --data); "
+                            "--data then gives only training and validation cases")
+    bench.add_argument("--n-test", type=int, help="test cases (default: the config's)")
+    bench.add_argument("--train-seed", type=int, help="UNet seed of every cell (default: the config's, 2025)")
     bench.add_argument("--strategies", nargs="+", help="selection strategies (default: the config's)")
     bench.add_argument("--budgets", nargs="+", type=_budget, help="counts (35) or ratios of the pool (0.05)")
     bench.add_argument("--seeds", nargs="+", type=int, help="seeds of the deterministic strategies")

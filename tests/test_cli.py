@@ -93,3 +93,16 @@ def test_help_texts(command):
     assert "usage: sugfw" in result.stdout
     if command == ["score"]:
         assert "--save-preview" in result.stdout and "--uncertainty-sign" in result.stdout
+
+
+def test_score_with_ray_but_without_ray_installed_names_the_extra(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if not installed
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.full((16, 16), 9, dtype=np.uint8)).save(folder / "a.png")
+    status = main(["score", str(folder), "--out", str(tmp_path / "out"), "--ray", "auto"])
+    assert status == 2
+    assert "sugfw[ray]" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "records.npz").exists()
