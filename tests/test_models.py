@@ -133,11 +133,14 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 def assert_records_close(fast: SliceRecord, plain: SliceRecord) -> None:
     assert fast.content_hash == plain.content_hash
     assert fast.union_mask.shape == plain.union_mask.shape
-    assert mask_iou(fast.union_mask, plain.union_mask) >= 0.99
+    # Measured on CPU (1 and 2 threads, 5 slices × 2 seeds): bit-identical. GSCU's order turns on
+    # gaps in Û of ~1e-3, so the bounds sit far below that, with room only for float reordering.
+    np.testing.assert_array_equal(fast.union_mask, plain.union_mask)
     assert fast.masks_kept == plain.masks_kept
-    np.testing.assert_allclose(fast.features_pgdr, plain.features_pgdr, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(fast.features_mean, plain.features_mean, rtol=1e-4, atol=1e-5)
-    assert fast.uncertainty == pytest.approx(plain.uncertainty, abs=1e-3)
+    np.testing.assert_allclose(fast.uncertainty_map, plain.uncertainty_map, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fast.features_pgdr, plain.features_pgdr, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(fast.features_mean, plain.features_mean, rtol=1e-6, atol=1e-7)
+    assert fast.uncertainty == pytest.approx(plain.uncertainty, rel=0, abs=1e-6)
 
 
 def assert_records_equal(a: SliceRecord, b: SliceRecord) -> None:
