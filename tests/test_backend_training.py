@@ -220,8 +220,27 @@ def test_unlabelled_tasks_get_unet_masks_in_the_cold_start_order(world):
     assert served[9]["result"] == mask_to_result(world.truths[9], CONTROL)
 
 
+def revise_annotation(world, task_id: int) -> None:
+    """The annotator edits task ``task_id``'s annotation (same result, later update time)."""
+    task = next(t for t in world.project.task_list if t["id"] == task_id)
+    task["annotations"] = [{**task["annotations"][0], "updated_at": "2026-02-01T00:00:00Z"}]
+
+
+def test_a_burst_over_unchanged_annotations_trains_nothing(world, caplog):
+    burst(world)
+    caplog.set_level(logging.INFO, logger="backend.jobs.training_job")
+    assert burst(world, events=50) == 1  # the job runs, finds nothing new and stops
+    assert len(world.calls) == 1
+    assert len(TrainingHistory(world.config.state_dir).records(PROJECT)) == 1
+    assert "annotations unchanged" in caplog.text
+    revise_annotation(world, 2)
+    assert burst(world) == 1
+    assert len(world.calls) == 2
+
+
 def test_second_run_warm_starts_from_the_first_and_replaces_its_predictions(world):
     burst(world)
+    revise_annotation(world, 1)
     assert burst(world, events=3) == 1
     first_checkpoint = world.calls[0]["dir"] / "best.pt"
     assert Path(world.calls[1]["init_state"]) == first_checkpoint

@@ -29,6 +29,8 @@ finished run's weights.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 import time
@@ -85,6 +87,21 @@ class TestCase:
     """(slice, row, col) mm: the axis order of ``images``."""
     source: str
     """"tasks" or "volumes"."""
+
+
+WORST_SCORE = 1.0
+"""Label Studio's largest score: served after every queued task."""
+
+
+def annotations_fingerprint(annotated: Sequence[Mapping[str, Any]]) -> str:
+    """Hash of what a training run learns from: each task's latest submitted annotation (id and
+    update time). Equal fingerprints mean a run would train on the same data again."""
+    items = []
+    for task in annotated:
+        latest = latest_submitted(task.get("annotations") or [])
+        if latest is not None:
+            items.append([task["id"], latest.get("id"), str(latest.get("updated_at") or "")])
+    return hashlib.sha256(json.dumps(sorted(items, key=str)).encode()).hexdigest()
 
 
 def latest_submitted(annotations: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -217,6 +234,10 @@ class TrainJob:
         """One training run; the history record it appended, or None when there was nothing to train on."""
         control = parse_label_config(project.label_config())
         annotated = project.annotated_tasks()
+        fingerprint = annotations_fingerprint(annotated)
+        if fingerprint == self.states.get(project_id).get("trained_on"):
+            log.info("project %s: annotations unchanged since the last training run; skipped", project_id)
+            return None
         tasks = project.tasks()
         annotated_ids = {task["id"] for task in annotated}
         unlabelled = [task for task in tasks if task["id"] not in annotated_ids]
@@ -238,6 +259,7 @@ class TrainJob:
             progress.update(len(annotated) + 2)
             log.info("project %s: %s", project_id, summary_line(record))
             self.publish(project_id, project, unlabelled, control, model, version, fetcher, progress, len(annotated) + 2)
+            self.states.put(project_id, {**self.states.get(project_id), "trained_on": fingerprint})
             return record
         finally:
             fetcher.close()
@@ -347,7 +369,10 @@ class TrainJob:
                     result = labels_to_result(segment(model, normalise_slice(image)[None], device)[0], control)
                 except SugfwError as error:  # keep the SAM mask: the task still needs its place in the queue
                     log.warning("task %s keeps its previous pre-annotation: %s", task["id"], error)
-            predictions[task["id"]] = prefill_prediction(result, version, stored.get("score"), stored.get("cluster"))
+            # A task outside the queue (never scored) goes last, never first with a null score.
+            score = stored.get("score")
+            score = WORST_SCORE if score is None else score
+            predictions[task["id"]] = prefill_prediction(result, version, score, stored.get("cluster"))
             progress.update(done)
         if not predictions:
             return
