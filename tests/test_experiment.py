@@ -458,8 +458,8 @@ def test_cli_bench_passes_overrides_and_writes_the_report(results_csv, tmp_path,
 
     seen = {}
 
-    def fake_run_bench(config, data, out, progress):
-        seen.update(config=config, data=data, out=out)
+    def fake_run_bench(config, data, out, progress, test_data=None):
+        seen.update(config=config, data=data, out=out, test_data=test_data)
         return results_csv
 
     monkeypatch.setattr(sugfw.experiment, "run_bench", fake_run_bench)
@@ -472,3 +472,20 @@ def test_cli_bench_passes_overrides_and_writes_the_report(results_csv, tmp_path,
     assert (tmp_path / "o" / "report.md").is_file() and (tmp_path / "o" / "dsc_vs_budget.png").is_file()
     assert main(["bench", "--data", "d", "--out", "o", "--budgets", "1.5"]) == 2
     assert "budget=1.5" in capsys.readouterr().err
+
+
+def test_run_bench_tests_on_a_separate_labelled_set(tiny_dataset, tmp_path):
+    test_root = tmp_path / "test_data"
+    for index in range(5, 8):
+        image, label = disk_case(index)
+        write_nifti(test_root / f"other{index}.nii.gz", image)
+        write_nifti(test_root / f"other{index}_label.nii.gz", label)
+    config = TINY.with_overrides(strategies=["gscu"], full_supervision=False)
+    results = run_bench(config, tiny_dataset, tmp_path / "out", lambda c, d: StubRecordScorer(),
+                        progress=False, test_data=test_root)
+    rows = read_rows(results)
+    # n_test = 2 of the 3 separate cases; --data keeps 1 validation and 4 training cases.
+    assert len({r["case_id"] for r in rows}) == 2
+    assert {r["case_id"] for r in rows} <= {"other5", "other6", "other7"}
+    assert {r["pool_size"] for r in rows} == {"16"}
+    assert rows[0]["picks_foreground"] != "" and rows[0]["cluster_sizes"].count(";") == 2

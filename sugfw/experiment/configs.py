@@ -20,6 +20,12 @@ in about 1.5 h on a 2-core CPU:
 Shorter training than the paper's (300 iterations instead of 1000 epochs) leaves the UNet
 under-trained: compare strategies with one another and with full supervision at the same
 training length, not with the paper's absolute figures.
+
+``CONFIGS["cpu_realistic"]`` is the realistic protocol (no label-based filtering): pool = every
+11th slice of the first 5 training cases (≈ 40 slices of 88-slice volumes), 1 validation and 10
+test cases as whole volumes, Random over 10 seeds and GSCU / tie-aware GSCU over 5 k-means
+seeds, one training seed for every cell, budgets of 4 and 8 slices, K = 2, 200 iterations.
+``paper_la2018_realistic`` is the GPU-sized version of the same protocol.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ class BenchConfig:
     budgets: tuple[int | float, ...]
     """Counts (int) or ratios of the pool (float in (0, 1)), as ``resolve_budget`` reads them."""
     seeds: tuple[int, ...]
-    """Seeds of the deterministic strategies (selection and UNet training)."""
+    """Seeds of the deterministic strategies' selection (k-means)."""
     random_seeds: tuple[int, ...]
     """Seeds of the Random strategy (the paper reports the mean over 5)."""
     full_supervision: bool = True
@@ -82,6 +88,9 @@ class BenchConfig:
     batch_size: int = 8
     crop_size: int = 224
     eval_every: int = 200
+    train_seed: int | None = 2025
+    """UNet seed of every cell, so cells differ only in what they selected; None: the cell's seed
+    (selection noise and initialisation noise mixed)."""
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -118,6 +127,8 @@ class BenchConfig:
         )
 
     def train_config(self, n_train: int, seed: int, device: str) -> TrainConfig:
+        """Training of a cell with selection seed ``seed`` (used only when ``train_seed`` is None)."""
+        seed = seed if self.train_seed is None else self.train_seed
         iterations = self.iterations or iterations_for_epochs(self.epochs, n_train, self.batch_size)
         return TrainConfig(
             iterations=iterations,
@@ -189,4 +200,37 @@ PAPER_LA2018 = replace(
     n_test=20,
 )
 
-CONFIGS: dict[str, BenchConfig] = {"cpu": CPU, "paper": PAPER, "paper_la2018": PAPER_LA2018}
+# The realistic protocol: a cold-start user has no labels, so the pool is every n-th slice of the
+# training volumes with no foreground range; validation and test cases are whole volumes too.
+CPU_REALISTIC = BenchConfig(
+    name="cpu_realistic",
+    strategies=("random", "gscu", "gscu_tie_aware"),
+    budgets=(4, 8),
+    seeds=(0, 1, 2, 3, 4),
+    random_seeds=tuple(range(10)),
+    full_supervision=False,
+    n_val=1,
+    n_test=10,
+    max_train_cases=5,
+    foreground_margin=None,
+    slice_step=11,
+    k=2,
+    working_size=256,
+    iterations=200,
+    batch_size=8,
+    crop_size=128,
+    eval_every=100,
+    device="cpu",
+)
+
+PAPER_LA2018_REALISTIC = replace(PAPER_LA2018, name="paper_la2018_realistic", foreground_margin=None,
+                                 strategies=PAPER_LA2018.strategies + ("gscu_tie_aware",),
+                                 seeds=(2025, 2026, 2027, 2028, 2029), random_seeds=tuple(range(10)))
+
+CONFIGS: dict[str, BenchConfig] = {
+    "cpu": CPU,
+    "cpu_realistic": CPU_REALISTIC,
+    "paper": PAPER,
+    "paper_la2018": PAPER_LA2018,
+    "paper_la2018_realistic": PAPER_LA2018_REALISTIC,
+}

@@ -45,9 +45,9 @@ from sugfw.models import resolve_device
 from sugfw.pipeline import RecordScorer, score_to_index
 from sugfw.records import RecordIndex
 from sugfw.segmentation.infer import predict_volume
-from sugfw.segmentation.train import train
+from sugfw.segmentation.train import case_dice_validator, train
 from sugfw.segmentation.unet import UNet
-from sugfw.selection import get_strategy, resolve_budget
+from sugfw.selection import Selection, get_strategy, resolve_budget, tie_share
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,16 @@ RESULT_COLUMNS = (
     "strategy", "budget", "seed", "n_selected", "pool_size", "case_id",
     "dice", "hd95_mm", "dice_paper", "hd95_paper_voxels", "pred_empty", "truth_empty",
     "best_val_dice", "iterations",
+    "picks_foreground", "first_pick_foreground", "picks_tied", "pool_tied", "pool_foreground",
+    "cluster_sizes",
 )
 """``dice``/``hd95_mm``: physical rule (spacing-aware, explicit empty-mask rule); ``*_paper``: the
-authors' convention (HD95 in voxels, empty prediction scored 0/0). See ``sugfw.metrics``."""
+authors' convention (HD95 in voxels, empty prediction scored 0/0). See ``sugfw.metrics``.
+Selection diagnostics, computed from the pool labels only after selection and repeated on every
+row of a cell: ``picks_foreground`` (share of picks with foreground), ``first_pick_foreground``
+(1 if the first pick has foreground), ``picks_tied``/``pool_tied`` (share at Û = 0.5),
+``pool_foreground`` and ``cluster_sizes`` (sizes of the strategy's clusters, largest first,
+";"-separated; empty for a strategy without clusters)."""
 
 
 ScorerFactory = Callable[[BenchConfig, Path], RecordScorer]
@@ -102,12 +109,17 @@ def budget_label(budget: int | float | None) -> str:
 
 
 def plan_cells(config: BenchConfig) -> list[Cell]:
-    """Every strategy × budget × its seeds, then full supervision (first seed) if configured."""
+    """Every strategy × budget × its seeds, then full supervision (first seed) if configured.
+
+    Ordered by budget, then by seed rank, then by strategy, so that a run stopped part-way has
+    the same number of seeds for every strategy at the budgets it reached.
+    """
     cells = [
-        Cell(strategy, budget, seed)
-        for strategy in config.strategies
+        Cell(strategy, budget, seeds[rank])
         for budget in config.budgets
-        for seed in config.seeds_for(strategy)
+        for rank in range(max(len(config.seeds_for(s)) for s in config.strategies))
+        for strategy in config.strategies
+        if rank < len(seeds := config.seeds_for(strategy))
     ]
     if config.full_supervision:
         cells.append(Cell(FULL_SUPERVISION, None, config.seeds[0]))
@@ -153,12 +165,34 @@ def score_pool(pool: TrainingPool, scorer: RecordScorer, progress: bool = True) 
 
 def select_slices(cell: Cell, index: RecordIndex) -> np.ndarray:
     """Pool positions picked by the cell's strategy (all of them for full supervision)."""
+    return select_queue(cell, index).picks
+
+
+def select_queue(cell: Cell, index: RecordIndex) -> Selection:
+    """The cell's Selection (full supervision: every slice in pool order, no clusters)."""
     n = len(index.slice_ids)
     if cell.strategy == FULL_SUPERVISION:
-        return np.arange(n)
+        return Selection(np.arange(n), np.full(n, -1, dtype=np.int64), n)
     spec = get_strategy(cell.strategy)
     budget = resolve_budget(cell.budget, n)
-    return spec.select(index.features(spec.features), index.uncertainty, budget, cell.seed).picks
+    return spec.select(index.features(spec.features), index.uncertainty, budget, cell.seed)
+
+
+def selection_diagnostics(selection: Selection, uncertainty: np.ndarray,
+                          pool_labels: list[np.ndarray]) -> dict[str, object]:
+    """What was picked, judged with the labels only after selecting (see ``RESULT_COLUMNS``)."""
+    has_foreground = np.array([bool(np.any(label > 0)) for label in pool_labels])
+    picks = selection.picks
+    clusters = selection.clusters[selection.clusters >= 0]
+    sizes = sorted(np.bincount(clusters).tolist(), reverse=True) if clusters.size else []
+    return {
+        "picks_foreground": float(has_foreground[picks].mean()),
+        "first_pick_foreground": int(has_foreground[picks[0]]),
+        "picks_tied": tie_share(uncertainty[picks]),
+        "pool_tied": tie_share(uncertainty),
+        "pool_foreground": float(has_foreground.mean()),
+        "cluster_sizes": ";".join(str(size) for size in sizes if size),
+    }
 
 
 def predict_case(model: torch.nn.Module, case: PreparedCase, device: str, batch_size: int = 16) -> np.ndarray:
@@ -179,25 +213,42 @@ def run_bench(
     out_dir: Path | str,
     scorer_factory: ScorerFactory = default_scorer_factory,
     progress: bool = True,
+    test_data: Path | str | None = None,
 ) -> Path:
     """Run (or resume) every cell of ``config`` on the data set at ``data_root``; returns the
-    path of results.csv."""
+    path of results.csv. With ``test_data`` (a labelled folder of the same layouts), every cell
+    is tested on ``n_test`` of its cases (a seeded choice) and ``data_root`` gives only the
+    training and validation cases."""
     out_dir = Path(out_dir)
     for strategy in config.strategies:
         get_strategy(strategy)  # unknown names fail before any data is read
     out_dir.mkdir(parents=True, exist_ok=True)
-    _bind_results_folder(config, Path(data_root), out_dir / SETTINGS_FILE)
+    _bind_results_folder(config, Path(data_root), out_dir / SETTINGS_FILE,
+                         Path(test_data) if test_data is not None else None)
     device = str(resolve_device(config.device))
 
     files = {f.case_id: f for f in find_case_files(data_root)}
-    split = plan_split(list(files.values()), config)
+    test_files = files
+    if test_data is not None:
+        test_files = {f.case_id: f for f in find_case_files(test_data)}
+        train_ids = [f.case_id for f in files.values() if f.subset == "train"]
+        own = split_cases(train_ids, config.n_val, 0, config.split_seed)
+        order = np.random.default_rng(config.split_seed).permutation(len(test_files))
+        chosen = tuple(sorted(sorted(test_files)[i] for i in order[: config.n_test]))
+        train_cases = own.train[: config.max_train_cases] if config.max_train_cases else own.train
+        split = CaseSplit(train_cases, own.val, chosen)
+    else:
+        split = plan_split(list(files.values()), config)
     log.info("cases: %d train, %d val, %d test", len(split.train), len(split.val), len(split.test))
-    prepared = {
-        case_id: prepare_case(load_case(files[case_id]), config.working_size, config.foreground_margin,
-                              config.upper_percentile)
-        for case_id in (*split.train, *split.val, *split.test)
-    }
-    empty = [c for c in (*split.val, *split.test) if len(prepared[c].images) == 0]
+
+    def prepare(case_files: CaseFiles) -> PreparedCase:
+        return prepare_case(load_case(case_files), config.working_size, config.foreground_margin,
+                            config.upper_percentile)
+
+    prepared = {case_id: prepare(files[case_id]) for case_id in (*split.train, *split.val)}
+    tested = {case_id: prepare(test_files[case_id]) for case_id in split.test}
+    empty = [c for c in split.val if len(prepared[c].images) == 0]
+    empty += [c for c in split.test if len(tested[c].images) == 0]
     if empty:
         # With a foreground margin a case without foreground keeps no slice: nothing to score it on.
         raise InvalidInputError(
@@ -210,16 +261,15 @@ def run_bench(
     index = score_pool(pool, scorer_factory(config, out_dir / "cache"), progress)
     index.save(out_dir / RECORDS_FILE)
 
-    val_images = [image for c in split.val for image in prepared[c].images]
-    val_labels = [label for c in split.val for label in prepared[c].labels]
-    test_cases = [prepared[c] for c in split.test]
+    val = [(prepared[c].images, prepared[c].labels) for c in split.val]
+    test_cases = [tested[c] for c in split.test]
     results = ResultsTable(out_dir / RESULTS_FILE, split.test)
     for cell in plan_cells(config):
         if results.is_done(cell):
             log.info("%s: already in %s, skipped", cell.folder_name, results.path.name)
             continue
         started = time.perf_counter()
-        rows = _run_cell(cell, config, index, pool, (val_images, val_labels), test_cases,
+        rows = _run_cell(cell, config, index, pool, val, test_cases,
                          out_dir / "cells" / cell.folder_name, device, progress)
         results.append(rows)
         log.info("%s: done in %.0f s", cell.folder_name, time.perf_counter() - started)
@@ -231,18 +281,23 @@ def _run_cell(
     config: BenchConfig,
     index: RecordIndex,
     pool: TrainingPool,
-    val: tuple[list[np.ndarray], list[np.ndarray]],
+    val: list[tuple[np.ndarray, np.ndarray]],
     test_cases: list[PreparedCase],
     cell_dir: Path,
     device: str,
     progress: bool,
 ) -> list[dict[str, object]]:
-    picks = select_slices(cell, index)
+    selection = select_queue(cell, index)
+    picks = selection.picks
+    diagnostics = selection_diagnostics(selection, index.uncertainty, pool.labels)
     cell_dir.mkdir(parents=True, exist_ok=True)
     (cell_dir / "picks.json").write_text(json.dumps([str(index.slice_ids[i]) for i in picks], indent=1))
+    (cell_dir / "selection.json").write_text(json.dumps(diagnostics, indent=1))
     train_config = config.train_config(len(picks), cell.seed, device)
-    result = train([pool.images[i] for i in picks], [pool.labels[i] for i in picks], val, train_config,
-                   cell_dir / "checkpoints", progress=progress)
+    # Validation: mean 3-D Dice over the validation cases (an empty prediction of a case scores 0).
+    validator = case_dice_validator(val, train_config)
+    result = train([pool.images[i] for i in picks], [pool.labels[i] for i in picks], validator,
+                   train_config, cell_dir / "checkpoints", progress=progress)
     model = UNet(in_channels=1, n_classes=train_config.n_classes)
     model.load_state_dict(result.best_state)
     rows = []
@@ -258,6 +313,7 @@ def _run_cell(
             "dice_paper": paper.dice, "hd95_paper_voxels": paper.hd95,
             "pred_empty": int(physical.pred_empty), "truth_empty": int(physical.truth_empty),
             "best_val_dice": result.best_val_dice, "iterations": train_config.iterations,
+            **diagnostics,
         })
     return rows
 
@@ -316,8 +372,11 @@ class ResultsTable:
             os.fsync(handle.fileno())
 
 
-def _bind_results_folder(config: BenchConfig, data_root: Path, path: Path) -> None:
-    identity = json.loads(json.dumps({"data": str(data_root.resolve()), **config.result_identity()}))
+def _bind_results_folder(config: BenchConfig, data_root: Path, path: Path,
+                         test_data: Path | None = None) -> None:
+    identity = {"data": str(data_root.resolve()), **config.result_identity()}
+    identity["test_data"] = str(test_data.resolve()) if test_data is not None else None
+    identity = json.loads(json.dumps(identity))
     if not path.exists():
         path.write_text(json.dumps(identity, indent=2, sort_keys=True))
         return
