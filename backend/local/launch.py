@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from backend.local import server as local_server
@@ -66,6 +67,47 @@ def ensure_connected(client, project_id: int, backend_url: str) -> None:
         client.ml.create(project=project_id, url=backend_url, title="sugfw")  # → /setup → a score job
 
 
+MAX_BACKEND_RESTARTS = 5
+POLL_S = 2.0
+
+
+def supervise(
+    label_studio: subprocess.Popen,
+    backend: subprocess.Popen,
+    restart_backend: Callable[[], subprocess.Popen],
+    ls_log: Path,
+    backend_log: Path,
+    max_restarts: int = MAX_BACKEND_RESTARTS,
+    poll_s: float = POLL_S,
+) -> int:
+    """Watch both servers until one is lost for good; the exit status for the main job.
+
+    A backend that dies (out of memory, killed) is started again, up to ``max_restarts`` times:
+    its jobs resume from the state folder and its scores from the cache, and Label Studio, with
+    the annotators' work, keeps running. Label Studio stopping ends the main job.
+    """
+    restarts = 0
+    while True:
+        if label_studio.poll() is not None:
+            log.error("Label Studio stopped (exit %s); see %s", label_studio.returncode, ls_log)
+            return 1
+        if backend.poll() is not None:
+            if restarts >= max_restarts:
+                log.error("the backend stopped %d times; giving up, see %s", restarts + 1, backend_log)
+                return 1
+            restarts += 1
+            log.warning(
+                "the backend stopped (exit %s); restarting it (%d of %d), see %s",
+                backend.returncode, restarts, max_restarts, backend_log,
+            )
+            try:
+                backend = restart_backend()
+            except local_server.LabelStudioStartError as error:
+                log.error("the backend did not come back: %s", error)
+                continue
+        time.sleep(poll_s)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m backend.local.launch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,10 +147,18 @@ def main(argv: list[str] | None = None) -> int:
               f"backend: {backend_url} (log {backend_log}); scoring runs in the background, then "
               f"'Label All Tasks' serves the GSCU queue. Ctrl-C stops both servers.", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        while all(p.poll() is None for p in processes):
-            time.sleep(2)
-        log.error("a server stopped; see %s and %s", ls_log, backend_log)
-        return 1
+
+        def restart_backend() -> subprocess.Popen:
+            process = start_backend(args, ls_url, credentials["token"], backend_log)
+            processes[1] = process  # stopped with the others on the way out
+            try:
+                local_server.wait_for_health(backend_url, process, backend_log, timeout_s=120)
+            except local_server.LabelStudioStartError:
+                local_server.stop_process_group(process)  # never two workers at once
+                raise
+            return process
+
+        return supervise(processes[0], processes[1], restart_backend, ls_log, backend_log)
     except KeyboardInterrupt:
         return 0
     finally:
