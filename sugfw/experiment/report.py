@@ -5,6 +5,14 @@ cases, as ``sugfw.metrics.summarise`` computes them. A strategy run with several
 5 in the paper) is shown as the mean over seeds of the per-seed means ± the mean over seeds of the
 per-seed stds, so its ± stays a spread over cases, comparable with the single-seed rows. The plot's
 band around such a strategy is its mean ± the std over seeds of the per-seed mean DSC.
+
+Strategies against Random (``comparison_table``): per budget, the mean ± std (ddof = 1) over seeds
+of the per-seed mean DSC, and a bootstrap 95 % interval of the strategy's mean DSC minus Random's:
+each of ``N_BOOTSTRAP`` replicates resamples the test cases (the same cases for both, so the
+comparison stays paired by case) and, independently, each strategy's seeds, with replacement;
+the interval is the 2.5th–97.5th percentile of the replicated differences. The plot draws each
+strategy's own bootstrap 95 % interval of its mean. ``diagnostics_table`` summarises what each
+cell picked (labels used only after selection).
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ from sugfw.metrics import CaseMetrics, summarise
 Rule = Literal["physical", "paper"]
 _COLUMNS = {"physical": ("dice", "hd95_mm", "mm"), "paper": ("dice_paper", "hd95_paper_voxels", "voxel")}
 REPORT_FILE, PLOT_FILE = "report.md", "dsc_vs_budget.png"
+N_BOOTSTRAP = 2000
+BOOTSTRAP_SEED = 0
+REFERENCE_STRATEGY = "random"
 
 
 @dataclass(frozen=True)
@@ -169,17 +180,22 @@ def plot_dsc(rows: list[dict[str, str]], path: Path | str, rule: Rule = "physica
     path = Path(path)
     figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
     try:
+        intervals = mean_intervals(rows, rule)
         for strategy, curve in dsc_curves(rows, rule).items():
             label = f"{strategy} (mean of {curve.n_seeds} seeds)" if curve.n_seeds > 1 else strategy
             (line,) = axes.plot(curve.share_percent, curve.dice_percent, marker="o", label=label)
-            if curve.n_seeds > 1:
-                axes.fill_between(curve.share_percent, curve.band_low, curve.band_high,
-                                  color=line.get_color(), alpha=0.2)
+            budgets = sorted((s for s in summarise_cells(rows, rule) if s.strategy == strategy),
+                             key=lambda s: s.share)
+            low = np.array([100 * intervals[(strategy, b.budget)][0] for b in budgets])
+            high = np.array([100 * intervals[(strategy, b.budget)][1] for b in budgets])
+            axes.errorbar(curve.share_percent, curve.dice_percent,
+                          yerr=[curve.dice_percent - low, high - curve.dice_percent],
+                          fmt="none", ecolor=line.get_color(), capsize=3)
         full = [s for s in summarise_cells(rows, rule) if s.strategy == FULL_SUPERVISION]
         if full:
             axes.axhline(100 * full[0].dice_mean, color="black", linestyle="--", label="full supervision")
         axes.set_xlabel("annotated slices (% of the pool)")
-        axes.set_ylabel("DSC (%)")
+        axes.set_ylabel("DSC (%), bootstrap 95% interval")
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
         figure.tight_layout()
@@ -200,6 +216,8 @@ def write_report(results_csv: Path | str, out_dir: Path | str) -> ReportFiles:
         + markdown_table(rows, "physical")
         + "\n## The authors' convention (HD95 in voxels, empty prediction = 0 / 0)\n\n"
         + markdown_table(rows, "paper")
+        + ("\n## Against Random\n\n" + versus if (versus := comparison_table(rows)) else "")
+        + ("\n## What each strategy picked\n\n" + picked if (picked := diagnostics_table(rows)) else "")
         + ("\n## Spread across seeds\n\n" + spread if (spread := seed_spread_table(rows)) else "")
     )
     return ReportFiles(markdown, plot_dsc(rows, out_dir / PLOT_FILE))
@@ -244,3 +262,112 @@ def _budget_order(budget: str) -> tuple[int, float]:
 def _budget_header(budget: str) -> str:
     kind, value = _budget_order(budget)
     return f"{int(value)} slices" if kind else f"{100 * value:g}%"
+
+
+def dice_matrix(rows: list[dict[str, str]], strategy: str, budget: str,
+                rule: Rule = "physical") -> tuple[list[str], list[str], np.ndarray]:
+    """(seeds, case ids, DSC array seeds × cases) of one cell; cases sorted, seeds as listed."""
+    dice_column, _, _ = _rule_columns(rule)
+    cell = [r for r in rows if r["strategy"] == strategy and r["budget"] == budget]
+    seeds = list(dict.fromkeys(r["seed"] for r in cell))
+    cases = sorted({r["case_id"] for r in cell})
+    values = np.full((len(seeds), len(cases)), np.nan)
+    for r in cell:
+        values[seeds.index(r["seed"]), cases.index(r["case_id"])] = float(r[dice_column])
+    return seeds, cases, values
+
+
+def bootstrap_difference(strategy: np.ndarray, reference: np.ndarray, n_boot: int = N_BOOTSTRAP,
+                         seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+    """Mean of ``strategy`` minus mean of ``reference`` (seeds × the same cases) and its bootstrap
+    95 % interval, resampling cases (paired) and each side's seeds independently."""
+    if strategy.shape[1] != reference.shape[1]:
+        raise InvalidInputError("both strategies must be tested on the same cases")
+    rng = np.random.default_rng(seed)
+    n_cases = strategy.shape[1]
+    replicates = np.empty(n_boot)
+    for b in range(n_boot):
+        cases = rng.integers(n_cases, size=n_cases)
+        own = rng.integers(len(strategy), size=len(strategy))
+        ref = rng.integers(len(reference), size=len(reference))
+        replicates[b] = strategy[own][:, cases].mean() - reference[ref][:, cases].mean()
+    low, high = np.percentile(replicates, [2.5, 97.5])
+    return float(strategy.mean() - reference.mean()), float(low), float(high)
+
+
+def bootstrap_mean(values: np.ndarray, n_boot: int = N_BOOTSTRAP,
+                   seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Bootstrap 95 % interval of the mean of seeds × cases, resampling both."""
+    rng = np.random.default_rng(seed)
+    n_seeds, n_cases = values.shape
+    replicates = [values[rng.integers(n_seeds, size=n_seeds)][:, rng.integers(n_cases, size=n_cases)].mean()
+                  for _ in range(n_boot)]
+    low, high = np.percentile(replicates, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def mean_intervals(rows: list[dict[str, str]], rule: Rule = "physical") -> dict[tuple[str, str], tuple[float, float]]:
+    """Bootstrap 95 % interval of every (strategy, budget) mean DSC."""
+    keys = dict.fromkeys((r["strategy"], r["budget"]) for r in rows)
+    return {key: bootstrap_mean(dice_matrix(rows, *key, rule)[2]) for key in keys}
+
+
+def comparison_table(rows: list[dict[str, str]], rule: Rule = "physical") -> str:
+    """Per budget: each strategy's mean ± std over seeds and its difference from Random."""
+    strategies = [s for s in dict.fromkeys(r["strategy"] for r in rows) if s != FULL_SUPERVISION]
+    if REFERENCE_STRATEGY not in strategies:
+        return ""
+    budgets = sorted({r["budget"] for r in rows if r["strategy"] != FULL_SUPERVISION}, key=_budget_order)
+    lines = [
+        f"DSC (%) per budget: mean ± std over seeds of the per-seed mean over test cases; the "
+        f"difference from {REFERENCE_STRATEGY} in points with its bootstrap 95 % interval "
+        f"({N_BOOTSTRAP} replicates resampling seeds and test cases).",
+        "",
+        "| budget | strategy | seeds | test cases | DSC mean ± std over seeds | "
+        f"minus {REFERENCE_STRATEGY} [95 % interval] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for budget in budgets:
+        _, ref_cases, reference = dice_matrix(rows, REFERENCE_STRATEGY, budget, rule)
+        for strategy in strategies:
+            seeds, cases, values = dice_matrix(rows, strategy, budget, rule)
+            if not seeds:
+                continue
+            per_seed = 100 * values.mean(axis=1)
+            spread = per_seed.std(ddof=1) if len(per_seed) > 1 else 0.0
+            versus = "–"
+            if strategy != REFERENCE_STRATEGY and reference.size and cases == ref_cases:
+                diff, low, high = bootstrap_difference(values, reference)
+                versus = f"{100 * diff:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
+            lines.append(f"| {_budget_header(budget)} | {strategy} | {len(seeds)} | {len(cases)} | "
+                         f"{per_seed.mean():.2f} ± {spread:.2f} | {versus} |")
+    return "\n".join(lines) + "\n"
+
+
+def diagnostics_table(rows: list[dict[str, str]]) -> str:
+    """Per (strategy, budget): mean over seeds of the selection diagnostics of ``run_bench``."""
+    if not rows or rows[0].get("picks_foreground", "") == "":
+        return ""
+    lines = [
+        "Mean over seeds. Foreground shares use the pool labels after selection; tied = Û of "
+        "exactly 0.5.",
+        "",
+        "| strategy | budget | seeds | picks with foreground | first pick with foreground | "
+        "picks tied | pool tied | pool with foreground | cluster sizes (largest first, seed 1) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    cells: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
+    for r in rows:
+        cells.setdefault((r["strategy"], r["budget"]), {}).setdefault(r["seed"], r)
+    for (strategy, budget), by_seed in sorted(cells.items(), key=lambda kv: (_budget_order(kv[0][1]), kv[0][0])):
+        first = next(iter(by_seed.values()))
+
+        def mean(column: str) -> float:
+            return 100 * float(np.mean([float(r[column]) for r in by_seed.values()]))
+
+        lines.append(
+            f"| {strategy} | {_budget_header(budget)} | {len(by_seed)} | {mean('picks_foreground'):.0f}% | "
+            f"{mean('first_pick_foreground'):.0f}% | {mean('picks_tied'):.0f}% | {mean('pool_tied'):.0f}% | "
+            f"{mean('pool_foreground'):.0f}% | {first['cluster_sizes'] or '–'} |"
+        )
+    return "\n".join(lines) + "\n"
