@@ -58,7 +58,7 @@ def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 def _token_to_stream(
     attn: nn.Module, tokens_q: torch.Tensor, stream: _Stream, pe: torch.Tensor
 ) -> torch.Tensor:
-    """``attn(q=tokens_q, k=stream + pe, v=stream)`` of SAM's ``Attention`` for the factored stream."""
+    """``attn(q=tokens_q, k=stream + pe, v=stream)`` of SAM's ``Attention``, factored stream."""
     heads = attn.num_heads
     n_prompts, n_tokens = tokens_q.shape[:2]
     q = attn.q_proj(tokens_q)
@@ -89,12 +89,18 @@ def _token_to_stream(
     if stream.rank:
         vec_v = _heads(stream.vectors @ wv.T, heads)  # (P, r, H, d)
         pooled = torch.bmm(probs, stream.coeff.transpose(1, 2))  # (P, H·T, r)
-        out = out + torch.einsum("phtr,prhd->pthd", pooled.view(n_prompts, heads, n_tokens, -1), vec_v)
+        out = out + torch.einsum(
+            "phtr,prhd->pthd", pooled.view(n_prompts, heads, n_tokens, -1), vec_v
+        )
     return attn.out_proj(out.reshape(n_prompts, n_tokens, -1))
 
 
 def _stream_to_token(
-    attn: nn.Module, stream: _Stream, pe: torch.Tensor, tokens_k: torch.Tensor, tokens_v: torch.Tensor
+    attn: nn.Module,
+    stream: _Stream,
+    pe: torch.Tensor,
+    tokens_k: torch.Tensor,
+    tokens_v: torch.Tensor,
 ) -> _Stream:
     """``stream + attn(q=stream + pe, k=tokens_k, v=tokens_v)``, still factored."""
     heads = attn.num_heads
@@ -112,7 +118,9 @@ def _stream_to_token(
     if stream.scale is None:
         scores.copy_(torch.einsum("nhd,pthd->pthn", base_q + pe_q, k))
     else:
-        torch.mul(torch.einsum("nhd,pthd->pthn", base_q, k), stream.scale[:, None, None, :], out=scores)
+        torch.mul(
+            torch.einsum("nhd,pthd->pthn", base_q, k), stream.scale[:, None, None, :], out=scores
+        )
         scores += torch.einsum("nhd,pthd->pthn", pe_q, k)
     if stream.rank:
         vec_q = _heads(stream.vectors @ wq.T, heads)  # (P, r, H, d)
@@ -190,9 +198,13 @@ def predict_iou(
     channels = base.shape[-1]
     # Room for every block's heads × tokens rows of R plus one row per LayerNorm.
     n_tokens = point_embedding.shape[1]
-    max_rank = sum(layer.cross_attn_image_to_token.num_heads * n_tokens + 1 for layer in transformer.layers)
+    max_rank = sum(
+        layer.cross_attn_image_to_token.num_heads * n_tokens + 1 for layer in transformer.layers
+    )
     buffer = base.new_empty(n_prompts, max_rank, base.shape[0])
-    stream = _Stream(base, None, buffer, 0, base.new_zeros(1, 0, channels), base.new_zeros(channels))
+    stream = _Stream(
+        base, None, buffer, 0, base.new_zeros(1, 0, channels), base.new_zeros(channels)
+    )
 
     queries = point_embedding
     for layer in transformer.layers:
@@ -202,12 +214,18 @@ def predict_iou(
             q = queries + point_embedding
             queries = queries + layer.self_attn(q=q, k=q, v=queries)
         queries = layer.norm1(queries)
-        attn_out = _token_to_stream(layer.cross_attn_token_to_image, queries + point_embedding, stream, pe)
+        attn_out = _token_to_stream(
+            layer.cross_attn_token_to_image, queries + point_embedding, stream, pe
+        )
         queries = layer.norm2(queries + attn_out)
         queries = layer.norm3(queries + layer.mlp(queries))
-        stream = _stream_to_token(layer.cross_attn_image_to_token, stream, pe, queries + point_embedding, queries)
+        stream = _stream_to_token(
+            layer.cross_attn_image_to_token, stream, pe, queries + point_embedding, queries
+        )
         stream = _layer_norm(layer.norm4, stream)
-    attn_out = _token_to_stream(transformer.final_attn_token_to_image, queries + point_embedding, stream, pe)
+    attn_out = _token_to_stream(
+        transformer.final_attn_token_to_image, queries + point_embedding, stream, pe
+    )
     queries = transformer.norm_final_attn(queries + attn_out)
 
     iou_pred = decoder.iou_prediction_head(queries[:, 0, :])
