@@ -76,6 +76,13 @@ class FakeProject:
         self.data_writes.append(task_id)
         next(task for task in self.task_list if task["id"] == task_id)["data"] = dict(data)
 
+    def fingerprint(self) -> dict:
+        return {"tasks": len(self.task_list), "label_config": LABEL_CONFIG}
+
+    def set_tasks_data(self, changes: dict) -> None:
+        for task_id, data in changes.items():
+            self.set_task_data(task_id, data)
+
     def serve_by_prediction_score(self, model_version: str) -> None:
         assert any(p["model_version"] == model_version for p in self.stored), "no prediction carries this version yet"
         self.sampling, self.model_version = "Uncertainty sampling", model_version
@@ -354,6 +361,21 @@ def test_rerun_after_a_crash_mid_republish_converges(world, method, n):
     # Every earlier batch of ours is gone; someone else's prediction stays.
     assert sorted((p["task"], p["model_version"]) for p in project.stored if p["model_version"] != version) == [
         (12, "another-model")]
+
+
+def test_up_to_date_until_tasks_or_settings_change(world, textured_slice):
+    job = world.job(world.scorer())
+    assert job.up_to_date(str(PROJECT)) is False  # never published
+    run(job)
+    assert world.job(world.scorer()).up_to_date(str(PROJECT)) is True
+    original = world.config
+    world.config = dataclasses.replace(original, k=original.k + 1)
+    assert world.job(world.scorer()).up_to_date(str(PROJECT)) is False
+    world.config = original
+    assert world.job(world.scorer()).up_to_date(str(PROJECT)) is True
+    write_png(world.root / "s16.png", textured_slice(32, 40, seed=9))
+    world.project.task_list.append({"id": 16, "data": {"image": "/data/local-files/?d=s16.png"}})
+    assert world.job(world.scorer()).up_to_date(str(PROJECT)) is False
 
 
 def test_setup_answers_the_published_version_of_the_project(world):

@@ -173,3 +173,37 @@ def test_progress_reports_rate_and_eta(tmp_path):
     assert summary["rate_per_s"] == pytest.approx(2.5, rel=0.01)
     assert summary["eta_s"] == pytest.approx(30.0, rel=0.01)
     assert progress.summary().startswith("25/100, 2.5")
+
+
+class Gated:
+    """A handler that says whether its project needs a job."""
+
+    def __init__(self, answer) -> None:
+        self.answer, self.asked, self.ran = answer, 0, 0
+
+    def up_to_date(self, project: str) -> bool:
+        self.asked += 1
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+    def __call__(self, job, progress) -> None:
+        self.ran += 1
+
+
+def test_a_gated_submit_queues_nothing_when_nothing_changed(tmp_path):
+    handler = Gated(True)
+    jobs = JobQueue(tmp_path, {"score": handler}, debounce_s=0.0, clock=Clock())
+    assert jobs.submit("score", 4, gated=True) is False
+    assert jobs.pending() == [] and handler.asked == 1
+    assert jobs.submit("score", 4) is True  # an event (e.g. tasks created) always queues
+
+
+def test_a_gated_submit_queues_when_something_changed_or_cannot_tell(tmp_path):
+    for answer in (False, httpx.ConnectError("down")):
+        handler = Gated(answer)
+        jobs = JobQueue(tmp_path / str(type(answer).__name__), {"score": handler}, clock=Clock())
+        assert jobs.submit("score", 4, gated=True) is True
+        # Already pending: merged without asking again.
+        assert jobs.submit("score", 4, gated=True) is False
+        assert handler.asked == 1 and len(jobs.pending()) == 1

@@ -65,6 +65,9 @@ class FakeProject:
         self.next_id = 1
         self.model_version: str | None = None
 
+    def fingerprint(self) -> dict:
+        return {"tasks": len(self.task_list), "label_config": LABEL_CONFIG}
+
     def label_config(self) -> str:
         return LABEL_CONFIG
 
@@ -405,6 +408,10 @@ class ScoredProject(FakeProject):
     def set_task_data(self, task_id: int, data: dict) -> None:
         self.writes.append(("data", task_id))
         next(t for t in self.task_list if t["id"] == task_id)["data"] = dict(data)
+
+    def set_tasks_data(self, changes: dict) -> None:
+        for task_id, data in changes.items():
+            self.set_task_data(task_id, data)
 
     def ensure_priority_view(self) -> None:
         pass

@@ -47,6 +47,7 @@ from backend.jobs.training_history import UNET_VERSION_PREFIX
 from sugfw.cache import settings_key
 from sugfw.errors import SugfwError
 from sugfw.records import SliceRecord
+from sugfw.scoring import SCORING_VERSION
 from sugfw.selection import Selection
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,26 @@ class ScoreJob:
         finally:
             project.close()
 
+    def up_to_date(self, project_id: str) -> bool:
+        """Whether the published queue still fits the project: same task count, labelling config
+        and settings as when it was published (one request). ``/setup`` queues no job then."""
+        recorded = self.states.get(project_id).get("fingerprint")
+        if not recorded:
+            return False
+        project = self.connect(int(project_id))
+        try:
+            return {**project.fingerprint(), "settings": self.settings_key()} == recorded
+        finally:
+            project.close()
+
+    def settings_key(self) -> str:
+        """The configured settings that change a queue (cheap: the model need not be loaded)."""
+        settings = [self.config.model, str(self.config.checkpoint), self.config.k, self.config.seed,
+                    self.config.grid, self.config.budget, STRATEGY, SCORING_VERSION]
+        return hashlib.sha256(json.dumps(settings, default=str).encode()).hexdigest()[:16]
+
     def run(self, job: Job, project: ProjectClient, progress: Progress) -> None:
+        fingerprint = {**project.fingerprint(), "settings": self.settings_key()}
         control = parse_label_config(project.label_config())
         tasks = project.tasks()
         progress.update(0, 2 * len(tasks))
@@ -183,7 +203,7 @@ class ScoreJob:
                 # Re-assert what the queue follows, in case someone changed the sampling by hand.
                 project.serve_by_prediction_score(served)
                 self.write_priorities(project, tasks, {t: v[2] for t, v in queue.items()}, skipped, progress)
-                self._save(job.project, published, images, queue)
+                self._save(job.project, {**published, "fingerprint": fingerprint}, images, queue)
                 return
             placed = place_new_tasks(ranks, queue, new_ids)
             queue.update({t: (score, clusters[t], priority) for t, (score, priority) in placed.items()})
@@ -207,7 +227,7 @@ class ScoreJob:
         )
         if deleted:
             log.info("project %s: deleted %d prediction(s) of earlier batches", job.project, deleted)
-        state = {**published, "ordering": ordering}
+        state = {**published, "ordering": ordering, "fingerprint": fingerprint}
         if not incremental:
             state.update(model_version=version, served_version=version)
         self._save(job.project, state, images, queue)
@@ -309,8 +329,7 @@ class ScoreJob:
             current = task["data"].get(PRIORITY_FIELD)
             if value is not None and not (_is_number(current) and current == value):
                 changes[task["id"]] = {**task["data"], PRIORITY_FIELD: value}
-        for task_id, data in changes.items():
-            project.set_task_data(task_id, data)
+        project.set_tasks_data(changes)
         progress.update(2 * len(tasks))
         project.ensure_priority_view()
 

@@ -178,11 +178,23 @@ class JobQueue:
 
     # -- events ---------------------------------------------------------------------------------
 
-    def submit(self, kind: str, project: str | int) -> bool:
-        """Queue (kind, project), or merge into the pending job with that key; True when new."""
+    def submit(self, kind: str, project: str | int, gated: bool = False) -> bool:
+        """Queue (kind, project), or merge into the pending job with that key; True when new.
+
+        With ``gated``, a job that is neither pending nor running is not queued when its handler's
+        ``up_to_date(project)`` says there is nothing to do (``/setup`` is sent on every visit of
+        the model settings page; most of those calls change nothing).
+        """
         if kind not in JOB_KINDS:
             raise ValueError(f"job kind {kind!r} is unknown; expected one of {JOB_KINDS}")
         key = (kind, str(project))
+        if gated:
+            with self._condition:
+                if key in self._set_aside:
+                    return False  # only a real event brings a set-aside job back
+            if not self._busy(key) and self._up_to_date(kind, str(project)):
+                log.info("%s job for project %s: nothing changed, not queued", kind, project)
+                return False
         now = self.clock()
         with self._condition:
             if self._set_aside.pop(key, None) is not None:
@@ -196,6 +208,21 @@ class JobQueue:
             self._save_locked()  # merged events too: a restart must not forget how many there were
             self._condition.notify_all()
             return job is None
+
+    def _busy(self, key: tuple[str, str]) -> bool:
+        with self._condition:
+            running = self._running.job.key if self._running is not None else None
+            return key in self._pending or key == running
+
+    def _up_to_date(self, kind: str, project: str) -> bool:
+        check = getattr(self.handlers.get(kind), "up_to_date", None)
+        if check is None:
+            return False
+        try:
+            return bool(check(project))
+        except Exception as error:  # cannot tell (Label Studio down, ...): let the job decide
+            log.warning("cannot tell whether project %s needs a %s job: %s", project, kind, error)
+            return False
 
     def pending(self) -> list[Job]:
         with self._condition:

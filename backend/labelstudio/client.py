@@ -12,8 +12,10 @@ Queue order reaches Label Studio two ways (checked against ``/api/projects/{id}/
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -31,6 +33,9 @@ PRIORITY_VIEW_TITLE = "SUGFW queue"
 PRIORITY_ORDERING = [f"tasks:data.{PRIORITY_FIELD}"]
 """Ascending: priority 0 (queue position 0) is labelled first."""
 PAGE_SIZE = 100
+WRITE_CONCURRENCY = 4
+"""Requests in flight at once for per-task writes (Label Studio has no bulk endpoint that keeps
+``cluster``); more gains little against one SQLite-backed server."""
 
 
 def require_label_studio(config: BackendConfig) -> tuple[str, str]:
@@ -112,17 +117,43 @@ class ProjectClient:
     def create_predictions(self, predictions: Mapping[int, Mapping[str, Any]]) -> None:
         """Create one prediction per task id.
 
-        One request each: the bulk ``import/predictions`` endpoint drops ``cluster`` (Label Studio 1.23).
+        One request each, a few at a time: the bulk ``import/predictions`` endpoint drops
+        ``cluster`` (Label Studio 1.23).
         """
-        for task_id, prediction in predictions.items():
-            self.client.predictions.create(task=task_id, project=self.project_id, **prediction)
+        self._each(
+            lambda item: self.client.predictions.create(task=item[0], project=self.project_id, **item[1]),
+            predictions.items(),
+        )
 
     def delete_predictions(self, prediction_ids: Iterable[int]) -> None:
-        for prediction_id in prediction_ids:
-            self.client.predictions.delete(id=prediction_id)
+        self._each(lambda prediction_id: self.client.predictions.delete(id=prediction_id), prediction_ids)
 
     def set_task_data(self, task_id: int, data: Mapping[str, Any]) -> None:
         self.client.tasks.update(id=str(task_id), data=dict(data))
+
+    def set_tasks_data(self, changes: Mapping[int, Mapping[str, Any]]) -> None:
+        """``set_task_data`` for many tasks, a few requests at a time."""
+        self._each(lambda item: self.set_task_data(*item), changes.items())
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a score job depends on that one request can read: the task count and the
+        labelling config (imports and deletions change the count; edits of the config the hash)."""
+        project = self.client.projects.get(id=self.project_id)
+        config = (project.label_config or "").encode()
+        return {"tasks": project.task_number, "label_config": hashlib.sha256(config).hexdigest()}
+
+    @staticmethod
+    def _each(call: Callable[[Any], Any], items: Iterable[Any]) -> None:
+        """``call`` on every item over ``WRITE_CONCURRENCY`` connections; the first error is
+        raised once the requests in flight have finished (a rerun completes what is missing)."""
+        items = list(items)
+        if len(items) <= 1:
+            for item in items:
+                call(item)
+            return
+        with ThreadPoolExecutor(max_workers=WRITE_CONCURRENCY) as pool:
+            for future in [pool.submit(call, item) for item in items]:
+                future.result()
 
     def serve_by_prediction_score(self, model_version: str) -> None:
         """Label All Tasks serves tasks by ascending score of ``model_version``'s predictions."""

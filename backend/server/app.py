@@ -82,7 +82,7 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
         version = model.setup(str(project_id), schema)
         # Connecting a project is the moment its queue needs an order: score it in the background.
         # Repeated /setup calls merge into one pending job.
-        jobs.submit("score", str(project_id))
+        jobs.submit("score", str(project_id), gated=True)  # nothing changed → nothing queued
         return jsonify({"model_version": version})
 
     @app.post("/predict")
@@ -228,8 +228,9 @@ def _check_image_urls(tasks: list[dict[str, Any]], label_config: Any) -> None:
         if not isinstance(url, str) or url.startswith("data:"):
             continue
         try:
-            scheme = urlsplit(url.strip()).scheme
-            if scheme in ("http", "https"):
+            parts = urlsplit(url.strip())
+            if parts.scheme in ("http", "https"):
+                parts.port  # noqa: B018 - raises ValueError for a port out of range
                 httpx.URL(url.strip())
         except (ValueError, httpx.InvalidURL) as error:
             raise BadRequest(
