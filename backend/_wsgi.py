@@ -1,4 +1,8 @@
-"""Entry point: ``python -m backend._wsgi --port 9090`` or ``gunicorn backend._wsgi:app``.
+"""Entry point: ``python -m backend._wsgi --port 9090`` (local use, 127.0.0.1 by default) or
+``gunicorn --config docker/gunicorn.conf.py 'backend._wsgi:create_app_from_env()'`` (the image).
+
+A non-loopback bind without Basic auth is refused unless SUGFW_ALLOW_UNAUTHENTICATED=1 (or
+``--allow-unauthenticated``): anyone who reaches the port could queue jobs and read predictions.
 
 Settings come from environment variables (see ``backend/config.py``); flags override them.
 Secrets (LABEL_STUDIO_API_KEY, BASIC_AUTH_PASS) are read from the environment only, because
@@ -11,13 +15,15 @@ and two workers would train the same project twice.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 from backend.config import BackendConfig, parse_optional_budget, parse_grid
-from sugfw.errors import SugfwError
+from sugfw.errors import InvalidInputError, SugfwError
 
 log = logging.getLogger("backend")
 
@@ -27,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m backend._wsgi",
         description="sugfw Label Studio ML backend. Flags override the environment variables named in brackets.",
     )
-    parser.add_argument("--host", default="0.0.0.0", help="interface to listen on (default 0.0.0.0)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to listen on (default 127.0.0.1; 0.0.0.0 needs Basic auth "
+                             "or --allow-unauthenticated)")
+    parser.add_argument("--allow-unauthenticated", action="store_true", default=None,
+                        help="[SUGFW_ALLOW_UNAUTHENTICATED] serve a non-loopback address without "
+                             "Basic auth")
     parser.add_argument("--port", type=int, default=9090, help="port (default 9090)")
     parser.add_argument("--label-studio-url", help="[LABEL_STUDIO_URL] e.g. http://label-studio:8080")
     parser.add_argument("--model", help="[SUGFW_MODEL] litemedsam (default), sam_vit_b, sam_vit_l, sam_vit_h")
@@ -65,6 +76,37 @@ def config_from_args(args: argparse.Namespace) -> BackendConfig:
         train_batch_size=args.train_batch,
         local_files_document_root=args.local_files_root,
         debounce_s=args.debounce,
+        allow_unauthenticated=args.allow_unauthenticated,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) only ever means this machine."""
+    host = host.strip().strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if host == "":
+        return False  # "" binds every interface
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def check_bind(host: str, config: BackendConfig) -> None:
+    """Refuse to serve ``host`` beyond this machine without Basic auth, unless explicitly allowed."""
+    if is_loopback(host) or config.auth_enabled or config.allow_unauthenticated:
+        if not is_loopback(host) and not config.auth_enabled:
+            log.warning("serving %s without Basic auth (SUGFW_ALLOW_UNAUTHENTICATED): anyone who "
+                        "reaches the port can queue jobs", host)
+        return
+    raise InvalidInputError(
+        f"refusing to listen on {host} without Basic auth: set BASIC_AUTH_USER and BASIC_AUTH_PASS "
+        "(and give Label Studio the same pair), or SUGFW_ALLOW_UNAUTHENTICATED=1 "
+        "(--allow-unauthenticated) on a network you trust, or listen on 127.0.0.1"
     )
 
 
@@ -83,12 +125,36 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app = build_app(config_from_args(args))
+        config = config_from_args(args)
+        check_bind(args.host, config)
+        app = build_app(config)
     except SugfwError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
     return 0
+
+
+def create_app_from_env() -> Any:
+    """The app from the environment: gunicorn's factory (``'backend._wsgi:create_app_from_env()'``);
+    the bind is checked by the gunicorn config (``docker/gunicorn.conf.py``), which knows it."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return build_app(BackendConfig.from_env())
+
+
+def check_gunicorn_binds(binds: list[str], environ: Any = None) -> None:
+    """``check_bind`` for each gunicorn bind ("host:port", "[::]:port", "unix:/path")."""
+    config = BackendConfig.from_env(environ)
+    for bind in binds:
+        if bind.startswith(("unix:", "fd://")):
+            continue
+        if bind.startswith("["):
+            host = bind[1:].split("]", 1)[0]
+        elif bind.count(":") == 1:
+            host = bind.split(":", 1)[0]
+        else:
+            host = bind  # a bare host, or an IPv6 address without a port
+        check_bind(host, config)
 
 
 def __getattr__(name: str) -> Any:

@@ -125,15 +125,81 @@ def test_env_example_defines_every_variable_the_compose_file_reads():
 # -- Dockerfile ---------------------------------------------------------------------------------------------
 
 
-def test_image_starts_the_backend_module_the_tests_start():
+def load_gunicorn_config():
+    spec = importlib.util.spec_from_file_location("gunicorn_conf", DOCKER / "gunicorn.conf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_image_serves_the_backend_with_gunicorn_one_worker_and_threads():
     assert instruction("ENTRYPOINT") == []  # so `docker run IMAGE sugfw score ...` replaces the command
     command = exec_form(instruction("CMD")[-1])
-    assert command[:3] == ["python", "-m", "backend._wsgi"]
-    args = build_parser().parse_args(command[3:])
-    assert (args.host, args.port) == ("0.0.0.0", 9090)
-    assert instruction("EXPOSE") == [str(args.port)]
-    assert {container_port(mapping) for mapping in BACKEND["ports"]} == {args.port}
+    assert command[:3] == ["gunicorn", "--config", "/app/docker/gunicorn.conf.py"]
+    assert "docker/gunicorn.conf.py ./docker/gunicorn.conf.py" in instruction("COPY")
+    # The app spec names a factory of backend._wsgi (gunicorn's "module:function()" form).
+    module, _, factory = command[3].partition(":")
+    assert module == "backend._wsgi" and factory.endswith("()")
+    import backend._wsgi as wsgi
+
+    assert callable(getattr(wsgi, factory[:-2]))
+    conf = load_gunicorn_config()
+    # One worker: each process runs its own job worker and would train a project twice.
+    assert conf.workers == 1 and conf.threads > 1 and conf.worker_class == "gthread"
+    (bind,) = conf.bind
+    host, port = bind.rsplit(":", 1)
+    assert host == "0.0.0.0"  # inside the container; compose publishes it on the host's loopback
+    assert instruction("EXPOSE") == [port]
+    assert {container_port(mapping) for mapping in BACKEND["ports"]} == {int(port)}
+    assert all(str(mapping).startswith("127.0.0.1:") for mapping in BACKEND["ports"])
     assert "command" not in BACKEND and "entrypoint" not in BACKEND  # one source: the image
+    requirements = (ROOT / "requirements.txt").read_text().splitlines()
+    assert any(line.startswith("gunicorn>=") for line in requirements)
+
+
+class FakeArbiter:
+    def __init__(self, binds: list[str]) -> None:
+        self.cfg = type("Cfg", (), {"bind": binds})()
+        self.errors: list[str] = []
+        self.log = type("Log", (), {"error": lambda _, *args: self.errors.append(args[0] % args[1:])})()
+
+
+@pytest.mark.parametrize(
+    "env,binds,starts",
+    [
+        ({}, ["0.0.0.0:9090"], False),
+        ({}, ["[::]:9090"], False),
+        ({}, ["127.0.0.1:9090"], True),
+        ({"SUGFW_ALLOW_UNAUTHENTICATED": "1"}, ["0.0.0.0:9090"], True),
+        ({"BASIC_AUTH_USER": "u", "BASIC_AUTH_PASS": "p"}, ["0.0.0.0:9090"], True),
+    ],
+    ids=["any-no-auth", "any-v6-no-auth", "loopback", "explicit-allow", "basic-auth"],
+)
+def test_gunicorn_refuses_a_public_bind_without_auth(monkeypatch, env, binds, starts):
+    for name in ("SUGFW_ALLOW_UNAUTHENTICATED", "BASIC_AUTH_USER", "BASIC_AUTH_PASS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    arbiter = FakeArbiter(binds)
+    if starts:
+        load_gunicorn_config().on_starting(arbiter)
+        assert arbiter.errors == []
+    else:
+        with pytest.raises(SystemExit) as exited:
+            load_gunicorn_config().on_starting(arbiter)
+        assert exited.value.code == 2
+        assert "without Basic auth" in arbiter.errors[0]
+
+
+def test_compose_allows_the_unauthenticated_bind_explicitly():
+    # The image refuses 0.0.0.0 without auth; compose says so in one visible, overridable line.
+    env = BACKEND["environment"]
+    assert env["SUGFW_ALLOW_UNAUTHENTICATED"] == "${SUGFW_ALLOW_UNAUTHENTICATED:-1}"
+
+
+def test_local_entry_point_binds_loopback_by_default():
+    args = build_parser().parse_args([])
+    assert (args.host, args.port) == ("127.0.0.1", 9090)
 
 
 def test_image_runs_as_a_non_root_user_and_keeps_state_writable():

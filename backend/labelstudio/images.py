@@ -356,12 +356,12 @@ def refused_address(address: str, allow_private: bool = False) -> str | None:
         return "not an IP address"
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if ip.is_loopback:  # before "reserved": ::1 lies in IPv6's reserved ::/8
+        return None if allow_private else "a loopback address"
     # Never allowed: cloud metadata services live on link-local addresses.
     for kind in ("link_local", "multicast", "unspecified", "reserved"):
         if getattr(ip, f"is_{kind}"):
             return f"a {kind.replace('_', '-')} address"
-    if ip.is_loopback:
-        return None if allow_private else "a loopback address"
     if ip.is_private or not ip.is_global:
         return None if allow_private else "a private address"
     return None
