@@ -1,0 +1,173 @@
+"""The score job at project scale against a real Label Studio: what each step costs.
+
+A fast deterministic stand-in replaces the SAM scorer here (and only here): this test measures
+the Label Studio side — listing, publishing, /setup and an import — not the model. Tasks carry
+tiny PNGs as data URLs, so no file storage is involved. ``SUGFW_SCALE_TASKS`` sets the project
+size (default 5,000); the figures are printed (``pytest -s``) and the claims asserted.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import resource
+import time
+from collections import Counter
+
+import httpx
+import numpy as np
+import pytest
+from label_studio_sdk import LabelStudio
+from PIL import Image
+
+from backend.config import BackendConfig
+from backend.jobs.cold_start import ScoreJob
+from backend.jobs.queue import Job, JobQueue, Progress
+from backend.jobs.storage import PredictionStore
+from backend.model import SugfwModel
+from backend.server.app import create_app
+from sugfw.records import SliceRecord, content_hash
+
+pytestmark = pytest.mark.slow
+
+N_TASKS = int(os.environ.get("SUGFW_SCALE_TASKS", "5000"))
+N_NEW = 100
+LABEL_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <BrushLabels name="label" toName="image"><Label value="left_atrium"/></BrushLabels>
+</View>"""
+
+
+def data_url(seed: int) -> str:
+    pixels = np.random.default_rng(seed).integers(0, 255, (16, 16), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+class StandInScorer:
+    """Deterministic records from the pixels, in microseconds (the backend's scorer interface)."""
+
+    def __init__(self) -> None:
+        self.computed: list[str] = []
+        self._cache: dict[str, SliceRecord] = {}
+
+    def identity(self) -> dict:
+        return {"model": "stand-in"}
+
+    def score(self, image: np.ndarray, slice_id: str) -> SliceRecord:
+        digest = content_hash(image)
+        self.computed.append(slice_id)
+        rng = np.random.default_rng(int(digest[:12], 16))
+        features = rng.standard_normal(256).astype(np.float32)
+        record = SliceRecord(slice_id, digest, features, features.copy(), float(0.5 + rng.uniform(0, 0.25)),
+                             image > image.mean(), np.zeros(image.shape, np.float16), 1)
+        self._cache[digest] = record
+        return record
+
+    def cached(self, image_hash: str, slice_id: str) -> SliceRecord | None:
+        record = self._cache.get(image_hash)
+        if record is None:
+            return None
+        return SliceRecord(slice_id, record.content_hash, record.features_pgdr, record.features_mean,
+                           record.uncertainty, record.union_mask, record.uncertainty_map, record.masks_kept)
+
+
+class RequestLog:
+    """Every request the backend sends, as (method, path template)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.counts: Counter = Counter()
+        original = httpx.Client.send
+
+        def send(client, request, **kwargs):
+            parts = [p if not p.isdigit() else "N" for p in request.url.path.split("/")]
+            self.counts[(request.method, "/".join(parts))] += 1
+            return original(client, request, **kwargs)
+
+        monkeypatch.setattr(httpx.Client, "send", send)
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def reset(self) -> None:
+        self.counts.clear()
+
+
+def import_tasks(ls: LabelStudio, project_id: int, seeds: range) -> None:
+    seeds = list(seeds)
+    for start in range(0, len(seeds), 1000):
+        batch = [{"image": data_url(seed)} for seed in seeds[start : start + 1000]]
+        ls.projects.import_tasks(id=project_id, request=batch)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_project_scale_costs_what_changed(label_studio, tmp_path, monkeypatch, capsys):
+    ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    project = ls.projects.create(title=f"scale {N_TASKS}", label_config=LABEL_CONFIG)
+    started = time.perf_counter()
+    import_tasks(ls, project.id, range(N_TASKS))
+    import_s = time.perf_counter() - started
+
+    config = BackendConfig(
+        label_studio_url=label_studio.url, label_studio_api_key=label_studio.token,
+        state_dir=tmp_path / "state", budget=0.01, debounce_s=0.0,
+    )
+    scorer = StandInScorer()
+    store = PredictionStore(config.state_dir / "predictions")
+    job = ScoreJob(config, scorer, store)
+    requests = RequestLog(monkeypatch)
+
+    def run() -> float:
+        progress = Progress(Job("score", str(project.id), 0.0, 0.0, 0.0))
+        began = time.perf_counter()
+        job(progress.job, progress)
+        return time.perf_counter() - began
+
+    first_s = run()
+    first_requests, first_counts = requests.total(), dict(requests.counts)
+    assert len(scorer.computed) == N_TASKS
+    served = ls.projects.get(id=project.id).model_version
+    listed = ls.predictions.list(project=project.id)
+    assert len(listed) == N_TASKS and {p.model_version for p in listed} == {served}
+
+    # /setup with nothing changed: answers at once and queues nothing.
+    model = SugfwModel(config)
+    jobs = JobQueue(config.state_dir, {"score": job}, debounce_s=60.0)
+    app = create_app(config, model, jobs=jobs)
+    client = app.test_client()
+    requests.reset()
+    began = time.perf_counter()
+    answer = client.post("/setup", json={"project": f"{project.id}.1712345678", "schema": LABEL_CONFIG})
+    setup_s = time.perf_counter() - began
+    assert answer.status_code == 200 and answer.get_json()["model_version"] == served
+    assert jobs.pending() == []
+    setup_requests = requests.total()
+
+    # An import of N_NEW tasks: exactly those are scored, only their predictions written.
+    import_tasks(ls, project.id, range(N_TASKS, N_TASKS + N_NEW))
+    scorer.computed.clear()
+    requests.reset()
+    import_run_s = run()
+    created = requests.counts[("POST", "/api/predictions/")]
+    assert len(scorer.computed) == N_NEW
+    assert created == N_NEW
+    assert requests.counts[("DELETE", "/api/predictions/N/")] == 0
+    listed = ls.predictions.list(project=project.id)
+    per_task = Counter(p.task for p in listed)
+    assert len(per_task) == N_TASKS + N_NEW and set(per_task.values()) == {1}
+
+    with capsys.disabled():
+        print(f"\n--- score job at {N_TASKS} tasks (stand-in scorer, real Label Studio) ---")
+        print(f"import of {N_TASKS} tasks into Label Studio: {import_s:.1f} s")
+        print(f"first publish: {first_s:.1f} s, {first_requests} requests "
+              f"({', '.join(f'{m} {p}: {n}' for (m, p), n in sorted(first_counts.items()) if n > 1)})")
+        print(f"/setup with nothing changed: {1000 * setup_s:.0f} ms, {setup_requests} request(s), no job")
+        print(f"import of {N_NEW} more: {import_run_s:.1f} s, {len(scorer.computed)} scored, "
+              f"{created} predictions created, {requests.total()} requests")
+        print(f"peak RSS of the test process: {peak_rss_mb():.0f} MB")
+    assert setup_s <= 1.0
