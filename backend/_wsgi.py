@@ -93,11 +93,13 @@ def is_loopback(host: str) -> bool:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except OSError:
         return False
-    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+    return bool(addresses) and all(
+        ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses
+    )
 
 
 def check_bind(host: str, config: BackendConfig) -> None:
-    """Refuse to serve ``host`` beyond this machine without Basic auth, unless explicitly allowed."""
+    """Refuse to serve ``host`` beyond this machine without Basic auth, unless allowed."""
     if is_loopback(host) or config.auth_enabled or config.allow_unauthenticated:
         if not is_loopback(host) and not config.auth_enabled:
             log.warning("serving %s without Basic auth (SUGFW_ALLOW_UNAUTHENTICATED): anyone who "
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
 def create_app_from_env() -> Any:
     """The app from the environment: gunicorn's factory (``'backend._wsgi:create_app_from_env()'``);
     the bind is checked by the gunicorn config (``docker/gunicorn.conf.py``), which knows it."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.INFO, format=log_format)
     return build_app(BackendConfig.from_env())
 
 

@@ -20,8 +20,8 @@
 | SUGFW_DEBOUNCE_S            | quiet seconds before a burst of events becomes one job (5)       |
 | SUGFW_IMAGE_TIMEOUT_S       | per-request timeout when downloading task images (30)            |
 | SUGFW_IMAGE_DEADLINE_S      | whole download of one image, redirects included (60)             |
-| SUGFW_IMAGE_HOSTS           | hosts images may come from besides Label Studio's, comma-separated: ``host``, ``host:port``, ``*.domain`` |
-| SUGFW_IMAGE_ALLOW_PRIVATE   | 1: listed hosts may resolve to private/loopback addresses (never link-local) |
+| SUGFW_IMAGE_HOSTS           | other image hosts: ``host``, ``host:port``, ``*.domain``, ...    |
+| SUGFW_IMAGE_ALLOW_PRIVATE   | 1: listed hosts may be on private/loopback (never link-local)    |
 | SUGFW_IMAGE_MAX_BYTES       | largest image download (64 MiB)                                  |
 | SUGFW_IMAGE_MAX_PIXELS      | largest image, width × height (100,000,000)                      |
 | SUGFW_MAX_REQUEST_BYTES     | largest request body; larger ones get 413 (8 MiB)                |
@@ -159,15 +159,13 @@ class BackendConfig:
             "train_batch_size": _number(text("SUGFW_TRAIN_BATCH"), "SUGFW_TRAIN_BATCH", int),
             "debounce_s": _number(text("SUGFW_DEBOUNCE_S"), "SUGFW_DEBOUNCE_S", float),
             "image_timeout_s": _number(text("SUGFW_IMAGE_TIMEOUT_S"), "SUGFW_IMAGE_TIMEOUT_S", float),
-            "image_deadline_s": _number(text("SUGFW_IMAGE_DEADLINE_S"), "SUGFW_IMAGE_DEADLINE_S", float),
+            "image_deadline_s": _setting(env, "SUGFW_IMAGE_DEADLINE_S", float),
             "image_hosts": parse_hosts(text("SUGFW_IMAGE_HOSTS")),
-            "image_allow_private": _flag(text("SUGFW_IMAGE_ALLOW_PRIVATE"), "SUGFW_IMAGE_ALLOW_PRIVATE"),
-            "image_max_bytes": _number(text("SUGFW_IMAGE_MAX_BYTES"), "SUGFW_IMAGE_MAX_BYTES", int),
-            "image_max_pixels": _number(text("SUGFW_IMAGE_MAX_PIXELS"), "SUGFW_IMAGE_MAX_PIXELS", int),
-            "max_request_bytes": _number(text("SUGFW_MAX_REQUEST_BYTES"), "SUGFW_MAX_REQUEST_BYTES", int),
-            "allow_unauthenticated": _flag(
-                text("SUGFW_ALLOW_UNAUTHENTICATED"), "SUGFW_ALLOW_UNAUTHENTICATED"
-            ),
+            "image_allow_private": _setting(env, "SUGFW_IMAGE_ALLOW_PRIVATE", bool),
+            "image_max_bytes": _setting(env, "SUGFW_IMAGE_MAX_BYTES", int),
+            "image_max_pixels": _setting(env, "SUGFW_IMAGE_MAX_PIXELS", int),
+            "max_request_bytes": _setting(env, "SUGFW_MAX_REQUEST_BYTES", int),
+            "allow_unauthenticated": _setting(env, "SUGFW_ALLOW_UNAUTHENTICATED", bool),
             # Passwords are taken verbatim: surrounding spaces may be part of them.
             "basic_auth_user": env.get("BASIC_AUTH_USER") or None,
             "basic_auth_pass": env.get("BASIC_AUTH_PASS") or None,
@@ -230,12 +228,19 @@ def parse_hosts(text: str | None) -> tuple[str, ...] | None:
     for host in hosts:
         if "/" in host or "@" in host:
             raise InvalidInputError(
-                f"SUGFW_IMAGE_HOSTS entry {host!r}: expected a host name, host:port or *.domain, not a URL"
+                f"SUGFW_IMAGE_HOSTS entry {host!r}: expected a host name, host:port or "
+                "*.domain, not a URL"
             )
     return hosts
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _setting(env: Mapping[str, str], name: str, kind: type) -> Any:
+    """``env[name]`` as ``kind`` (bool: 1/0, true/false); unset or empty → ``None``."""
+    text = env.get(name, "").strip() or None
+    return _flag(text, name) if kind is bool else _number(text, name, kind)
 
 
 def _flag(text: str | None, name: str) -> bool | None:

@@ -36,7 +36,7 @@ from sugfw.errors import InvalidInputError, SugfwError
 log = logging.getLogger(__name__)
 
 ACCESS_CHECK_TTL_S = 60.0
-"""Label Studio sends /setup on every visit of the model settings: one check per minute is enough."""
+"""Label Studio sends /setup on each visit of the model settings: one check a minute is enough."""
 LABEL_STUDIO_TIMEOUT_S = 10.0
 
 
@@ -138,8 +138,9 @@ class SugfwModel:
         response = self._label_studio_get(f"api/projects/{project_id}/")
         if response.status_code in (401, 403):
             raise LabelStudioAccessError(
-                f"Label Studio at {where} refused LABEL_STUDIO_API_KEY (HTTP {response.status_code}); "
-                "start the backend with a valid key of a user of this project", 400)
+                f"Label Studio at {where} refused LABEL_STUDIO_API_KEY "
+                f"(HTTP {response.status_code}); start the backend with a valid key of a user of "
+                "this project", 400)
         if response.status_code == 404:
             raise LabelStudioAccessError(
                 f"Label Studio at {where} has no project {project_id} (HTTP 404); "
@@ -164,7 +165,8 @@ class SugfwModel:
 
     @property
     def label_studio_configured(self) -> bool:
-        return self.config.label_studio_url is not None and self.config.label_studio_api_key is not None
+        config = self.config
+        return config.label_studio_url is not None and config.label_studio_api_key is not None
 
     def _label_studio_get(self, path: str) -> httpx.Response:
         url = (self.config.label_studio_url or "").rstrip("/")
@@ -174,7 +176,8 @@ class SugfwModel:
                 if self._http is None or self._auth is None:
                     http = httpx.Client(timeout=LABEL_STUDIO_TIMEOUT_S, transport=self._transport)
                     try:
-                        self._auth = LabelStudioAuth(url, self.config.label_studio_api_key or "", http)
+                        key = self.config.label_studio_api_key or ""
+                        self._auth = LabelStudioAuth(url, key, http)
                     except InvalidInputError:
                         http.close()
                         raise

@@ -69,7 +69,8 @@ def redact_url(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(key, REDACTED if is_secret_key(key) else item) for key, item in pairs], safe="/*")
+        masked = [(key, REDACTED if is_secret_key(key) else item) for key, item in pairs]
+        query = urlencode(masked, safe="/*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

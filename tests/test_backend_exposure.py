@@ -29,10 +29,14 @@ from backend.server.app import create_app
 
 REPO = Path(__file__).resolve().parents[1]
 BRUSH_CONFIG = (REPO / "label_config.xml").read_text()
-POLYGON_CONFIG = ('<View><Image name="image" value="$image"/><PolygonLabels name="p" toName="image">'
-                  '<Label value="a"/></PolygonLabels></View>')
-CHOICES_CONFIG = ('<View><Image name="image" value="$image"/><Choices name="c" toName="image">'
-                  '<Choice value="a"/></Choices></View>')
+POLYGON_CONFIG = (
+    '<View><Image name="image" value="$image"/><PolygonLabels name="p" toName="image">'
+    '<Label value="a"/></PolygonLabels></View>'
+)
+CHOICES_CONFIG = (
+    '<View><Image name="image" value="$image"/><Choices name="c" toName="image">'
+    '<Choice value="a"/></Choices></View>'
+)
 LS_URL = "http://127.0.0.1:8080"  # Label Studio on loopback, as the launcher runs it
 KEY = "0123456789abcdef0123456789abcdef01234567"
 PUBLIC_IP = "93.184.216.34"
@@ -67,8 +71,9 @@ def public(host: str, port: int) -> list[str]:
 
 def fetcher(recorder: Recorder, **kwargs) -> ImageFetcher:
     kwargs.setdefault("resolver", public)
-    return ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {KEY}"},
-                        transport=recorder.transport, **kwargs)
+    return ImageFetcher(
+        LS_URL, lambda: {"Authorization": f"Token {KEY}"}, transport=recorder.transport, **kwargs
+    )
 
 
 def fetch(fetcher: ImageFetcher, url: str, task_id: int = 1) -> np.ndarray:
@@ -76,6 +81,7 @@ def fetch(fetcher: ImageFetcher, url: str, task_id: int = 1) -> np.ndarray:
 
 
 # -- input at the door ---------------------------------------------------------------------------
+
 
 @pytest.fixture
 def door(tmp_path):
@@ -90,7 +96,9 @@ def door(tmp_path):
     return make
 
 
-@pytest.mark.parametrize("project", ["abc", "3abc", "3.x", "-1", "0", "", "3; drop", 0, 1.5, None, True])
+@pytest.mark.parametrize(
+    "project", ["abc", "3abc", "3.x", "-1", "0", "", "3; drop", 0, 1.5, None, True]
+)
 def test_setup_with_a_project_id_that_is_no_id_is_a_400_and_queues_nothing(door, project):
     client, jobs, _ = door()
     response = client.post("/setup", json={"project": project, "schema": BRUSH_CONFIG})
@@ -118,7 +126,12 @@ def test_webhook_with_a_project_id_that_is_no_id_is_a_400_and_queues_nothing(doo
 
 def test_webhook_with_a_numeric_string_id_is_queued_under_the_number(door):
     client, jobs, _ = door()
-    assert client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": "7"}}).status_code == 200
+    assert (
+        client.post(
+            "/webhook", json={"action": "START_TRAINING", "project": {"id": "7"}}
+        ).status_code
+        == 200
+    )
     assert [(job.kind, job.project) for job in jobs.pending()] == [("train", "7")]
 
 
@@ -129,15 +142,19 @@ def test_setup_with_a_schema_without_brush_or_polygon_is_a_400(door):
     assert "no BrushLabels or PolygonLabels tag" in response.get_json()["error"]
     assert jobs.pending() == []
     assert client.post("/setup", json={"project": "3.1", "schema": "<View"}).status_code == 400
-    assert client.post("/setup", json={"project": "3.1", "schema": POLYGON_CONFIG}).status_code == 200
+    assert (
+        client.post("/setup", json={"project": "3.1", "schema": POLYGON_CONFIG}).status_code == 200
+    )
 
 
 def test_body_over_the_size_limit_is_a_413_and_queues_nothing(door):
     client, jobs, _ = door(max_request_bytes=2048)
     padding = "x" * 4096
-    for path, body in (("/webhook", {"action": "START_TRAINING", "project": {"id": 3}, "pad": padding}),
-                       ("/setup", {"project": "3.1", "schema": BRUSH_CONFIG, "pad": padding}),
-                       ("/predict", {"tasks": [], "pad": padding})):
+    for path, body in (
+        ("/webhook", {"action": "START_TRAINING", "project": {"id": 3}, "pad": padding}),
+        ("/setup", {"project": "3.1", "schema": BRUSH_CONFIG, "pad": padding}),
+        ("/predict", {"tasks": [], "pad": padding}),
+    ):
         response = client.post(path, json=body)
         assert response.status_code == 413, path
         assert "error" in response.get_json()
@@ -157,10 +174,14 @@ def test_predict_with_a_malformed_image_url_is_a_400_naming_the_task(door, url):
     body = {"tasks": [{"id": 5, "data": {"image": url}}], "label_config": BRUSH_CONFIG}
     response = client.post("/predict", json=body)
     assert response.status_code == 400, response.get_json()
-    assert "task 5" in response.get_json()["error"] and "not a valid URL" in response.get_json()["error"]
+    assert (
+        "task 5" in response.get_json()["error"]
+        and "not a valid URL" in response.get_json()["error"]
+    )
 
 
-# -- /predict stores nothing for tasks Label Studio does not hold ------------------------------------
+# -- /predict stores nothing for tasks Label Studio does not hold ----------------------------------
+
 
 class StubScorer:
     """A whole-image mask per slice: the storage decision is under test, not the scoring."""
@@ -173,22 +194,36 @@ class StubScorer:
         return SimpleNamespace(union_mask=np.ones(image.shape, bool))
 
 
-def predict_model(tmp_path, routes: dict[str, httpx.Response] | None, recorder_out: list) -> SugfwModel:
-    settings = {} if routes is None else {"label_studio_url": "http://ls.test:8080", "label_studio_api_key": KEY}
+def predict_model(
+    tmp_path, routes: dict[str, httpx.Response] | None, recorder_out: list
+) -> SugfwModel:
+    settings = (
+        {}
+        if routes is None
+        else {"label_studio_url": "http://ls.test:8080", "label_studio_api_key": KEY}
+    )
     config = BackendConfig(state_dir=tmp_path / "state", **settings)
     recorder = Recorder(routes)
     recorder_out.append(recorder)
-    return SugfwModel(config, scorer=StubScorer(), fetcher=lambda: ImageFetcher(),
-                      label_studio_transport=recorder.transport)
+    return SugfwModel(
+        config,
+        scorer=StubScorer(),
+        fetcher=lambda: ImageFetcher(),
+        label_studio_transport=recorder.transport,
+    )
 
 
 def test_predict_for_a_task_label_studio_does_not_know_is_answered_but_never_stored(tmp_path):
     image = data_url(png())
     known = {"id": 78, "data": {"image": image}}
     routes = {
-        "http://ls.test:8080/api/tasks/78/": httpx.Response(200, json={"id": 78, "data": {"image": image}}),
+        "http://ls.test:8080/api/tasks/78/": httpx.Response(
+            200, json={"id": 78, "data": {"image": image}}
+        ),
         # Label Studio holds task 79, but with another image: an attacker's URL under a real id.
-        "http://ls.test:8080/api/tasks/79/": httpx.Response(200, json={"id": 79, "data": {"image": "/x.png"}}),
+        "http://ls.test:8080/api/tasks/79/": httpx.Response(
+            200, json={"id": 79, "data": {"image": "/x.png"}}
+        ),
     }
     recorders: list[Recorder] = []
     model = predict_model(tmp_path, routes, recorders)
@@ -200,19 +235,26 @@ def test_predict_for_a_task_label_studio_does_not_know_is_answered_but_never_sto
     assert model.predictions.get(77) is None  # unknown to Label Studio (404)
     assert model.predictions.get(79) is None  # known id, other image
     assert model.predictions.get(78) is not None  # verified: stored
-    assert [url.split("/api/")[1] for url in recorders[0].seen] == ["tasks/77/", "tasks/78/", "tasks/79/"]
+    assert [url.split("/api/")[1] for url in recorders[0].seen] == [
+        "tasks/77/",
+        "tasks/78/",
+        "tasks/79/",
+    ]
     assert all(request.startswith("http://ls.test:8080/") for request in recorders[0].seen)
 
 
 def test_predict_without_label_studio_configured_stores_nothing(tmp_path):
     recorders: list[Recorder] = []
     model = predict_model(tmp_path, None, recorders)
-    (result,) = model.predict([{"id": 5, "data": {"image": data_url(png())}}], label_config=BRUSH_CONFIG)
+    (result,) = model.predict(
+        [{"id": 5, "data": {"image": data_url(png())}}], label_config=BRUSH_CONFIG
+    )
     assert len(result["result"]) == 1
     assert model.predictions.get(5) is None and recorders[0].seen == []
 
 
 # -- SSRF: refused before a request is sent --------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "url,reason",
@@ -230,7 +272,8 @@ def test_predict_without_label_studio_configured_stores_nothing(tmp_path):
 def test_private_targets_are_refused_without_a_request_even_when_listed(url, reason):
     recorder = Recorder()
     host = httpx.URL(url).host
-    # Listed on purpose: the address rules hold for listed hosts too. The literal resolves to itself.
+    # Listed on purpose: the address rules hold for listed hosts too (a literal resolves to
+    # itself).
     guarded = fetcher(recorder, allowed_hosts=[host], resolver=images.resolve_host)
     with pytest.raises(ImageFetchError, match=rf"{reason} address; refused"):
         fetch(guarded, url)
@@ -238,12 +281,20 @@ def test_private_targets_are_refused_without_a_request_even_when_listed(url, rea
 
 
 def test_hostname_resolving_to_a_private_address_is_refused_without_a_request(monkeypatch):
-    answers = {"images.example.org": ["10.20.30.40"], "mixed.example.org": [PUBLIC_IP, "192.168.0.9"]}
+    answers = {
+        "images.example.org": ["10.20.30.40"],
+        "mixed.example.org": [PUBLIC_IP, "192.168.0.9"],
+    }
     monkeypatch.setattr(images, "resolve_host", lambda host, port: answers[host])
     recorder = Recorder()
-    guarded = ImageFetcher(LS_URL, transport=recorder.transport,
-                           allowed_hosts=["images.example.org", "mixed.example.org"])
-    with pytest.raises(ImageFetchError, match=r"'images.example.org' resolves to 10.20.30.40, a private"):
+    guarded = ImageFetcher(
+        LS_URL,
+        transport=recorder.transport,
+        allowed_hosts=["images.example.org", "mixed.example.org"],
+    )
+    with pytest.raises(
+        ImageFetchError, match=r"'images.example.org' resolves to 10.20.30.40, a private"
+    ):
         fetch(guarded, "https://images.example.org/a.png")
     # Every address is checked, not just the first.
     with pytest.raises(ImageFetchError, match=r"resolves to 192.168.0.9, a private address"):
@@ -256,20 +307,32 @@ def test_host_outside_the_allow_list_is_refused_without_resolving_or_sending(mon
         raise AssertionError("an unlisted host must not even be resolved")
 
     recorder = Recorder()
-    guarded = fetcher(recorder, allowed_hosts=["images.example.org", "*.s3.amazonaws.com"], resolver=resolver)
-    for url in ("https://evil.example.com/a.png", "https://images.example.org.evil.com/a.png",
-                "https://s3.amazonaws.com.evil.com/a.png"):
-        with pytest.raises(ImageFetchError, match="neither Label Studio's nor listed in SUGFW_IMAGE_HOSTS"):
+    guarded = fetcher(
+        recorder, allowed_hosts=["images.example.org", "*.s3.amazonaws.com"], resolver=resolver
+    )
+    for url in (
+        "https://evil.example.com/a.png",
+        "https://images.example.org.evil.com/a.png",
+        "https://s3.amazonaws.com.evil.com/a.png",
+    ):
+        with pytest.raises(
+            ImageFetchError, match="neither Label Studio's nor listed in SUGFW_IMAGE_HOSTS"
+        ):
             fetch(guarded, url)
     assert recorder.seen == []
 
 
 def test_listed_hosts_ports_and_wildcards_are_fetched():
-    urls = ["https://images.example.org/a.png", "https://bucket.s3.amazonaws.com/a.png",
-            "http://pacs.example.org:8042/a.png"]
+    urls = [
+        "https://images.example.org/a.png",
+        "https://bucket.s3.amazonaws.com/a.png",
+        "http://pacs.example.org:8042/a.png",
+    ]
     recorder = Recorder({url: httpx.Response(200, content=png()) for url in urls})
-    guarded = fetcher(recorder, allowed_hosts=["images.example.org", "*.s3.amazonaws.com",
-                                               "pacs.example.org:8042"])
+    guarded = fetcher(
+        recorder,
+        allowed_hosts=["images.example.org", "*.s3.amazonaws.com", "pacs.example.org:8042"],
+    )
     for url in urls:
         assert fetch(guarded, url).shape == (8, 8)
     with pytest.raises(ImageFetchError, match="nor listed"):
@@ -279,18 +342,37 @@ def test_listed_hosts_ports_and_wildcards_are_fetched():
 
 @pytest.mark.parametrize(
     "location",
-    ["http://10.0.0.1/a.png", "http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:8080/x",
-     "http://internal.example.org/a.png", "file:///etc/passwd"],
+    [
+        "http://10.0.0.1/a.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:8080/x",
+        "http://internal.example.org/a.png",
+        "file:///etc/passwd",
+    ],
 )
 def test_redirect_from_an_allowed_host_to_a_private_target_is_refused_unsent(monkeypatch, location):
     start = "https://images.example.org/a.png"
-    monkeypatch.setattr(images, "resolve_host", lambda host, port: {
-        "images.example.org": [PUBLIC_IP], "internal.example.org": ["10.9.9.9"],
-    }.get(host) or [host])
+    monkeypatch.setattr(
+        images,
+        "resolve_host",
+        lambda host, port: {
+            "images.example.org": [PUBLIC_IP],
+            "internal.example.org": ["10.9.9.9"],
+        }.get(host)
+        or [host],
+    )
     recorder = Recorder({start: httpx.Response(302, headers={"Location": location})})
-    guarded = ImageFetcher("http://ls.test:8080", transport=recorder.transport,
-                           allowed_hosts=["images.example.org", "internal.example.org", "10.0.0.1",
-                                          "169.254.169.254", "127.0.0.1"])
+    guarded = ImageFetcher(
+        "http://ls.test:8080",
+        transport=recorder.transport,
+        allowed_hosts=[
+            "images.example.org",
+            "internal.example.org",
+            "10.0.0.1",
+            "169.254.169.254",
+            "127.0.0.1",
+        ],
+    )
     with pytest.raises(ImageFetchError, match="refused"):
         fetch(guarded, start)
     assert recorder.seen == [start]  # the redirect target never got a request
@@ -299,7 +381,9 @@ def test_redirect_from_an_allowed_host_to_a_private_target_is_refused_unsent(mon
 def test_redirect_issued_by_label_studio_is_still_address_checked(monkeypatch):
     monkeypatch.setattr(images, "resolve_host", lambda host, port: ["172.16.0.3"])
     presign = f"{LS_URL}/tasks/4/presign/?fileuri=czM6Ly9iL2EucG5n"
-    recorder = Recorder({presign: httpx.Response(303, headers={"Location": "https://bucket.internal/a"})})
+    recorder = Recorder(
+        {presign: httpx.Response(303, headers={"Location": "https://bucket.internal/a"})}
+    )
     with pytest.raises(ImageFetchError, match="172.16.0.3, a private address; refused"):
         fetch(fetcher(recorder, resolver=None), "s3://b/a.png", task_id=4)
     assert recorder.seen == [presign]
@@ -323,8 +407,12 @@ def test_label_studio_on_loopback_is_still_fetched_with_its_key():
         seen.append(request)
         return httpx.Response(200, content=png(value=9))
 
-    guarded = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {KEY}"},
-                           transport=httpx.MockTransport(handle), resolver=resolver)
+    guarded = ImageFetcher(
+        LS_URL,
+        lambda: {"Authorization": f"Token {KEY}"},
+        transport=httpx.MockTransport(handle),
+        resolver=resolver,
+    )
     assert float(fetch(guarded, "/data/upload/1/a.png").max()) == 9.0
     assert float(fetch(guarded, f"{LS_URL}/data/upload/1/b.png").max()) == 9.0
     assert [request.headers["Authorization"] for request in seen] == [f"Token {KEY}"] * 2
@@ -336,7 +424,9 @@ def test_private_addresses_of_listed_hosts_only_with_the_explicit_setting():
     resolver = lambda host, port: ["10.1.1.1"]  # noqa: E731
     with pytest.raises(ImageFetchError, match="private address"):
         fetch(fetcher(recorder, allowed_hosts=["pacs.hospital.lan"], resolver=resolver), url)
-    allowed = fetcher(recorder, allowed_hosts=["pacs.hospital.lan"], resolver=resolver, allow_private=True)
+    allowed = fetcher(
+        recorder, allowed_hosts=["pacs.hospital.lan"], resolver=resolver, allow_private=True
+    )
     assert fetch(allowed, url).shape == (8, 8)
     assert refused_address("169.254.169.254", allow_private=True) == "a link-local address"
     assert refused_address("fe80::1", allow_private=True) == "a link-local address"
@@ -379,7 +469,10 @@ def counting_server():
 
 def test_real_connection_to_loopback_is_never_opened(counting_server):
     guarded = ImageFetcher("http://ls.test:8080", allowed_hosts=["127.0.0.1", "localhost"])
-    for url in (f"http://127.0.0.1:{counting_server.port}/a.png", f"http://localhost:{counting_server.port}/a.png"):
+    for url in (
+        f"http://127.0.0.1:{counting_server.port}/a.png",
+        f"http://localhost:{counting_server.port}/a.png",
+    ):
         with pytest.raises(ImageFetchError, match="loopback address; refused"):
             fetch(guarded, url)
     assert counting_server.requests == []
@@ -389,17 +482,21 @@ def test_connection_goes_to_the_checked_address_not_a_second_dns_answer(counting
     # "images.test" has no DNS entry: the request can only arrive if the connection uses the
     # address the check resolved (pinned), with the host name kept in the Host header.
     answers = iter([["127.0.0.1"], ["203.0.113.7"]])  # a rebinding resolver would answer anew
-    guarded = ImageFetcher(allowed_hosts=["images.test"], allow_private=True,
-                           resolver=lambda host, port: next(answers))
+    guarded = ImageFetcher(
+        allowed_hosts=["images.test"], allow_private=True, resolver=lambda host, port: next(answers)
+    )
     assert float(fetch(guarded, f"http://images.test:{counting_server.port}/a.png").max()) == 3.0
     assert counting_server.requests == [f"images.test:{counting_server.port}"]
 
 
 # -- caps on bytes, pixels and time ----------------------------------------------------------------
 
+
 def test_declared_and_streamed_sizes_over_the_byte_cap_are_refused():
     url = f"{LS_URL}/data/upload/1/big.png"
-    declared = Recorder({url: httpx.Response(200, headers={"Content-Length": "999999"}, content=b"x")})
+    declared = Recorder(
+        {url: httpx.Response(200, headers={"Content-Length": "999999"}, content=b"x")}
+    )
     with pytest.raises(ImageFetchError, match="larger than 1000 bytes; refused"):
         fetch(fetcher(declared, max_bytes=1000), url)
     streamed = Recorder({url: httpx.Response(200, content=png(side=256, value=1) + b"\0" * 2000)})
@@ -427,7 +524,9 @@ def test_download_slower_than_the_deadline_is_refused():
 
     url = f"{LS_URL}/data/upload/1/slow.png"
     transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=Drip()))
-    slow = ImageFetcher(LS_URL, lambda: {}, transport=transport, deadline_s=25.0, clock=lambda: now[0])
+    slow = ImageFetcher(
+        LS_URL, lambda: {}, transport=transport, deadline_s=25.0, clock=lambda: now[0]
+    )
     with pytest.raises(ImageFetchError, match="not downloaded within 25.0 s; refused"):
         fetch(slow, url)
     assert now[0] == 30.0  # stopped at the first chunk past the deadline
@@ -447,8 +546,14 @@ def test_each_request_waits_at_most_the_time_left():
         now[0] += 4.0
         return now[0]
 
-    slow = ImageFetcher(LS_URL, lambda: {}, transport=httpx.MockTransport(handle), timeout_s=30.0,
-                        deadline_s=10.0, clock=clock)
+    slow = ImageFetcher(
+        LS_URL,
+        lambda: {},
+        transport=httpx.MockTransport(handle),
+        timeout_s=30.0,
+        deadline_s=10.0,
+        clock=clock,
+    )
     with pytest.raises(ImageFetchError, match="not downloaded within 10.0 s"):
         fetch(slow, loop)
     # Deadline at 14 s: the first request may wait 6 s, the redirected one 2 s, never 30 s.
@@ -456,8 +561,12 @@ def test_each_request_waits_at_most_the_time_left():
 
 
 def test_config_carries_the_image_limits_to_every_fetcher(door):
-    door(image_hosts=("images.example.org",), image_max_pixels=1234, image_max_bytes=4321,
-         image_deadline_s=7.0)
+    door(
+        image_hosts=("images.example.org",),
+        image_max_pixels=1234,
+        image_max_bytes=4321,
+        image_deadline_s=7.0,
+    )
     try:
         plain = ImageFetcher()  # as the jobs build it, without explicit limits
         assert (plain.max_pixels, plain.max_bytes, plain.deadline_s) == (1234, 4321, 7.0)
@@ -465,7 +574,10 @@ def test_config_carries_the_image_limits_to_every_fetcher(door):
     finally:
         images.set_default_policy(images.ImagePolicy())
     assert BackendConfig.from_env({"SUGFW_IMAGE_HOSTS": "a.org, *.b.org c.org:81"}).image_hosts == (
-        "a.org", "*.b.org", "c.org:81")
+        "a.org",
+        "*.b.org",
+        "c.org:81",
+    )
 
 
 # -- redaction of signed URLs ----------------------------------------------------------------------
@@ -480,12 +592,20 @@ SIGNED_URL = (
 )
 OTHER_SIGNED = [
     f"https://acct.blob.core.windows.net/c/a.png?sv=2022-11-02&se=2026-12-02&sp=r&sig={SAS_SIG}",
-    f"https://storage.googleapis.com/b/a.png?X-Goog-Algorithm=GOOG4&X-Goog-Signature={GOOG_SIGNATURE}",
+    "https://storage.googleapis.com/b/a.png?X-Goog-Algorithm=GOOG4"
+    f"&X-Goog-Signature={GOOG_SIGNATURE}",
     "https://cdn.example.org/a.png?token=eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.sig&w=512",
     "https://cdn.example.org/a.png?access_token=ya29.a0AfH6SMBx-secret-access&signature=abcdef0123",
 ]
-SECRETS = [AMZ_SIGNATURE, "AKIAIOSFODNN7EXAMPLE", "q8Zr3x", GOOG_SIGNATURE, "c2VjcmV0LXRva2Vu",
-           "ya29.a0AfH6SMBx", "abcdef0123"]
+SECRETS = [
+    AMZ_SIGNATURE,
+    "AKIAIOSFODNN7EXAMPLE",
+    "q8Zr3x",
+    GOOG_SIGNATURE,
+    "c2VjcmV0LXRva2Vu",
+    "ya29.a0AfH6SMBx",
+    "abcdef0123",
+]
 
 
 @pytest.mark.parametrize("url", [SIGNED_URL, *OTHER_SIGNED])
@@ -493,7 +613,9 @@ def test_redact_url_masks_signed_url_parameters(url):
     redacted = redact_url(url)
     assert all(secret not in redacted for secret in SECRETS)
     assert redacted.split("?")[0] == url.split("?")[0]  # where it points stays readable
-    assert "X-Amz-Expires=3600" in redact_url(SIGNED_URL) and "sv=2022-11-02" in redact_url(OTHER_SIGNED[0])
+    assert "X-Amz-Expires=3600" in redact_url(SIGNED_URL) and "sv=2022-11-02" in redact_url(
+        OTHER_SIGNED[0]
+    )
 
 
 def test_signed_urls_in_payload_values_are_masked():
@@ -521,8 +643,10 @@ def test_signed_url_secrets_never_reach_the_logs(caplog):
 
 def test_predict_body_with_signed_urls_is_logged_redacted(door, caplog):
     client, _, _ = door()
-    body = {"tasks": [{"id": 1, "data": {"image": url}} for url in [SIGNED_URL, *OTHER_SIGNED]],
-            "label_config": BRUSH_CONFIG}
+    body = {
+        "tasks": [{"id": 1, "data": {"image": url}} for url in [SIGNED_URL, *OTHER_SIGNED]],
+        "label_config": BRUSH_CONFIG,
+    }
     with caplog.at_level(logging.DEBUG, logger="backend"):
         assert client.post("/predict", json=body).status_code == 200
     assert "predict body (redacted)" in caplog.text
@@ -531,6 +655,7 @@ def test_predict_body_with_signed_urls_is_logged_redacted(door, caplog):
 
 
 # -- exposure: the bind ----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def no_auth_env(monkeypatch, tmp_path):
@@ -557,9 +682,13 @@ def test_non_loopback_bind_without_auth_is_refused(no_auth_env, capsys):
 
 @pytest.mark.parametrize(
     "argv,env",
-    [([], {}), (["--host", "::1"], {}), (["--host", "0.0.0.0", "--allow-unauthenticated"], {}),
-     (["--host", "0.0.0.0"], {"SUGFW_ALLOW_UNAUTHENTICATED": "1"}),
-     (["--host", "0.0.0.0"], {"BASIC_AUTH_USER": "u", "BASIC_AUTH_PASS": "p"})],
+    [
+        ([], {}),
+        (["--host", "::1"], {}),
+        (["--host", "0.0.0.0", "--allow-unauthenticated"], {}),
+        (["--host", "0.0.0.0"], {"SUGFW_ALLOW_UNAUTHENTICATED": "1"}),
+        (["--host", "0.0.0.0"], {"BASIC_AUTH_USER": "u", "BASIC_AUTH_PASS": "p"}),
+    ],
     ids=["default-loopback", "v6-loopback", "flag", "env", "basic-auth"],
 )
 def test_bind_is_served_on_loopback_with_auth_or_when_allowed(no_auth_env, argv, env):
@@ -572,6 +701,7 @@ def test_bind_is_served_on_loopback_with_auth_or_when_allowed(no_auth_env, argv,
 
 # -- /setup checks the API key against a real Label Studio -----------------------------------------
 
+
 @pytest.fixture(scope="module")
 def ls_project(label_studio) -> int:
     from label_studio_sdk.client import LabelStudio
@@ -581,8 +711,9 @@ def ls_project(label_studio) -> int:
 
 
 def setup_client(tmp_path, label_studio, key: str):
-    config = BackendConfig(state_dir=tmp_path / key[:6], label_studio_url=label_studio.url,
-                           label_studio_api_key=key)
+    config = BackendConfig(
+        state_dir=tmp_path / key[:6], label_studio_url=label_studio.url, label_studio_api_key=key
+    )
     jobs = JobQueue(config.state_dir)
     return create_app(config, SugfwModel(config), jobs).test_client(), jobs
 
@@ -590,16 +721,22 @@ def setup_client(tmp_path, label_studio, key: str):
 def test_setup_with_a_wrong_api_key_is_a_400_saying_so(tmp_path, label_studio, ls_project):
     wrong = "f" * 40
     client, jobs = setup_client(tmp_path, label_studio, wrong)
-    response = client.post("/setup", json={"project": f"{ls_project}.1700000000", "schema": BRUSH_CONFIG})
+    response = client.post(
+        "/setup", json={"project": f"{ls_project}.1700000000", "schema": BRUSH_CONFIG}
+    )
     assert response.status_code == 400
     error = response.get_json()["error"]
     assert "refused LABEL_STUDIO_API_KEY (HTTP 401)" in error and wrong not in error
     assert jobs.pending() == []
 
 
-def test_setup_with_the_right_key_is_a_200_and_an_unknown_project_a_400(tmp_path, label_studio, ls_project):
+def test_setup_with_the_right_key_is_a_200_and_an_unknown_project_a_400(
+    tmp_path, label_studio, ls_project
+):
     client, jobs = setup_client(tmp_path, label_studio, label_studio.token)
-    response = client.post("/setup", json={"project": f"{ls_project}.1700000000", "schema": BRUSH_CONFIG})
+    response = client.post(
+        "/setup", json={"project": f"{ls_project}.1700000000", "schema": BRUSH_CONFIG}
+    )
     assert response.status_code == 200, response.get_json()
     assert [(job.kind, job.project) for job in jobs.pending()] == [("score", str(ls_project))]
     unknown = client.post("/setup", json={"project": "987654.1", "schema": BRUSH_CONFIG})
@@ -612,7 +749,9 @@ def test_setup_against_an_unreachable_label_studio_is_a_502(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = BackendConfig(state_dir=tmp_path, label_studio_url=f"http://127.0.0.1:{port}", label_studio_api_key=KEY)
+    config = BackendConfig(
+        state_dir=tmp_path, label_studio_url=f"http://127.0.0.1:{port}", label_studio_api_key=KEY
+    )
     client = create_app(config, SugfwModel(config), JobQueue(tmp_path)).test_client()
     response = client.post("/setup", json={"project": "3.1", "schema": BRUSH_CONFIG})
     assert response.status_code == 502 and "cannot be reached" in response.get_json()["error"]

@@ -161,7 +161,8 @@ class FakeArbiter:
     def __init__(self, binds: list[str]) -> None:
         self.cfg = type("Cfg", (), {"bind": binds})()
         self.errors: list[str] = []
-        self.log = type("Log", (), {"error": lambda _, *args: self.errors.append(args[0] % args[1:])})()
+        errors = self.errors
+        self.log = type("Log", (), {"error": lambda _, *args: errors.append(args[0] % args[1:])})()
 
 
 @pytest.mark.parametrize(

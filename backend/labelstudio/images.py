@@ -232,14 +232,14 @@ class ImageFetcher:
                 raise ImageFetchError(f"not downloaded within {self.deadline_s} s; refused")
             timeout = min(self.timeout_s, remaining)
             try:
-                with self.client.stream("GET", target, headers=headers, timeout=timeout) as response:
-                    if response.is_redirect:
-                        target = self._redirect_target(target, response)
+                with self.client.stream("GET", target, headers=headers, timeout=timeout) as answer:
+                    if answer.is_redirect:
+                        target = self._redirect_target(target, answer)
                         sent_by_label_studio = ours
                         continue
-                    if response.status_code != 200:
-                        raise ImageFetchError(_status_message(response.status_code, ours))
-                    return self._read(response, deadline)
+                    if answer.status_code != 200:
+                        raise ImageFetchError(_status_message(answer.status_code, ours))
+                    return self._read(answer, deadline)
             except httpx.TimeoutException:
                 raise ImageFetchError(f"no answer within {timeout} s") from None
             except httpx.HTTPError as error:
@@ -329,7 +329,7 @@ class ImageFetcher:
         return self.label_studio_url + path
 
     def _is_label_studio(self, url: str | httpx.URL) -> bool:
-        """Whether ``url`` is on Label Studio's origin exactly (scheme, host, port, no user info)."""
+        """Whether ``url`` is on Label Studio's origin exactly (scheme, host, port, no userinfo)."""
         if self._ours is None:
             return False
         try:

@@ -217,11 +217,12 @@ def _project_number(value: Any, what: str) -> int:
 def _check_image_urls(tasks: list[dict[str, Any]], label_config: Any) -> None:
     """A syntactically broken image URL is the caller's error (400), found before any work."""
     try:
-        image_key = parse_label_config(label_config).image_key if isinstance(label_config, str) else None
+        control = parse_label_config(label_config) if isinstance(label_config, str) else None
     except LabelConfigError:
         return  # refused later, if a task needs the config at all
-    if image_key is None:
+    if control is None:
         return
+    image_key = control.image_key
     for task in tasks:
         data = task.get("data")
         url = data.get(image_key) if isinstance(data, dict) else None
