@@ -78,6 +78,8 @@ class BackendConfig:
     image_max_bytes: int = 64 * 1024 * 1024
     image_max_pixels: int = 100_000_000
     max_request_bytes: int = 8 * 1024 * 1024
+    ray_address: str | None = None
+    """Score new tasks on this Ray cluster (``auto``, or ``host:port``); None: in this process."""
     allow_unauthenticated: bool = False
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = None
@@ -165,6 +167,7 @@ class BackendConfig:
             "image_max_bytes": _setting(env, "SUGFW_IMAGE_MAX_BYTES", int),
             "image_max_pixels": _setting(env, "SUGFW_IMAGE_MAX_PIXELS", int),
             "max_request_bytes": _setting(env, "SUGFW_MAX_REQUEST_BYTES", int),
+            "ray_address": text("SUGFW_RAY_ADDRESS"),
             "allow_unauthenticated": _setting(env, "SUGFW_ALLOW_UNAUTHENTICATED", bool),
             # Passwords are taken verbatim: surrounding spaces may be part of them.
             "basic_auth_user": env.get("BASIC_AUTH_USER") or None,

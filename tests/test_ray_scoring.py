@@ -229,3 +229,47 @@ def test_score_on_ray_joins_the_running_cluster(ray_run, ray_cluster):
     scored = score_on_ray(SPEC, phantoms(), pool.cache_dir, "auto", actors=1, progress=False)
     assert_same_index(index_from_scored(scored), index)  # all from the cache written above
     assert ray_cluster.is_initialized()  # it did not start Ray, so it leaves it running
+
+
+@pytest.mark.slow
+def test_the_backend_score_job_on_ray_publishes_the_local_queue(ray_cluster, tmp_path):
+    """``SUGFW_RAY_ADDRESS`` for the backend: the score job's new tasks are scored on the cluster
+    and the published queue is the one the job publishes scoring in-process."""
+    from test_backend_cold_start import FakeProject, run
+
+    from backend.config import BackendConfig
+    from backend.jobs.cold_start import ScoreJob
+    from backend.jobs.slice_scorer import SliceScorer
+    from backend.jobs.storage import PredictionStore
+    from backend.labelstudio.images import ImageFetcher
+
+    def data_url(image: np.ndarray) -> str:
+        import base64
+        import io
+
+        from PIL import Image
+
+        scaled = ((image - image.min()) / (image.max() - image.min()) * 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(scaled).save(buffer, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+    tasks = [{"id": 20 + i, "data": {"image": data_url(item.image)}} for i, item in enumerate(phantoms())]
+    published = {}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # the actors' arithmetic, so the two runs agree to the bit
+    try:
+        for where, address in (("local", None), ("ray", "auto")):
+            config = BackendConfig(state_dir=tmp_path / where, budget=2, k=SPEC.k, grid=SPEC.grid,
+                                   device="cpu", ray_address=address)
+            project = FakeProject([dict(task) for task in tasks])
+            job = ScoreJob(config, SliceScorer(config), PredictionStore(config.state_dir / "p"),
+                           connect=lambda pid, project=project: project, fetcher=lambda: ImageFetcher())
+            run(job)
+            version = project.model_version
+            published[where] = {t: (p["score"], p["cluster"], p["result"])
+                                for t, p in project.predictions_of(version).items()}
+    finally:
+        torch.set_num_threads(previous)
+    assert sorted(published["ray"]) == [task["id"] for task in tasks]
+    assert published["ray"] == published["local"]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import httpx
@@ -45,6 +45,7 @@ from backend.jobs.publish import publish_predictions
 from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
 from backend.jobs.training_history import UNET_VERSION_PREFIX
 from sugfw.cache import settings_key
+from sugfw.data import Slice
 from sugfw.errors import SugfwError
 from sugfw.records import SliceRecord
 from sugfw.scoring import SCORING_VERSION
@@ -259,34 +260,92 @@ class ScoreJob:
         progress: Progress,
         known_images: dict[str, list[str]],
     ) -> tuple[list[ScoredTask], list[int], dict[str, list[str]]]:
-        """Every task that could be scored, the ids of those that could not, and {task id: [URL, hash]}."""
-        scored, skipped, images = [], [], {}
+        """Every task that could be scored (in task order), the ids of those that could not, and
+        {task id: [URL, hash]}. Tasks whose image URL is unchanged come from the record cache
+        without a download; the others are fetched and scored here, or on the Ray cluster at
+        ``SUGFW_RAY_ADDRESS``."""
+        records: dict[int, SliceRecord] = {}
+        skipped: list[int] = []
         self._results = _LazyResults(self, control)
+        fresh = []
+        for task in tasks:
+            known = known_images.get(str(task["id"]))
+            record = None
+            if known is not None and known[0] == task["data"].get(control.image_key):
+                record = self.scorer.cached(known[1], task_slice_id(task["id"]))
+            if record is None:
+                fresh.append(task)
+            else:
+                records[task["id"]] = record
+        progress.update(len(records))
         fetcher = self.fetcher()
         try:
-            for done, task in enumerate(tasks, start=1):
-                try:
-                    record, url = None, task["data"].get(control.image_key)
-                    known = known_images.get(str(task["id"]))
-                    if known is not None and known[0] == url:
-                        record = self.scorer.cached(known[1], task_slice_id(task["id"]))
-                    if record is None:
-                        image = fetcher.fetch(task, control.image_key)
-                        record = self.scorer.score(image, task_slice_id(task["id"]))
-                    images[str(task["id"])] = [url, record.content_hash]
-                    self._results.remember(task["id"], record)
-                    record.union_mask = record.uncertainty_map = None
-                    scored.append(ScoredTask(task["id"], record))
-                except httpx.TransportError:
-                    raise  # Label Studio or the network is down: the whole job is retried later
-                except Exception as error:  # a bad task costs its slice, never the job
-                    reason = str(error) if isinstance(error, SugfwError) else f"{type(error).__name__}: {error}"
-                    log.warning("skipping task %s: %s", task["id"], reason)
-                    skipped.append(task["id"])
-                progress.update(done)
+            for task_id, record in self._score_fresh(fresh, control, fetcher, skipped):
+                records[task_id] = record
+                progress.update(len(records) + len(skipped))
         finally:
             fetcher.close()
+        scored, images = [], {}
+        for task in tasks:
+            record = records.get(task["id"])
+            if record is None:
+                continue
+            images[str(task["id"])] = [task["data"].get(control.image_key), record.content_hash]
+            self._results.remember(task["id"], record)
+            record.union_mask = record.uncertainty_map = None
+            scored.append(ScoredTask(task["id"], record))
         return scored, skipped, images
+
+    def _score_fresh(
+        self,
+        tasks: list[dict[str, Any]],
+        control: SegmentationControl,
+        fetcher: ImageFetcher,
+        skipped: list[int],
+    ) -> Iterator[tuple[int, SliceRecord]]:
+        """(task id, record) of each task that can be fetched and scored; the others go to
+        ``skipped`` with the reason logged."""
+        slices = self._fetch(tasks, control, fetcher, skipped)
+        if self.config.ray_address:
+            from backend.jobs.slice_scorer import SCORE_CACHE_DIR, scorer_spec
+            from sugfw.distributed import score_on_ray
+
+            scored = score_on_ray(
+                scorer_spec(self.config), slices, self.config.state_dir / SCORE_CACHE_DIR,
+                self.config.ray_address, keep_maps=True, progress=False,
+            )
+            for item, record in scored:
+                yield item.slice_index, record
+            return
+        for item in slices:
+            try:
+                yield item.slice_index, self.scorer.score(item.image, item.slice_id)
+            except Exception as error:  # a slice the model cannot take costs its task only
+                self._skip(item.slice_index, error, skipped)
+
+    def _fetch(
+        self,
+        tasks: list[dict[str, Any]],
+        control: SegmentationControl,
+        fetcher: ImageFetcher,
+        skipped: list[int],
+    ) -> Iterator[Slice]:
+        for task in tasks:
+            try:
+                image = fetcher.fetch(task, control.image_key)
+            except httpx.TransportError:
+                raise  # Label Studio or the network is down: the whole job is retried later
+            except Exception as error:  # a bad task costs its slice, never the job
+                self._skip(task["id"], error, skipped)
+                continue
+            # slice_index carries the task id through the scoring loop, local or remote.
+            yield Slice(task_slice_id(task["id"]), image, "", task["id"], None, "label-studio")
+
+    @staticmethod
+    def _skip(task_id: int, error: Exception, skipped: list[int]) -> None:
+        reason = str(error) if isinstance(error, SugfwError) else f"{type(error).__name__}: {error}"
+        log.warning("skipping task %s: %s", task_id, reason)
+        skipped.append(task_id)
 
     def ordering_key(self) -> str:
         """Hash of what orders the queue: model, settings, strategy, budget and seed. New tasks

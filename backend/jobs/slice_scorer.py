@@ -56,9 +56,9 @@ class SliceScorer:
             return scorer.score_image(image, slice_id)
 
 
-def build_scorer(config: BackendConfig) -> Scorer:
-    """A library ``Scorer`` for the configured model, grid, K and seed, caching under the state dir."""
-    spec = ScorerSpec(
+def scorer_spec(config: BackendConfig) -> ScorerSpec:
+    """The configured model, grid, K and seed as a ``ScorerSpec`` (also what Ray workers build)."""
+    return ScorerSpec(
         model=config.model,
         checkpoint=config.checkpoint,
         device=config.device,
@@ -66,4 +66,8 @@ def build_scorer(config: BackendConfig) -> Scorer:
         seed=config.seed,
         grid=config.grid,
     )
-    return spec.build(config.state_dir / SCORE_CACHE_DIR)
+
+
+def build_scorer(config: BackendConfig) -> Scorer:
+    """A library ``Scorer`` for the configured settings, caching under the state dir."""
+    return scorer_spec(config).build(config.state_dir / SCORE_CACHE_DIR)
