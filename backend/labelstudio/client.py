@@ -22,7 +22,7 @@ import httpx
 
 from backend.config import BackendConfig
 from backend.labelstudio.connection import connect
-from backend.labelstudio.images import ImageFetcher, label_studio_auth
+from backend.labelstudio.images import ImageFetcher, ImagePolicy, label_studio_auth
 from sugfw.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,11 @@ def image_fetcher(config: BackendConfig) -> ImageFetcher:
     auth = None
     if config.label_studio_url is not None and config.label_studio_api_key is not None:
         auth = label_studio_auth(config.label_studio_url, config.label_studio_api_key, config.image_timeout_s)
+    policy = ImagePolicy.from_config(config)
     return ImageFetcher(
-        config.label_studio_url, auth, config.local_files_document_root, timeout_s=config.image_timeout_s
+        config.label_studio_url, auth, config.local_files_document_root, timeout_s=config.image_timeout_s,
+        allowed_hosts=policy.allowed_hosts, allow_private=policy.allow_private,
+        max_bytes=policy.max_bytes, max_pixels=policy.max_pixels, deadline_s=policy.deadline_s,
     )
 
 
