@@ -1,26 +1,27 @@
-"""The "score" job: score every task of a project, order them with GSCU, write the queue to Label Studio.
+"""The "score" job: score a project's tasks, order them with GSCU, write the queue to Label Studio.
 
 Steps, each safe to repeat after a restart:
 1. list the project's tasks and read the segmentation control from its live labelling config;
-2. fetch each task's image and score it (the record cache under the state dir makes a rerun skip
-   every slice already scored); a task whose image cannot be fetched or read is logged and left out;
-3. GSCU over all scored tasks (``backend.jobs.ranking``);
-4. one prediction per task, the union mask as pre-annotation, ``score`` = queue position divided by
-   the number of scored tasks (Label Studio refuses scores outside [0, 1]; the order is the same),
-   ``cluster`` = GSCU cluster, all under one ``model_version`` that names the batch (model, settings,
-   budget, seed, task ids and pixels): the same batch always gets the same version, so a rerun only
-   creates the predictions still missing;
-5. the project serves tasks by that version's scores; each task's ``data.priority`` holds its
-   queue position (tasks left out go last, in id order) for the Data Manager tab sorted by it;
-6. predictions of earlier cold-start batches are deleted: Label Studio reads a task's cluster as
-   the maximum over all its predictions, so stale ones would misplace it.
+2. score the tasks: one whose image URL is unchanged since the last run comes from the record
+   cache without a download; the others are fetched and scored (in this process, or on the Ray
+   cluster at ``SUGFW_RAY_ADDRESS``); any error on one task skips that task, logged with the
+   reason, while a network failure fails the job so that the queue retries it;
+3. GSCU over every scored task (``backend.jobs.ranking``);
+4. publish (``backend.jobs.publish``):
+   - first time, or after a change of settings (model, K, grid, budget, seed): a new batch, one
+     prediction per task (its UNet mask when it has one, else the SAM union) with ``score`` =
+     queue position / number of tasks (Label Studio refuses scores outside [0, 1]) and
+     ``cluster`` = GSCU cluster, under a ``model_version`` naming the batch; the project serves
+     it, and predictions of earlier batches are deleted (Label Studio reads a task's cluster as
+     the maximum over its predictions, so stale ones would misplace it);
+   - otherwise only the tasks not yet in the published queue get a prediction, under the version
+     the project serves, placed by the new GSCU order between their published neighbours
+     (``place_new_tasks``); nothing published before is rewritten;
+5. each task's ``data.priority`` holds its queue position (tasks left out go last) for the Data
+   Manager tab sorted by it; only values that changed are written.
 
-Label Studio calls ``/setup`` (and so queues this job) whenever its model settings are read, so a
-rerun must be cheap: an image whose URL has not changed since the last published batch is not
-downloaded again (its record comes from the cache by the content hash remembered with the URL),
-and a batch identical to the published one only re-asserts the project's queue settings.
-
-Progress counts every task twice: once when scored, once when its priority is written.
+Label Studio calls ``/setup`` whenever its model settings are read: ``up_to_date`` lets the queue
+skip the job when the task count, labelling config and settings are those of the published queue.
 """
 
 from __future__ import annotations
