@@ -64,7 +64,9 @@ class ScoringSettings:
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision={self.precision!r}: use 'fp32' or 'bf16'")
         if self.augmentation_law not in AUGMENTATION_LAWS:
-            raise ValueError(f"augmentation_law={self.augmentation_law!r}: use one of {AUGMENTATION_LAWS}")
+            raise ValueError(
+                f"augmentation_law={self.augmentation_law!r}: use one of {AUGMENTATION_LAWS}"
+            )
         if self.view_prompts not in ("mapped", "native"):
             raise ValueError(f"view_prompts={self.view_prompts!r}: use 'mapped' or 'native'")
         low, high = self.intensity_percentiles

@@ -223,9 +223,14 @@ CPU_REALISTIC = BenchConfig(
     device="cpu",
 )
 
-PAPER_LA2018_REALISTIC = replace(PAPER_LA2018, name="paper_la2018_realistic", foreground_margin=None,
-                                 strategies=PAPER_LA2018.strategies + ("gscu_tie_aware",),
-                                 seeds=(2025, 2026, 2027, 2028, 2029), random_seeds=tuple(range(10)))
+PAPER_LA2018_REALISTIC = replace(
+    PAPER_LA2018,
+    name="paper_la2018_realistic",
+    foreground_margin=None,
+    strategies=PAPER_LA2018.strategies + ("gscu_tie_aware",),
+    seeds=(2025, 2026, 2027, 2028, 2029),
+    random_seeds=tuple(range(10)),
+)
 
 CONFIGS: dict[str, BenchConfig] = {
     "cpu": CPU,

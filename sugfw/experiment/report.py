@@ -188,9 +188,9 @@ def plot_dsc(rows: list[dict[str, str]], path: Path | str, rule: Rule = "physica
                              key=lambda s: s.share)
             low = np.array([100 * intervals[(strategy, b.budget)][0] for b in budgets])
             high = np.array([100 * intervals[(strategy, b.budget)][1] for b in budgets])
-            axes.errorbar(curve.share_percent, curve.dice_percent,
-                          yerr=[curve.dice_percent - low, high - curve.dice_percent],
-                          fmt="none", ecolor=line.get_color(), capsize=3)
+            yerr = np.vstack([curve.dice_percent - low, high - curve.dice_percent]).clip(min=0)
+            axes.errorbar(curve.share_percent, curve.dice_percent, yerr=yerr, fmt="none",
+                          ecolor=line.get_color(), capsize=3)
         full = [s for s in summarise_cells(rows, rule) if s.strategy == FULL_SUPERVISION]
         if full:
             axes.axhline(100 * full[0].dice_mean, color="black", linestyle="--", label="full supervision")
@@ -300,13 +300,17 @@ def bootstrap_mean(values: np.ndarray, n_boot: int = N_BOOTSTRAP,
     """Bootstrap 95 % interval of the mean of seeds × cases, resampling both."""
     rng = np.random.default_rng(seed)
     n_seeds, n_cases = values.shape
-    replicates = [values[rng.integers(n_seeds, size=n_seeds)][:, rng.integers(n_cases, size=n_cases)].mean()
-                  for _ in range(n_boot)]
+    replicates = [
+        values[rng.integers(n_seeds, size=n_seeds)][:, rng.integers(n_cases, size=n_cases)].mean()
+        for _ in range(n_boot)
+    ]
     low, high = np.percentile(replicates, [2.5, 97.5])
     return float(low), float(high)
 
 
-def mean_intervals(rows: list[dict[str, str]], rule: Rule = "physical") -> dict[tuple[str, str], tuple[float, float]]:
+def mean_intervals(
+    rows: list[dict[str, str]], rule: Rule = "physical"
+) -> dict[tuple[str, str], tuple[float, float]]:
     """Bootstrap 95 % interval of every (strategy, budget) mean DSC."""
     keys = dict.fromkeys((r["strategy"], r["budget"]) for r in rows)
     return {key: bootstrap_mean(dice_matrix(rows, *key, rule)[2]) for key in keys}
@@ -317,7 +321,8 @@ def comparison_table(rows: list[dict[str, str]], rule: Rule = "physical") -> str
     strategies = [s for s in dict.fromkeys(r["strategy"] for r in rows) if s != FULL_SUPERVISION]
     if REFERENCE_STRATEGY not in strategies:
         return ""
-    budgets = sorted({r["budget"] for r in rows if r["strategy"] != FULL_SUPERVISION}, key=_budget_order)
+    budgets = sorted({r["budget"] for r in rows if r["strategy"] != FULL_SUPERVISION},
+                     key=_budget_order)
     lines = [
         f"DSC (%) per budget: mean ± std over seeds of the per-seed mean over test cases; the "
         f"difference from {REFERENCE_STRATEGY} in points with its bootstrap 95 % interval "
@@ -359,15 +364,17 @@ def diagnostics_table(rows: list[dict[str, str]]) -> str:
     cells: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
     for r in rows:
         cells.setdefault((r["strategy"], r["budget"]), {}).setdefault(r["seed"], r)
-    for (strategy, budget), by_seed in sorted(cells.items(), key=lambda kv: (_budget_order(kv[0][1]), kv[0][0])):
+    ordered = sorted(cells.items(), key=lambda kv: (_budget_order(kv[0][1]), kv[0][0]))
+    for (strategy, budget), by_seed in ordered:
         first = next(iter(by_seed.values()))
 
         def mean(column: str) -> float:
             return 100 * float(np.mean([float(r[column]) for r in by_seed.values()]))
 
         lines.append(
-            f"| {strategy} | {_budget_header(budget)} | {len(by_seed)} | {mean('picks_foreground'):.0f}% | "
-            f"{mean('first_pick_foreground'):.0f}% | {mean('picks_tied'):.0f}% | {mean('pool_tied'):.0f}% | "
+            f"| {strategy} | {_budget_header(budget)} | {len(by_seed)} | "
+            f"{mean('picks_foreground'):.0f}% | {mean('first_pick_foreground'):.0f}% | "
+            f"{mean('picks_tied'):.0f}% | {mean('pool_tied'):.0f}% | "
             f"{mean('pool_foreground'):.0f}% | {first['cluster_sizes'] or '–'} |"
         )
     return "\n".join(lines) + "\n"
