@@ -29,7 +29,8 @@ from backend.model import SugfwModel
 from backend.server.app import create_app
 from sugfw.records import SliceRecord, content_hash
 
-pytestmark = pytest.mark.slow
+# Thousands of requests to one SQLite-backed server: minutes on a quiet machine, more on a busy one.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 N_TASKS = int(os.environ.get("SUGFW_SCALE_TASKS", "5000"))
 N_NEW = 100
