@@ -16,6 +16,9 @@ from sugfw.models.base import SegmenterModel
 from sugfw.records import SliceRecord, content_hash
 from sugfw.scoring import Scorer, ScoringSettings
 
+# The tiny SAM on two threads spin-waits on a shared 2-core machine (conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SETTINGS = {"model": "m", "checkpoint": "abc", "k": 10}
 
 

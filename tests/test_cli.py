@@ -34,6 +34,7 @@ def scored(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # the real LiteMedSAM weights
 def test_score_writes_records_cache_and_preview(scored):
     from sugfw.records import RecordIndex
 
@@ -45,6 +46,7 @@ def test_score_writes_records_cache_and_preview(scored):
     assert Image.open(scored / "preview.png").size[0] > 600
 
 
+@pytest.mark.slow  # the real LiteMedSAM weights
 def test_rerun_reuses_the_cache(scored, monkeypatch):
     from sugfw.scoring import Scorer
 
@@ -56,6 +58,7 @@ def test_rerun_reuses_the_cache(scored, monkeypatch):
                  "--device", "cpu", "--quiet"]) == 0
 
 
+@pytest.mark.slow  # the real LiteMedSAM weights
 def test_select_writes_the_full_queue(scored):
     out = scored / "queue.csv"
     assert main(["select", str(scored / "out" / "records.npz"), "--budget", "2", "--out", str(out)]) == 0
@@ -67,6 +70,7 @@ def test_select_writes_the_full_queue(scored):
     assert rows[0]["cluster"] != rows[1]["cluster"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("budget", ["5", "0", "1.0", "-0.1"])
 def test_impossible_budget_is_a_clear_error(scored, budget, capsys):
     assert main(["select", str(scored / "out" / "records.npz"), "--budget", budget]) == 2

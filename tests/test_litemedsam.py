@@ -12,6 +12,8 @@ from sugfw.reference import score_image_plain
 from sugfw.intensity import scale_intensities
 from sugfw.scoring import Batching, Scorer, ScoringSettings
 
+pytestmark = pytest.mark.slow  # the real weights: a minute on a 2-core CPU
+
 
 @pytest.fixture(scope="module")
 def litemedsam():
