@@ -718,6 +718,7 @@ def setup_client(tmp_path, label_studio, key: str):
     return create_app(config, SugfwModel(config), jobs).test_client(), jobs
 
 
+@pytest.mark.slow  # a real Label Studio
 def test_setup_with_a_wrong_api_key_is_a_400_saying_so(tmp_path, label_studio, ls_project):
     wrong = "f" * 40
     client, jobs = setup_client(tmp_path, label_studio, wrong)
@@ -730,6 +731,7 @@ def test_setup_with_a_wrong_api_key_is_a_400_saying_so(tmp_path, label_studio, l
     assert jobs.pending() == []
 
 
+@pytest.mark.slow  # a real Label Studio
 def test_setup_with_the_right_key_is_a_200_and_an_unknown_project_a_400(
     tmp_path, label_studio, ls_project
 ):
