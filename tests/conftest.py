@@ -121,6 +121,14 @@ def one_torch_thread():
 
 # -- a real Label Studio server, for integration tests ---------------------------------------------
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the real Label Studio (directly or through a fixture) is slow: starting
+    the server alone takes a minute, so ``-m "not slow"`` leaves it out."""
+    for item in items:
+        if "label_studio" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
 LABEL_STUDIO_START_S = 180.0
 
 
