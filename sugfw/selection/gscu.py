@@ -197,26 +197,30 @@ class _MaxMinDistance:
     def __init__(self, uncertainty: np.ndarray) -> None:
         self.uncertainty = np.asarray(uncertainty, dtype=np.float64)
         self.settled = np.empty(0)
-        self.recent: list[float] = []
+        self.recent = np.empty(self.REBUILD)
+        self.n_recent = 0
 
     def add(self, i: int) -> None:
-        self.recent.append(float(self.uncertainty[i]))
-        if len(self.recent) >= self.REBUILD:
+        self.recent[self.n_recent] = self.uncertainty[i]
+        self.n_recent += 1
+        if self.n_recent == self.REBUILD:
             self.settled = np.sort(np.concatenate([self.settled, self.recent]))
-            self.recent = []
+            self.n_recent = 0
 
     def nearest_of(self, candidates: np.ndarray) -> np.ndarray:
         """Distance of each candidate to its nearest selected slice (inf before any pick)."""
         x = self.uncertainty[candidates]
-        nearest = np.full(x.shape, np.inf)
-        if self.settled.size:
-            above = np.searchsorted(self.settled, x)
-            below = np.clip(above - 1, 0, self.settled.size - 1)
-            upper = np.clip(above, 0, self.settled.size - 1)
-            nearest = np.minimum(np.abs(x - self.settled[below]), np.abs(x - self.settled[upper]))
-        if self.recent:
-            recent = np.abs(x[:, None] - np.asarray(self.recent)[None, :]).min(axis=1)
-            nearest = np.minimum(nearest, recent)
+        settled = self.settled
+        if settled.size:
+            above = settled.searchsorted(x)
+            lower = settled[np.maximum(above - 1, 0)]
+            upper = settled[np.minimum(above, settled.size - 1)]
+            nearest = np.minimum(np.abs(x - lower), np.abs(x - upper))
+        else:
+            nearest = np.full(x.shape, np.inf)
+        if self.n_recent:
+            recent = self.recent[: self.n_recent]
+            nearest = np.minimum(nearest, np.abs(x[:, None] - recent).min(axis=1))
         return nearest
 
     def farthest(self, candidates: np.ndarray) -> int:
