@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from backend.config import BackendConfig, parse_optional_budget, parse_grid
+from backend.config import BackendConfig, parse_grid, parse_optional_budget
 from sugfw.errors import InvalidInputError, SugfwError
 
 log = logging.getLogger("backend")
@@ -31,31 +31,80 @@ log = logging.getLogger("backend")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m backend._wsgi",
-        description="sugfw Label Studio ML backend. Flags override the environment variables named in brackets.",
+        description="sugfw Label Studio ML backend. Flags override the environment variables "
+        "named in brackets.",
     )
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="interface to listen on (default 127.0.0.1; 0.0.0.0 needs Basic auth "
-                             "or --allow-unauthenticated)")
-    parser.add_argument("--allow-unauthenticated", action="store_true", default=None,
-                        help="[SUGFW_ALLOW_UNAUTHENTICATED] serve a non-loopback address without "
-                             "Basic auth")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (default 127.0.0.1; 0.0.0.0 needs Basic auth "
+        "or --allow-unauthenticated)",
+    )
+    parser.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        default=None,
+        help="[SUGFW_ALLOW_UNAUTHENTICATED] serve a non-loopback address without Basic auth",
+    )
     parser.add_argument("--port", type=int, default=9090, help="port (default 9090)")
-    parser.add_argument("--label-studio-url", help="[LABEL_STUDIO_URL] e.g. http://label-studio:8080")
-    parser.add_argument("--model", help="[SUGFW_MODEL] litemedsam (default), sam_vit_b, sam_vit_l, sam_vit_h")
-    parser.add_argument("--checkpoint", type=Path, help="[SUGFW_CHECKPOINT] checkpoint file (SAM variants)")
+    parser.add_argument(
+        "--label-studio-url", help="[LABEL_STUDIO_URL] e.g. http://label-studio:8080"
+    )
+    parser.add_argument(
+        "--model", help="[SUGFW_MODEL] litemedsam (default), sam_vit_b, sam_vit_l, sam_vit_h"
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, help="[SUGFW_CHECKPOINT] checkpoint file (SAM variants)"
+    )
     parser.add_argument("--device", help="[SUGFW_DEVICE] auto (default), cpu, cuda, cuda:1 ...")
-    parser.add_argument("--k", type=int, help="[SUGFW_K] augmented everything-mode runs per slice (default 10)")
-    parser.add_argument("--budget", help="[SUGFW_BUDGET] annotations to plan for: count (35) or ratio (0.01, default)")
-    parser.add_argument("--grid", help="[SUGFW_GRID] everything-mode grid, e.g. 128 or 64,96,128 (default per model)")
-    parser.add_argument("--seed", type=int, help="[SUGFW_SEED] seed of the augmentations and of GSCU (default 0)")
-    parser.add_argument("--state-dir", type=Path, help="[SUGFW_STATE_DIR] job state and caches (default .sugfw-backend)")
-    parser.add_argument("--test-data", type=Path, help="[SUGFW_TEST_DATA] held-out labelled volumes for evaluation")
-    parser.add_argument("--train-iterations", type=int, help="[SUGFW_TRAIN_ITERATIONS] SGD iterations per retraining run (default 200)")
-    parser.add_argument("--train-crop", type=int, help="[SUGFW_TRAIN_CROP] training crop side in pixels (default 128)")
-    parser.add_argument("--train-batch", type=int, help="[SUGFW_TRAIN_BATCH] slices per training batch (default 8)")
-    parser.add_argument("--local-files-root", type=Path, help="[LOCAL_FILES_DOCUMENT_ROOT] read /data/local-files/ images here")
-    parser.add_argument("--debounce", type=float, help="[SUGFW_DEBOUNCE_S] seconds a burst of events is merged over (default 5)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--k", type=int, help="[SUGFW_K] augmented everything-mode runs per slice (default 10)"
+    )
+    parser.add_argument(
+        "--budget",
+        help="[SUGFW_BUDGET] annotations to plan for: count (35) or ratio (0.01, default)",
+    )
+    parser.add_argument(
+        "--grid",
+        help="[SUGFW_GRID] everything-mode grid, e.g. 128 or 64,96,128 (default per model)",
+    )
+    parser.add_argument(
+        "--seed", type=int, help="[SUGFW_SEED] seed of the augmentations and of GSCU (default 0)"
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="[SUGFW_STATE_DIR] job state and caches (default .sugfw-backend)",
+    )
+    parser.add_argument(
+        "--test-data", type=Path, help="[SUGFW_TEST_DATA] held-out labelled volumes for evaluation"
+    )
+    parser.add_argument(
+        "--train-iterations",
+        type=int,
+        help="[SUGFW_TRAIN_ITERATIONS] SGD iterations per retraining run (default 200)",
+    )
+    parser.add_argument(
+        "--train-crop",
+        type=int,
+        help="[SUGFW_TRAIN_CROP] training crop side in pixels (default 128)",
+    )
+    parser.add_argument(
+        "--train-batch", type=int, help="[SUGFW_TRAIN_BATCH] slices per training batch (default 8)"
+    )
+    parser.add_argument(
+        "--local-files-root",
+        type=Path,
+        help="[LOCAL_FILES_DOCUMENT_ROOT] read /data/local-files/ images here",
+    )
+    parser.add_argument(
+        "--debounce",
+        type=float,
+        help="[SUGFW_DEBOUNCE_S] seconds a burst of events is merged over (default 5)",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     return parser
 
 
@@ -102,8 +151,11 @@ def check_bind(host: str, config: BackendConfig) -> None:
     """Refuse to serve ``host`` beyond this machine without Basic auth, unless allowed."""
     if is_loopback(host) or config.auth_enabled or config.allow_unauthenticated:
         if not is_loopback(host) and not config.auth_enabled:
-            log.warning("serving %s without Basic auth (SUGFW_ALLOW_UNAUTHENTICATED): anyone who "
-                        "reaches the port can queue jobs", host)
+            log.warning(
+                "serving %s without Basic auth (SUGFW_ALLOW_UNAUTHENTICATED): anyone who "
+                "reaches the port can queue jobs",
+                host,
+            )
         return
     raise InvalidInputError(
         f"refusing to listen on {host} without Basic auth: set BASIC_AUTH_USER and BASIC_AUTH_PASS "
@@ -113,19 +165,23 @@ def check_bind(host: str, config: BackendConfig) -> None:
 
 
 def build_app(config: BackendConfig):
-    from backend.server.app import create_app
-    from backend.model import SugfwModel
     from backend.jobs.slice_scorer import SliceScorer
+    from backend.model import SugfwModel
+    from backend.server.app import create_app
 
     log.info("configuration: %s", config.redacted())
     if config.label_studio_api_key is None:
-        log.warning("LABEL_STUDIO_API_KEY is not set: images uploaded to Label Studio cannot be downloaded")
+        log.warning(
+            "LABEL_STUDIO_API_KEY is not set: images uploaded to Label Studio cannot be downloaded"
+        )
     return create_app(config, SugfwModel(config, scorer=SliceScorer(config)))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         config = config_from_args(args)
         check_bind(args.host, config)
@@ -165,7 +221,9 @@ def __getattr__(name: str) -> Any:
     # free of side effects (state directory, worker thread).
     if name == "app":
         global app
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         app = build_app(BackendConfig.from_env())
         return app
     raise AttributeError(name)

@@ -3,13 +3,14 @@
 | variable                    | meaning                                                          |
 |-----------------------------|------------------------------------------------------------------|
 | LABEL_STUDIO_URL            | where Label Studio answers, e.g. http://label-studio:8080        |
-| LABEL_STUDIO_API_KEY        | legacy token or personal access token (a JWT; exchanged by the SDK) |
+| LABEL_STUDIO_API_KEY        | legacy token or personal access token (a JWT, exchanged)         |
 | SUGFW_MODEL                 | litemedsam (default) or sam_vit_b / sam_vit_l / sam_vit_h         |
 | SUGFW_CHECKPOINT            | checkpoint file (needed by the SAM variants)                     |
 | SUGFW_DEVICE                | auto (default: CUDA when available), cpu, cuda, cuda:1 ...       |
 | SUGFW_K                     | augmented everything-mode runs per slice (default 10)            |
 | SUGFW_BUDGET                | annotations to plan for: a count (35) or a ratio (0.01, default) |
-| SUGFW_GRID                  | everything-mode grid: box sides (LiteMedSAM) or points per side (SAM), e.g. "128" or "64,96,128"; default per model |
+| SUGFW_GRID                  | everything-mode grid: box sides (LiteMedSAM) or points per side  |
+|                             | (SAM), e.g. "128" or "64,96,128"; default per model              |
 | SUGFW_SEED                  | seed of the augmentations and of GSCU's k-means (default 0)      |
 | SUGFW_PREDICT_DEADLINE_S    | seconds /predict may spend scoring slices not scored yet (60)    |
 | SUGFW_STATE_DIR             | job state, score cache, pre-annotations (default .sugfw-backend) |
@@ -65,7 +66,8 @@ class BackendConfig:
     state_dir: Path = Path(".sugfw-backend")
     test_data: Path | None = None
     train_iterations: int = 200
-    """Short on purpose: a run follows every burst of annotations, and warm-starts from the last one."""
+    """Short on purpose: a run follows every burst of annotations, and warm-starts from the last
+    one."""
     train_crop: int = 128
     train_batch_size: int = 8
     debounce_s: float = 5.0
@@ -90,40 +92,64 @@ class BackendConfig:
             parts = urlsplit(self.label_studio_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise InvalidInputError(
-                    f"LABEL_STUDIO_URL={redact_url(self.label_studio_url)!r}: expected an http(s) URL "
+                    f"LABEL_STUDIO_URL={redact_url(self.label_studio_url)!r}: expected an http(s) "
+                    "URL "
                     "such as http://label-studio:8080"
                 )
         if self.k < 1:
-            raise InvalidInputError(f"SUGFW_K={self.k}: expected at least 1 augmented run per slice")
+            raise InvalidInputError(
+                f"SUGFW_K={self.k}: expected at least 1 augmented run per slice"
+            )
         check_budget(self.budget, "SUGFW_BUDGET")
         if self.grid is not None and (not self.grid or any(size < 1 for size in self.grid)):
-            raise InvalidInputError(f"SUGFW_GRID={self.grid}: expected one or more positive integers such as 128 or 64,96,128")
-        for name, value in (("SUGFW_TRAIN_ITERATIONS", self.train_iterations), ("SUGFW_TRAIN_CROP", self.train_crop),
-                            ("SUGFW_TRAIN_BATCH", self.train_batch_size)):
+            raise InvalidInputError(
+                f"SUGFW_GRID={self.grid}: expected one or more positive integers such as 128 or "
+                "64,96,128"
+            )
+        for name, value in (
+            ("SUGFW_TRAIN_ITERATIONS", self.train_iterations),
+            ("SUGFW_TRAIN_CROP", self.train_crop),
+            ("SUGFW_TRAIN_BATCH", self.train_batch_size),
+        ):
             if value < 1:
                 raise InvalidInputError(f"{name}={value}: expected a positive integer")
         if self.predict_deadline_s < 0:
-            raise InvalidInputError(f"SUGFW_PREDICT_DEADLINE_S={self.predict_deadline_s}: expected seconds >= 0")
+            raise InvalidInputError(
+                f"SUGFW_PREDICT_DEADLINE_S={self.predict_deadline_s}: expected seconds >= 0"
+            )
         if self.debounce_s < 0:
             raise InvalidInputError(f"SUGFW_DEBOUNCE_S={self.debounce_s}: expected seconds >= 0")
         if self.image_timeout_s <= 0:
-            raise InvalidInputError(f"SUGFW_IMAGE_TIMEOUT_S={self.image_timeout_s}: expected seconds > 0")
-        for name, value in (("SUGFW_IMAGE_DEADLINE_S", self.image_deadline_s),
-                            ("SUGFW_IMAGE_MAX_BYTES", self.image_max_bytes),
-                            ("SUGFW_IMAGE_MAX_PIXELS", self.image_max_pixels),
-                            ("SUGFW_MAX_REQUEST_BYTES", self.max_request_bytes)):
+            raise InvalidInputError(
+                f"SUGFW_IMAGE_TIMEOUT_S={self.image_timeout_s}: expected seconds > 0"
+            )
+        for name, value in (
+            ("SUGFW_IMAGE_DEADLINE_S", self.image_deadline_s),
+            ("SUGFW_IMAGE_MAX_BYTES", self.image_max_bytes),
+            ("SUGFW_IMAGE_MAX_PIXELS", self.image_max_pixels),
+            ("SUGFW_MAX_REQUEST_BYTES", self.max_request_bytes),
+        ):
             if value <= 0:
                 raise InvalidInputError(f"{name}={value}: expected a positive number")
         if (self.basic_auth_user is None) != (self.basic_auth_pass is None):
             missing = "BASIC_AUTH_PASS" if self.basic_auth_pass is None else "BASIC_AUTH_USER"
-            raise InvalidInputError(f"{missing} is not set: Basic auth needs both BASIC_AUTH_USER and BASIC_AUTH_PASS")
-        if self.local_files_document_root is not None and self.local_files_document_root.resolve() == Path("/"):
+            raise InvalidInputError(
+                f"{missing} is not set: Basic auth needs both BASIC_AUTH_USER and BASIC_AUTH_PASS"
+            )
+        if (
+            self.local_files_document_root is not None
+            and self.local_files_document_root.resolve() == Path("/")
+        ):
             # "/" would let any task read any file the backend can read.
-            raise InvalidInputError("LOCAL_FILES_DOCUMENT_ROOT=/ is refused: point it at the folder Label Studio serves")
+            raise InvalidInputError(
+                "LOCAL_FILES_DOCUMENT_ROOT=/ is refused: point it at the folder Label Studio serves"
+            )
 
     def __repr__(self) -> str:
-        # Tracebacks and debuggers print objects: the plain dataclass repr would show the URL's credentials.
-        return f"BackendConfig({', '.join(f'{key}={value!r}' for key, value in self.redacted().items())})"
+        # Tracebacks and debuggers print objects: the plain dataclass repr would show the URL's
+        # credentials.
+        fields = ", ".join(f"{key}={value!r}" for key, value in self.redacted().items())
+        return f"BackendConfig({fields})"
 
     @property
     def auth_enabled(self) -> bool:
@@ -131,12 +157,14 @@ class BackendConfig:
 
     @property
     def model_version(self) -> str:
-        """What predictions carry; Label Studio orders its queue only by predictions of the project's version."""
+        """What predictions carry; Label Studio orders its queue only by predictions of the
+        project's version."""
         return f"sugfw-{self.model}"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "BackendConfig":
-        """Read every setting from ``environ`` (default ``os.environ``); unset or empty → default."""
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BackendConfig:
+        """Read every setting from ``environ`` (default ``os.environ``); unset or empty →
+        default."""
         env = os.environ if environ is None else environ
 
         def text(name: str) -> str | None:
@@ -153,14 +181,20 @@ class BackendConfig:
             "budget": parse_optional_budget(text("SUGFW_BUDGET"), "SUGFW_BUDGET"),
             "grid": parse_grid(text("SUGFW_GRID"), "SUGFW_GRID"),
             "seed": _number(text("SUGFW_SEED"), "SUGFW_SEED", int),
-            "predict_deadline_s": _number(text("SUGFW_PREDICT_DEADLINE_S"), "SUGFW_PREDICT_DEADLINE_S", float),
+            "predict_deadline_s": _number(
+                text("SUGFW_PREDICT_DEADLINE_S"), "SUGFW_PREDICT_DEADLINE_S", float
+            ),
             "state_dir": _path(text("SUGFW_STATE_DIR")),
             "test_data": _path(text("SUGFW_TEST_DATA")),
-            "train_iterations": _number(text("SUGFW_TRAIN_ITERATIONS"), "SUGFW_TRAIN_ITERATIONS", int),
+            "train_iterations": _number(
+                text("SUGFW_TRAIN_ITERATIONS"), "SUGFW_TRAIN_ITERATIONS", int
+            ),
             "train_crop": _number(text("SUGFW_TRAIN_CROP"), "SUGFW_TRAIN_CROP", int),
             "train_batch_size": _number(text("SUGFW_TRAIN_BATCH"), "SUGFW_TRAIN_BATCH", int),
             "debounce_s": _number(text("SUGFW_DEBOUNCE_S"), "SUGFW_DEBOUNCE_S", float),
-            "image_timeout_s": _number(text("SUGFW_IMAGE_TIMEOUT_S"), "SUGFW_IMAGE_TIMEOUT_S", float),
+            "image_timeout_s": _number(
+                text("SUGFW_IMAGE_TIMEOUT_S"), "SUGFW_IMAGE_TIMEOUT_S", float
+            ),
             "image_deadline_s": _setting(env, "SUGFW_IMAGE_DEADLINE_S", float),
             "image_hosts": parse_hosts(text("SUGFW_IMAGE_HOSTS")),
             "image_allow_private": _setting(env, "SUGFW_IMAGE_ALLOW_PRIVATE", bool),
@@ -178,9 +212,12 @@ class BackendConfig:
         config.check_model()
         return config
 
-    def replace(self, **changes: Any) -> "BackendConfig":
-        """A copy with ``changes`` applied (CLI flags over the environment); ``None`` values are ignored."""
-        config = dataclasses.replace(self, **{key: value for key, value in changes.items() if value is not None})
+    def replace(self, **changes: Any) -> BackendConfig:
+        """A copy with ``changes`` applied (CLI flags over the environment); ``None`` values are
+        ignored."""
+        config = dataclasses.replace(
+            self, **{key: value for key, value in changes.items() if value is not None}
+        )
         config.check_model()
         return config
 
@@ -188,7 +225,9 @@ class BackendConfig:
         from sugfw.models import MODEL_NAMES  # imports torch: only when a config is actually built
 
         if self.model not in MODEL_NAMES:
-            raise InvalidInputError(f"SUGFW_MODEL={self.model!r} is unknown; choose one of {', '.join(MODEL_NAMES)}")
+            raise InvalidInputError(
+                f"SUGFW_MODEL={self.model!r} is unknown; choose one of {', '.join(MODEL_NAMES)}"
+            )
 
     def redacted(self) -> dict[str, Any]:
         """Every setting as plain values for logs: secrets masked, URLs stripped of credentials."""
@@ -211,20 +250,24 @@ def parse_optional_budget(text: str | None, name: str = "budget") -> int | float
 
 
 def parse_grid(text: str | None, name: str = "grid") -> tuple[int, ...] | None:
-    """"128" → (128,), "64,96,128" (commas or spaces) → (64, 96, 128); ``None`` stays ``None``."""
+    """ "128" → (128,), "64,96,128" (commas or spaces) → (64, 96, 128); ``None`` stays ``None``."""
     if text is None:
         return None
     try:
         grid = tuple(int(part) for part in text.replace(",", " ").split())
     except ValueError:
-        raise InvalidInputError(f"{name}={text!r}: expected positive integers such as 128 or 64,96,128") from None
+        raise InvalidInputError(
+            f"{name}={text!r}: expected positive integers such as 128 or 64,96,128"
+        ) from None
     if not grid or any(size < 1 for size in grid):
-        raise InvalidInputError(f"{name}={text!r}: expected positive integers such as 128 or 64,96,128")
+        raise InvalidInputError(
+            f"{name}={text!r}: expected positive integers such as 128 or 64,96,128"
+        )
     return grid
 
 
 def parse_hosts(text: str | None) -> tuple[str, ...] | None:
-    """"a.org, *.s3.amazonaws.com host:8443" → lower-cased entries; ``None`` stays ``None``."""
+    """ "a.org, *.s3.amazonaws.com host:8443" → lower-cased entries; ``None`` stays ``None``."""
     if text is None:
         return None
     hosts = tuple(part.strip().lower() for part in text.replace(",", " ").split() if part.strip())
@@ -262,7 +305,9 @@ def _number(text: str | None, name: str, kind: type) -> Any:
     try:
         return kind(text)
     except ValueError:
-        raise InvalidInputError(f"{name}={text!r}: expected {'an integer' if kind is int else 'a number'}") from None
+        raise InvalidInputError(
+            f"{name}={text!r}: expected {'an integer' if kind is int else 'a number'}"
+        ) from None
 
 
 def _path(text: str | None) -> Path | None:

@@ -23,14 +23,14 @@ from typing import Any
 
 import httpx
 
-from backend.labelstudio.brush import SegmentationControl, mask_to_result, parse_label_config
 from backend.config import BackendConfig
-from backend.labelstudio.connection import LabelStudioAuth
-from backend.labelstudio.images import ImageFetcher
-from backend.redact import redact_url
-from backend.labelstudio.prefill import prefill_prediction
 from backend.jobs.slice_scorer import SliceScorer
 from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
+from backend.labelstudio.brush import SegmentationControl, mask_to_result, parse_label_config
+from backend.labelstudio.connection import LabelStudioAuth
+from backend.labelstudio.images import ImageFetcher
+from backend.labelstudio.prefill import prefill_prediction
+from backend.redact import redact_url
 from sugfw.errors import InvalidInputError, SugfwError
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class LabelStudioAccessError(SugfwError):
         self.status = status
         """The HTTP status /setup answers with: 400 for a refused key or unknown project, 502 when
         Label Studio cannot be reached or fails."""
+
 
 EVENT_JOBS = {
     "ANNOTATION_CREATED": "train",
@@ -93,7 +94,8 @@ class SugfwModel:
     def setup(self, project: str, label_config: str | None) -> str:
         """Called when Label Studio connects a project (and whenever it reads the model's state).
 
-        Answers the version the project's queue follows (cold-start batch, or UNet after training): Label Studio asks /predict only for
+        Answers the version the project's queue follows (cold-start batch, or UNet after training):
+        Label Studio asks /predict only for
         tasks without a prediction of this version, so scored tasks are not predicted twice.
         """
         project_id = str(project).split(".", 1)[0]
@@ -128,8 +130,11 @@ class SugfwModel:
         Without LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY there is nothing to check (logged).
         """
         if not self.label_studio_configured:
-            log.warning("LABEL_STUDIO_URL or LABEL_STUDIO_API_KEY is not set: cannot check access "
-                        "to project %s, and its jobs cannot run", project_id)
+            log.warning(
+                "LABEL_STUDIO_URL or LABEL_STUDIO_API_KEY is not set: cannot check access "
+                "to project %s, and its jobs cannot run",
+                project_id,
+            )
             return
         checked = self._access_ok.get(project_id)
         if checked is not None and self.clock() - checked < ACCESS_CHECK_TTL_S:
@@ -140,15 +145,21 @@ class SugfwModel:
             raise LabelStudioAccessError(
                 f"Label Studio at {where} refused LABEL_STUDIO_API_KEY "
                 f"(HTTP {response.status_code}); start the backend with a valid key of a user of "
-                "this project", 400)
+                "this project",
+                400,
+            )
         if response.status_code == 404:
             raise LabelStudioAccessError(
                 f"Label Studio at {where} has no project {project_id} (HTTP 404); "
-                "check LABEL_STUDIO_URL", 400)
+                "check LABEL_STUDIO_URL",
+                400,
+            )
         if response.status_code != 200:
             raise LabelStudioAccessError(
                 f"Label Studio at {where} answered HTTP {response.status_code} for project "
-                f"{project_id}", 502)
+                f"{project_id}",
+                502,
+            )
         self._access_ok[project_id] = self.clock()
 
     def task_known(self, task_id: int, image_key: str, image_url: Any) -> bool:
@@ -188,7 +199,8 @@ class SugfwModel:
             raise LabelStudioAccessError(f"Label Studio at {where}: {error}", 400) from None
         except httpx.HTTPError as error:
             raise LabelStudioAccessError(
-                f"Label Studio at {where} cannot be reached: {type(error).__name__}", 502) from None
+                f"Label Studio at {where} cannot be reached: {type(error).__name__}", 502
+            ) from None
 
     def close(self) -> None:
         if self._http is not None:
@@ -207,7 +219,8 @@ class SugfwModel:
 
 
 class _OnDemand:
-    """Scores the unscored tasks of one /predict call; the label config and fetcher only when needed."""
+    """Scores the unscored tasks of one /predict call; the label config and fetcher only when
+    needed."""
 
     def __init__(self, model: SugfwModel, label_config: str | None) -> None:
         self.model = model
@@ -220,23 +233,32 @@ class _OnDemand:
         if model.scorer is None or self.label_config is None or task_id is None:
             return None
         if self._control is None:
-            self._control = parse_label_config(self.label_config)  # a config without a brush tag → 400
+            self._control = parse_label_config(
+                self.label_config
+            )  # a config without a brush tag → 400
         if self._fetcher is None:
-            self._fetcher = model.fetcher() if model.fetcher is not None else _default_fetcher(model.config)
+            self._fetcher = (
+                model.fetcher() if model.fetcher is not None else _default_fetcher(model.config)
+            )
         try:
             image = self._fetcher.fetch(task, self._control.image_key)
             record = model.scorer.score(image, f"task-{task_id}")
         except SugfwError as error:
             log.warning("no prediction for task %s: %s", task_id, error)
             return None
-        prediction = prefill_prediction(mask_to_result(record.union_mask, self._control), model.model_version, None)
+        prediction = prefill_prediction(
+            mask_to_result(record.union_mask, self._control), model.model_version, None
+        )
         data = task.get("data")
         url = data.get(self._control.image_key) if isinstance(data, Mapping) else None
         if model.task_known(task_id, self._control.image_key, url):
             model.predictions.put(task_id, prediction)
         else:
-            log.info("prediction for task %s answered, not stored: Label Studio does not hold "
-                     "this task with this image", task_id)
+            log.info(
+                "prediction for task %s answered, not stored: Label Studio does not hold "
+                "this task with this image",
+                task_id,
+            )
         return prediction
 
     def close(self) -> None:

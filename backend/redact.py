@@ -45,7 +45,9 @@ def redact(value: Any) -> Any:
     """A copy of ``value`` with every secret-named key's value replaced, at any depth, and every
     URL-like string passed through :func:`redact_url` (task data holds signed image URLs)."""
     if isinstance(value, dict):
-        return {key: REDACTED if is_secret_key(key) else redact(item) for key, item in value.items()}
+        return {
+            key: REDACTED if is_secret_key(key) else redact(item) for key, item in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [redact(item) for item in value]
     if isinstance(value, str) and _looks_like_url(value):

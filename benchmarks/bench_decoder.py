@@ -55,8 +55,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"{args.prompts} prompts per call, best of {args.repeats}, device {args.device}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"{args.prompts} prompts per call, best of {args.repeats}, device {args.device}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     for name in ("sam_vit_b", "litemedsam"):
         model = build_model(name, device=args.device, random_weights=name != "litemedsam")
         embedding = torch.randn(1, 256, model.grid_size, model.grid_size, device=model.device)

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sugfw.selection import get_strategy
-from sugfw.selection import clustering
+from sugfw.selection import clustering, get_strategy
 
 
 def synthetic_records(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,16 +94,22 @@ def compare(features: np.ndarray, uncertainty: np.ndarray, budget: int, label: s
     print(f"{label}: N = {len(features)}, C = {budget}")
     print(f"  k-means objective, mini-batch / exact: {mini_inertia / exact_inertia:.4f}")
     print(f"  picks identical: {len(set(exact) & set(mini))} of {budget}")
-    print(f"  exact pick -> nearest mini-batch pick: {mean_nearest(exact, mini):.3f}; "
-          f"-> nearest random slice: {mean_nearest(exact, randoms):.3f} (feature distance)")
+    print(
+        f"  exact pick -> nearest mini-batch pick: {mean_nearest(exact, mini):.3f}; "
+        f"-> nearest random slice: {mean_nearest(exact, randoms):.3f} (feature distance)"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=100_000, help="records to rank (timed)")
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--ratio", type=float, default=0.01, help="C = ratio × N")
-    parser.add_argument("--compare-n", type=int, default=10_000, help="pool for exact vs mini-batch")
+    parser.add_argument(
+        "--compare-n", type=int, default=10_000, help="pool for exact vs mini-batch"
+    )
     parser.add_argument("--records", type=Path, help="records.npz to compare on real features")
     args = parser.parse_args()
 
@@ -112,8 +117,10 @@ def main() -> None:
     budget = max(1, round(args.ratio * args.n))
     path = "mini-batch" if args.n * budget * args.dim > clustering.MINI_BATCH_WORK else "exact"
     kmeans_s, total_s = time_gscu(features, uncertainty, budget)
-    print(f"GSCU at N = {args.n}, D = {args.dim}, C = {budget} ({path} k-means): "
-          f"{total_s:.1f} s in all ({kmeans_s:.1f} s k-means, {total_s - kmeans_s:.1f} s the rest)")
+    print(
+        f"GSCU at N = {args.n}, D = {args.dim}, C = {budget} ({path} k-means): "
+        f"{total_s:.1f} s in all ({kmeans_s:.1f} s k-means, {total_s - kmeans_s:.1f} s the rest)"
+    )
 
     small, small_u = synthetic_records(args.compare_n, args.dim, 1)
     compare(small, small_u, max(2, round(args.ratio * args.compare_n)), "synthetic")

@@ -14,7 +14,8 @@ depend on weight values. Prints slices per second, peak memory, the speed-up and
 the union masks between the two SAM paths. Usage:
 
     python benchmarks/bench_scoring.py --points 16 --k 2 --slices 2
-    python benchmarks/bench_scoring.py --points 32 --k 10 --slices 8 --device cuda   # paper settings
+    python benchmarks/bench_scoring.py --points 32 --k 10 --slices 8 --device cuda   # paper
+    settings
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 
 from sugfw.everything import EverythingSettings
 from sugfw.models import build_model
-from sugfw.scoring import Batching, Scorer, ScoringSettings, build_views, finish_record
+from sugfw.scoring import Scorer, ScoringSettings, build_views, finish_record
 
 
 def load_bench_slices(data: Path, count: int) -> list[np.ndarray]:
@@ -48,7 +49,10 @@ def load_bench_slices(data: Path, count: int) -> list[np.ndarray]:
         return slices
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:192, :160]
-    return [(((yy - 90) ** 2 + (xx - 80) ** 2 < 900) + rng.normal(0, 0.1, yy.shape)).astype(np.float32) for _ in range(count)]
+    return [
+        (((yy - 90) ** 2 + (xx - 80) ** 2 < 900) + rng.normal(0, 0.1, yy.shape)).astype(np.float32)
+        for _ in range(count)
+    ]
 
 
 def sam_settings(model, points: int, k: int, precision: str = "fp32") -> ScoringSettings:
@@ -88,12 +92,18 @@ def run_authors(slices, points: int, k: int, device: str) -> dict:
     model = build_sam(device)
     settings = sam_settings(model, points, k)
     generator = SamAutomaticMaskGenerator(
-        model.net, points_per_side=points, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0
+        model.net,
+        points_per_side=points,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        box_nms_thresh=1.0,
     )
     # The generator discards the image embedding after each run; keep the original's for pooling
     # rather than paying for another encoder pass.
     embeddings = []
-    model.image_encoder.register_forward_hook(lambda module, inputs, output: embeddings.append(output))
+    model.image_encoder.register_forward_hook(
+        lambda module, inputs, output: embeddings.append(output)
+    )
     clock = EncoderClock(model.image_encoder, device)
     unions = []
     start = time.perf_counter()
@@ -110,7 +120,11 @@ def run_authors(slices, points: int, k: int, device: str) -> dict:
             slice_unions.append(torch.from_numpy(union))
         finish_record("", image_hash, views, slice_unions, 0, embeddings[0][0].cpu(), settings)
         unions.append([u.numpy() for u in slice_unions])
-    return {"seconds": time.perf_counter() - start, "encoder_seconds": clock.seconds, "unions": unions}
+    return {
+        "seconds": time.perf_counter() - start,
+        "encoder_seconds": clock.seconds,
+        "unions": unions,
+    }
 
 
 def run_project(slices, points: int, k: int, device: str, precision: str = "fp32") -> dict:
@@ -122,7 +136,11 @@ def run_project(slices, points: int, k: int, device: str, precision: str = "fp32
     for image in slices:
         _, view_unions = scorer.score_detailed(image)
         unions.append(view_unions)
-    return {"seconds": time.perf_counter() - start, "encoder_seconds": clock.seconds, "unions": unions}
+    return {
+        "seconds": time.perf_counter() - start,
+        "encoder_seconds": clock.seconds,
+        "unions": unions,
+    }
 
 
 def run_litemedsam(slices, points: int, k: int, device: str) -> dict:
@@ -139,7 +157,12 @@ def run_project_bf16(slices, points: int, k: int, device: str) -> dict:
     return run_project(slices, points, k, device, precision="bf16")
 
 
-PATHS = {"authors": run_authors, "project": run_project, "project_bf16": run_project_bf16, "litemedsam": run_litemedsam}
+PATHS = {
+    "authors": run_authors,
+    "project": run_project,
+    "project_bf16": run_project_bf16,
+    "litemedsam": run_litemedsam,
+}
 
 
 def child(name: str, slices, points: int, k: int, device: str, queue) -> None:
@@ -148,7 +171,9 @@ def child(name: str, slices, points: int, k: int, device: str, queue) -> None:
         torch.cuda.reset_peak_memory_stats()
     result = PATHS[name](slices, points, k, device)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+    result["peak_gpu_mb"] = (
+        torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+    )
     queue.put(result)
 
 
@@ -158,7 +183,9 @@ def union_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=Path("../shared/data/la2018"))
     parser.add_argument("--slices", type=int, default=2)
     parser.add_argument("--points", type=int, default=16, help="SAM points per side")
@@ -169,13 +196,18 @@ def main() -> None:
     args = parser.parse_args()
     slices = load_bench_slices(args.data, args.slices)
     source = "LA2018" if (args.data / "imagesTr").is_dir() else "synthetic (LA2018 not found)"
-    print(f"{len(slices)} {source} slices {[s.shape for s in slices]}, SAM ViT-B (random weights) "
-          f"{args.points}x{args.points} points, K={args.k}, device {args.device}, torch threads {torch.get_num_threads()}")
+    print(
+        f"{len(slices)} {source} slices {[s.shape for s in slices]}, SAM ViT-B (random weights) "
+        f"{args.points}x{args.points} points, K={args.k}, device {args.device}, torch threads "
+        f"{torch.get_num_threads()}"
+    )
     ctx = mp.get_context("spawn")
     results = {}
     for name in args.paths:
         queue = ctx.Queue()
-        process = ctx.Process(target=child, args=(name, slices, args.points, args.k, args.device, queue))
+        process = ctx.Process(
+            target=child, args=(name, slices, args.points, args.k, args.device, queue)
+        )
         process.start()
         while process.is_alive() and queue.empty():
             process.join(timeout=1)
@@ -185,21 +217,28 @@ def main() -> None:
         process.join()
         r = results[name]
         gpu = f", peak GPU {r['peak_gpu_mb']:.0f} MB" if r["peak_gpu_mb"] is not None else ""
-        print(f"{name:>12}: {r['seconds']:8.1f} s  {len(slices) / r['seconds']:.4f} slices/s  "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB{gpu}  (image encoder {r['encoder_seconds']:.1f} s)")
+        print(
+            f"{name:>12}: {r['seconds']:8.1f} s  {len(slices) / r['seconds']:.4f} slices/s  "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB{gpu}  (image encoder {r['encoder_seconds']:.1f} s)"
+        )
     for name in ("project", "project_bf16"):
         if "authors" not in results or name not in results:
             continue
         pairs = zip(results["authors"]["unions"], results[name]["unions"])
         ious = [union_iou(a, b) for sa, sb in pairs for a, b in zip(sa, sb)]
         speedup = results["authors"]["seconds"] / results[name]["seconds"]
-        print(f"speed-up {name}/authors: {speedup:.2f}x; union-mask IoU authors vs {name}: "
-              f"mean {np.mean(ious):.4f}, min {np.min(ious):.4f} over {len(ious)} masks")
+        print(
+            f"speed-up {name}/authors: {speedup:.2f}x; union-mask IoU authors vs {name}: "
+            f"mean {np.mean(ious):.4f}, min {np.min(ious):.4f} over {len(ious)} masks"
+        )
         # Both paths run the same encoder on the same views; only the rest can be made faster.
         bound = results["authors"]["seconds"] / results[name]["encoder_seconds"]
-        print(f"  {name}: encoder {results[name]['encoder_seconds']:.1f} s, everything else "
-              f"{results[name]['seconds'] - results[name]['encoder_seconds']:.1f} s; with this encoder "
-              f"the speed-up cannot exceed {bound:.2f}x")
+        print(
+            f"  {name}: encoder {results[name]['encoder_seconds']:.1f} s, everything else "
+            f"{results[name]['seconds'] - results[name]['encoder_seconds']:.1f} s; with this "
+            "encoder "
+            f"the speed-up cannot exceed {bound:.2f}x"
+        )
     if args.json:
         summary = {n: {k: v for k, v in r.items() if k != "unions"} for n, r in results.items()}
         args.json.write_text(json.dumps(summary, indent=2))

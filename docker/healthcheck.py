@@ -23,10 +23,22 @@ def healthy(url: str, user: str | None, password: str | None, timeout_s: float =
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.load(response).get("status") == "UP"
-    except (OSError, ValueError, AttributeError):  # refused, timeout, HTTP error status, not a JSON object
+    except (
+        OSError,
+        ValueError,
+        AttributeError,
+    ):  # refused, timeout, HTTP error status, not a JSON object
         return False
 
 
 if __name__ == "__main__":
     env = os.environ
-    sys.exit(0 if healthy(env.get("SUGFW_HEALTH_URL", DEFAULT_URL), env.get("BASIC_AUTH_USER"), env.get("BASIC_AUTH_PASS")) else 1)
+    sys.exit(
+        0
+        if healthy(
+            env.get("SUGFW_HEALTH_URL", DEFAULT_URL),
+            env.get("BASIC_AUTH_USER"),
+            env.get("BASIC_AUTH_PASS"),
+        )
+        else 1
+    )

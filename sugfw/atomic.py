@@ -1,4 +1,5 @@
-"""Atomic file writes: readers, and a restart after a crash, see the old file or the new, never half.
+"""Atomic file writes: readers, and a restart after a crash, see the old file or the new, never
+half.
 
 Every writer in the project goes through ``atomic_path``: the content is written to a unique
 temporary file beside the target (so two writers never share one), flushed to disk, then renamed
@@ -30,7 +31,9 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     end = path.suffix if suffix is None else suffix
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f"{TEMP_MARK}{end}")
+    handle, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=f"{TEMP_MARK}{end}"
+    )
     os.close(handle)
     tmp = Path(name)
     try:

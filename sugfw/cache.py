@@ -57,7 +57,9 @@ class RecordCache:
 
     def put(self, record: SliceRecord) -> None:
         path = self._path(record.content_hash)
-        arrays = {f.name: getattr(record, f.name) for f in fields(SliceRecord) if f.name not in _SCALARS}
+        arrays = {
+            f.name: getattr(record, f.name) for f in fields(SliceRecord) if f.name not in _SCALARS
+        }
         scalars = {name: np.asarray(getattr(record, name)) for name in _SCALARS}
         with atomic_path(path) as tmp:
             np.savez_compressed(tmp, **arrays, **scalars)

@@ -31,7 +31,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def read_state_dict(path: Path) -> dict[str, Any]:
-    """The model weights in ``path``: a bare state dict, or the ``"model"`` entry of a checkpoint."""
+    """The model weights in ``path``: a bare state dict, or the ``"model"`` entry of a
+    checkpoint."""
     checkpoint = read_checkpoint(path)
     state = checkpoint.get("model", checkpoint)
     if not isinstance(state, dict):

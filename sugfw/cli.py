@@ -37,26 +37,61 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     from sugfw.models import MODEL_NAMES
 
     group = parser.add_argument_group("model and scoring")
-    group.add_argument("--model", choices=MODEL_NAMES, default="litemedsam",
-                       help="SAM-family model (default: litemedsam, bundled weights)")
+    group.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        default="litemedsam",
+        help="SAM-family model (default: litemedsam, bundled weights)",
+    )
     group.add_argument("--checkpoint", type=Path, help="checkpoint file (required for sam_vit_*)")
-    group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
-    group.add_argument("--k", type=int, default=10, help="augmented everything-mode runs per slice (default 10)")
-    group.add_argument("--seed", type=int, default=0, help="base seed of the per-slice augmentations")
-    group.add_argument("--grid", type=int, nargs="+",
-                       help="points per side (SAM) or box sides in canvas pixels (LiteMedSAM); default per model")
-    group.add_argument("--pred-iou-thresh", type=float, help="keep masks with predicted IoU above this")
-    group.add_argument("--stability-thresh", type=float, help="keep masks with stability score at least this")
-    group.add_argument("--max-area", type=float, dest="max_area_fraction",
-                       help="drop masks covering this fraction of the slice or more")
+    group.add_argument(
+        "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ..."
+    )
+    group.add_argument(
+        "--k", type=int, default=10, help="augmented everything-mode runs per slice (default 10)"
+    )
+    group.add_argument(
+        "--seed", type=int, default=0, help="base seed of the per-slice augmentations"
+    )
+    group.add_argument(
+        "--grid",
+        type=int,
+        nargs="+",
+        help="points per side (SAM) or box sides in canvas pixels (LiteMedSAM); default per model",
+    )
+    group.add_argument(
+        "--pred-iou-thresh", type=float, help="keep masks with predicted IoU above this"
+    )
+    group.add_argument(
+        "--stability-thresh", type=float, help="keep masks with stability score at least this"
+    )
+    group.add_argument(
+        "--max-area",
+        type=float,
+        dest="max_area_fraction",
+        help="drop masks covering this fraction of the slice or more",
+    )
     group.add_argument("--box-nms-thresh", type=float, help="box NMS IoU threshold (1.0 disables)")
-    group.add_argument("--uncertainty-sign", choices=["code", "paper"], default="code",
-                       help="Eq. 3: +M(1-M)+0.5 (code, default) or -M(1-M)+0.5 (paper's printed formula)")
-    group.add_argument("--alignment", choices=["content", "authors"], default="content",
-                       help="pool U onto the patches the slice covers (default) or the authors' whole-grid pooling")
+    group.add_argument(
+        "--uncertainty-sign",
+        choices=["code", "paper"],
+        default="code",
+        help="Eq. 3: +M(1-M)+0.5 (code, default) or -M(1-M)+0.5 (paper's printed formula)",
+    )
+    group.add_argument(
+        "--alignment",
+        choices=["content", "authors"],
+        default="content",
+        help="pool U onto the patches the slice covers (default) or the authors' whole-grid "
+        "pooling",
+    )
     group.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    group.add_argument("--prompt-batch", type=int, help="prompts per decoder call (default: 1024 GPU, 64 CPU)")
-    group.add_argument("--encoder-batch", type=int, help="images per encoder call (default: K+1 GPU, 1 CPU)")
+    group.add_argument(
+        "--prompt-batch", type=int, help="prompts per decoder call (default: 1024 GPU, 64 CPU)"
+    )
+    group.add_argument(
+        "--encoder-batch", type=int, help="images per encoder call (default: K+1 GPU, 1 CPU)"
+    )
 
 
 def scorer_spec(args: argparse.Namespace) -> ScorerSpec:
@@ -109,8 +144,14 @@ def cmd_score(args: argparse.Namespace) -> int:
 
         log.info("scoring with %s on the Ray cluster at %s (K=%d)", spec.model, ray_address, args.k)
         scored = list(
-            score_on_ray(spec, _chosen_slices(args), cache_dir, ray_address, actors=args.ray_actors,
-                         progress=not args.quiet)
+            score_on_ray(
+                spec,
+                _chosen_slices(args),
+                cache_dir,
+                ray_address,
+                actors=args.ray_actors,
+                progress=not args.quiet,
+            )
         )
     else:
         scorer = spec.build(cache_dir)
@@ -122,9 +163,15 @@ def cmd_score(args: argparse.Namespace) -> int:
     index = index_from_scored(scored)
     index.save(args.out / "records.npz")
     u = index.uncertainty
-    print(f"scored {len(scored)} slices in {elapsed:.1f} s ({elapsed / len(scored):.2f} s/slice) -> {args.out / 'records.npz'}")
-    print(f"uncertainty: min {u.min():.4f}  p25 {np.percentile(u, 25):.4f}  median {np.median(u):.4f}  "
-          f"p75 {np.percentile(u, 75):.4f}  max {u.max():.4f}")
+    print(
+        f"scored {len(scored)} slices in {elapsed:.1f} s ({elapsed / len(scored):.2f} s/slice) -> "
+        f"{args.out / 'records.npz'}"
+    )
+    print(
+        f"uncertainty: min {u.min():.4f}  p25 {np.percentile(u, 25):.4f}  median "
+        f"{np.median(u):.4f}  "
+        f"p75 {np.percentile(u, 75):.4f}  max {u.max():.4f}"
+    )
     from sugfw.selection import tie_share
 
     # Slices at exactly 0.5 (every view agreed) tie in GSCU's Eq. 7 and give it no signal.
@@ -145,7 +192,9 @@ def cmd_select(args: argparse.Namespace) -> int:
     from sugfw.selection import get_strategy, resolve_budget
 
     if not args.records.is_file():
-        raise SugfwError(f"{args.records} not found: run `sugfw score` first (it writes records.npz)")
+        raise SugfwError(
+            f"{args.records} not found: run `sugfw score` first (it writes records.npz)"
+        )
     index = RecordIndex.load(args.records)
     budget = resolve_budget(args.budget, len(index.slice_ids))
     spec = get_strategy(args.strategy)
@@ -154,10 +203,21 @@ def cmd_select(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["slice", "rank", "cluster", "uncertainty", "selected", "case_id", "slice_index"])
+        writer.writerow(
+            ["slice", "rank", "cluster", "uncertainty", "selected", "case_id", "slice_index"]
+        )
         for i in selection.order:
-            writer.writerow([index.slice_ids[i], ranks[i], selection.clusters[i], f"{index.uncertainty[i]:.6f}",
-                             int(ranks[i] < budget), index.case_ids[i], index.slice_indices[i]])
+            writer.writerow(
+                [
+                    index.slice_ids[i],
+                    ranks[i],
+                    selection.clusters[i],
+                    f"{index.uncertainty[i]:.6f}",
+                    int(ranks[i] < budget),
+                    index.case_ids[i],
+                    index.slice_indices[i],
+                ]
+            )
     print(f"{args.strategy}: {budget} of {len(ranks)} slices selected; full queue -> {args.out}")
     return 0
 
@@ -166,11 +226,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from sugfw.experiment import CONFIGS, run_bench, write_report
 
     config = CONFIGS[args.config].with_overrides(
-        strategies=args.strategies, budgets=args.budgets, seeds=args.seeds, random_seeds=args.random_seeds,
-        k=args.k, iterations=args.iterations, device=args.device, n_test=args.n_test,
+        strategies=args.strategies,
+        budgets=args.budgets,
+        seeds=args.seeds,
+        random_seeds=args.random_seeds,
+        k=args.k,
+        iterations=args.iterations,
+        device=args.device,
+        n_test=args.n_test,
         train_seed=args.train_seed,
     )
-    results = run_bench(config, args.data, args.out, progress=not args.quiet, test_data=args.test_data)
+    results = run_bench(
+        config, args.data, args.out, progress=not args.quiet, test_data=args.test_data
+    )
     report = write_report(results, args.out)
     print(f"results -> {results}\ntable -> {report.markdown}\nplot -> {report.plot}")
     return 0
@@ -183,57 +251,109 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    score = sub.add_parser("score", help="score slices: uncertainty, PGDR features, union masks",
-                           description="Score every slice of a folder (PNG/JPEG/TIFF slices, NIfTI slices or "
-                                       "volumes) and write records.npz; records are cached by content, so a rerun "
-                                       "resumes where it stopped.")
+    score = sub.add_parser(
+        "score",
+        help="score slices: uncertainty, PGDR features, union masks",
+        description="Score every slice of a folder (PNG/JPEG/TIFF slices, NIfTI slices or "
+        "volumes) and write records.npz; records are cached by content, so a rerun "
+        "resumes where it stopped.",
+    )
     score.add_argument("input", type=Path, help="a folder of slices/volumes, or one file")
-    score.add_argument("--out", type=Path, default=Path("runs/score"), help="output folder (default runs/score)")
+    score.add_argument(
+        "--out", type=Path, default=Path("runs/score"), help="output folder (default runs/score)"
+    )
     score.add_argument("--cache-dir", type=Path, help="record cache (default OUT/cache)")
-    score.add_argument("--slice-step", type=int, default=1, help="score every n-th slice of each volume")
+    score.add_argument(
+        "--slice-step", type=int, default=1, help="score every n-th slice of each volume"
+    )
     score.add_argument("--limit", type=int, help="score at most this many slices")
-    score.add_argument("--save-preview", type=Path, help="write a PNG of one slice, its U map and union mask")
-    score.add_argument("--preview-slice", help="slice id for --save-preview (default: the most uncertain)")
+    score.add_argument(
+        "--save-preview", type=Path, help="write a PNG of one slice, its U map and union mask"
+    )
+    score.add_argument(
+        "--preview-slice", help="slice id for --save-preview (default: the most uncertain)"
+    )
     score.add_argument("--quiet", action="store_true", help="no progress bar")
-    score.add_argument("--ray", metavar="ADDRESS",
-                       help="score on the Ray cluster at ADDRESS ('auto': the one this machine joined; "
-                            "default $SUGFW_RAY_ADDRESS); needs sugfw[ray]")
-    score.add_argument("--ray-actors", type=int,
-                       help="at most this many Ray actors (default: one per GPU, else one per CPU)")
+    score.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="score on the Ray cluster at ADDRESS ('auto': the one this machine joined; "
+        "default $SUGFW_RAY_ADDRESS); needs sugfw[ray]",
+    )
+    score.add_argument(
+        "--ray-actors",
+        type=int,
+        help="at most this many Ray actors (default: one per GPU, else one per CPU)",
+    )
     add_scoring_arguments(score)
     score.set_defaults(func=cmd_score)
 
-    select = sub.add_parser("select", help="order slices for annotation (GSCU or an ablation)",
-                            description="Read records.npz and write the annotation queue over ALL slices as CSV: "
-                                        "the budget's picks first (selected=1), then the strategy's continuation.")
+    select = sub.add_parser(
+        "select",
+        help="order slices for annotation (GSCU or an ablation)",
+        description="Read records.npz and write the annotation queue over ALL slices as CSV: "
+        "the budget's picks first (selected=1), then the strategy's continuation.",
+    )
     select.add_argument("records", type=Path, help="records.npz written by `sugfw score`")
-    select.add_argument("--budget", type=_budget, required=True, help="count (35) or ratio of all slices (0.005)")
-    select.add_argument("--strategy", default="gscu", help=f"one of {', '.join(sorted(STRATEGIES))} (default gscu)")
-    select.add_argument("--seed", type=int, default=2025, help="k-means seed (default 2025, the authors')")
+    select.add_argument(
+        "--budget", type=_budget, required=True, help="count (35) or ratio of all slices (0.005)"
+    )
+    select.add_argument(
+        "--strategy", default="gscu", help=f"one of {', '.join(sorted(STRATEGIES))} (default gscu)"
+    )
+    select.add_argument(
+        "--seed", type=int, default=2025, help="k-means seed (default 2025, the authors')"
+    )
     select.add_argument("--out", type=Path, default=Path("runs/queue.csv"))
     select.set_defaults(func=cmd_select)
 
-    bench = sub.add_parser("bench", help="benchmark selection strategies (the paper's Table 1 / Fig. 2)",
-                           description="Score the training pool once, then for every strategy x budget x seed select "
-                                       "slices, train the UNet, test it on the test cases (DSC, HD95) and append to "
-                                       "OUT/results.csv; write OUT/report.md and OUT/dsc_vs_budget.png. Resumable: "
-                                       "finished cells are skipped, stopped trainings resume from their checkpoints.")
-    bench.add_argument("--config", choices=BENCH_CONFIG_NAMES, default="cpu",
-                       help="cpu: scaled-down run for a 2-core CPU (see sugfw/experiment/configs.py for its cost); "
-                            "cpu_realistic: every n-th slice, no label-based filtering, on a CPU; "
-                            "paper / paper_la2018(_realistic): the paper's protocol for Promise12 / LA2018 (GPU)")
-    bench.add_argument("--data", type=Path, required=True,
-                       help="MSD/nnU-Net folder (imagesTr/, labelsTr/, ...) or a folder of <case>.nii.gz + <case>_seg.nii.gz")
-    bench.add_argument("--out", type=Path, required=True, help="results folder (reuse it to resume)")
-    bench.add_argument("--test-data", type=Path,
-                       help="separate labelled folder to test every cell on (same layouts as --data); "
-                            "--data then gives only training and validation cases")
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark selection strategies (the paper's Table 1 / Fig. 2)",
+        description="Score the training pool once, then for every strategy x budget x seed select "
+        "slices, train the UNet, test it on the test cases (DSC, HD95) and append to "
+        "OUT/results.csv; write OUT/report.md and OUT/dsc_vs_budget.png. Resumable: "
+        "finished cells are skipped, stopped trainings resume from their checkpoints.",
+    )
+    bench.add_argument(
+        "--config",
+        choices=BENCH_CONFIG_NAMES,
+        default="cpu",
+        help="cpu: scaled-down run for a 2-core CPU (see sugfw/experiment/configs.py for its "
+        "cost); "
+        "cpu_realistic: every n-th slice, no label-based filtering, on a CPU; "
+        "paper / paper_la2018(_realistic): the paper's protocol for Promise12 / LA2018 (GPU)",
+    )
+    bench.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="MSD/nnU-Net folder (imagesTr/, labelsTr/, ...) or a folder of <case>.nii.gz + "
+        "<case>_seg.nii.gz",
+    )
+    bench.add_argument(
+        "--out", type=Path, required=True, help="results folder (reuse it to resume)"
+    )
+    bench.add_argument(
+        "--test-data",
+        type=Path,
+        help="separate labelled folder to test every cell on (same layouts as --data); "
+        "--data then gives only training and validation cases",
+    )
     bench.add_argument("--n-test", type=int, help="test cases (default: the config's)")
-    bench.add_argument("--train-seed", type=int, help="UNet seed of every cell (default: the config's, 2025)")
-    bench.add_argument("--strategies", nargs="+", help="selection strategies (default: the config's)")
-    bench.add_argument("--budgets", nargs="+", type=_budget, help="counts (35) or ratios of the pool (0.05)")
+    bench.add_argument(
+        "--train-seed", type=int, help="UNet seed of every cell (default: the config's, 2025)"
+    )
+    bench.add_argument(
+        "--strategies", nargs="+", help="selection strategies (default: the config's)"
+    )
+    bench.add_argument(
+        "--budgets", nargs="+", type=_budget, help="counts (35) or ratios of the pool (0.05)"
+    )
     bench.add_argument("--seeds", nargs="+", type=int, help="seeds of the deterministic strategies")
-    bench.add_argument("--random-seeds", nargs="+", type=int, help="seeds of the random strategy (paper: 5)")
+    bench.add_argument(
+        "--random-seeds", nargs="+", type=int, help="seeds of the random strategy (paper: 5)"
+    )
     bench.add_argument("--k", type=int, help="augmented everything-mode runs per slice")
     bench.add_argument("--iterations", type=int, help="UNet training iterations per cell")
     bench.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
@@ -245,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return args.func(args)
     except SugfwError as err:

@@ -36,7 +36,12 @@ _GREY_MODES = frozenset({"L", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # What Pillow and nibabel raise for unreadable, truncated or malformed files.
 _PILLOW_ERRORS = (
-    OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    Image.DecompressionBombError,
 )
 _NIBABEL_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error)
 

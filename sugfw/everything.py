@@ -2,7 +2,8 @@
 
 Filters follow SAM's automatic mask generator, in its order, so that the SAM path reproduces
 the stock generator's output: predicted IoU > ``pred_iou_thresh``; stability score (IoU of the
-mask thresholded at ±1 logit) >= ``stability_thresh`` (a threshold of 0 disables either filter); box non-maximum suppression at
+mask thresholded at ±1 logit) >= ``stability_thresh`` (a threshold of 0 disables either filter); box
+non-maximum suppression at
 ``box_nms_thresh`` (1.0 disables it); then the SUGFW filter area < ``max_area_fraction`` · H · W,
 which drops background-sized masks. The union of what is left is the slice's mask M_i.
 
@@ -24,7 +25,9 @@ from sugfw.models.base import CanvasGeometry, EverythingSettings, SegmenterModel
 STABILITY_OFFSET = 1.0  # SAM's stability_score_offset
 
 
-def logits_to_slice(logits: torch.Tensor, geometry: CanvasGeometry, max_chunk: int = 64) -> torch.Tensor:
+def logits_to_slice(
+    logits: torch.Tensor, geometry: CanvasGeometry, max_chunk: int = 64
+) -> torch.Tensor:
     """Resample low-resolution logits (N, 256, 256) covering the canvas onto the slice's pixels.
 
     The same two bilinear steps as SAM's ``postprocess_masks`` (to the full canvas, crop the
@@ -36,10 +39,14 @@ def logits_to_slice(logits: torch.Tensor, geometry: CanvasGeometry, max_chunk: i
     for chunk in logits.split(max_chunk):
         x = chunk[:, None].float()
         if x.shape[-1] != geometry.canvas:
-            x = F.interpolate(x, size=(geometry.canvas, geometry.canvas), mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x, size=(geometry.canvas, geometry.canvas), mode="bilinear", align_corners=False
+            )
         x = x[..., : content[0], : content[1]]
         if content != (geometry.height, geometry.width):
-            x = F.interpolate(x, size=(geometry.height, geometry.width), mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x, size=(geometry.height, geometry.width), mode="bilinear", align_corners=False
+            )
         out.append(x[:, 0])
     return torch.cat(out) if out else logits.new_zeros(0, geometry.height, geometry.width)
 
@@ -70,10 +77,14 @@ def everything_union(
         prompts = model.prompt_grid(geometry, settings.grid, settings.prompt_kind)
     masks, scores = [], []
     # A model with its own ``decode`` has no factored IoU; it decodes every mask.
-    iou_first = iou_first and settings.pred_iou_thresh > 0 and type(model).decode is SegmenterModel.decode
+    iou_first = (
+        iou_first and settings.pred_iou_thresh > 0 and type(model).decode is SegmenterModel.decode
+    )
     for chunk in prompts.split(prompt_batch_size):
         if iou_first:
-            logits, iou = model.decode(embedding, chunk, settings.multimask, iou_thresh=settings.pred_iou_thresh)
+            logits, iou = model.decode(
+                embedding, chunk, settings.multimask, iou_thresh=settings.pred_iou_thresh
+            )
         else:
             logits, iou = model.decode(embedding, chunk, settings.multimask)
         logits, iou = logits.flatten(0, 1), iou.flatten(0, 1).float()
@@ -96,7 +107,9 @@ def everything_union(
     kept_scores = torch.cat(scores)
     if settings.box_nms_thresh < 1.0 and len(kept_masks) > 1:
         boxes = batched_mask_to_box(kept_masks).float()
-        order = batched_nms(boxes, kept_scores, torch.zeros_like(kept_scores), settings.box_nms_thresh)
+        order = batched_nms(
+            boxes, kept_scores, torch.zeros_like(kept_scores), settings.box_nms_thresh
+        )
         kept_masks = kept_masks[order]
     area = kept_masks.flatten(1).sum(1)
     kept_masks = kept_masks[area < settings.max_area_fraction * geometry.height * geometry.width]

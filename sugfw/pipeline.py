@@ -57,7 +57,10 @@ class ScorerSpec:
         from sugfw.scoring import Batching, Scorer, ScoringSettings
 
         model = build_model(
-            self.model, checkpoint=self.checkpoint, device=self.device, random_weights=self.random_weights
+            self.model,
+            checkpoint=self.checkpoint,
+            device=self.device,
+            random_weights=self.random_weights,
         )
         everything = EverythingSettings.for_model(
             model,

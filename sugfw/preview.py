@@ -21,7 +21,9 @@ def save_preview(image: np.ndarray, record: SliceRecord, path: Path) -> None:
     axes[1].set_title(f"uncertainty U (mean {record.uncertainty:.4f})")
     fig.colorbar(shown, ax=axes[1], fraction=0.046)
     axes[2].imshow(image, cmap="gray")
-    axes[2].imshow(np.ma.masked_where(~record.union_mask, record.union_mask), cmap="autumn", alpha=0.5)
+    axes[2].imshow(
+        np.ma.masked_where(~record.union_mask, record.union_mask), cmap="autumn", alpha=0.5
+    )
     axes[2].set_title(f"union of {record.masks_kept} masks (Eq. 2)")
     for axis in axes:
         axis.axis("off")

@@ -61,7 +61,7 @@ class RecordIndex:
         records: Sequence[SliceRecord],
         case_ids: Sequence[str] | None = None,
         slice_indices: Sequence[int] | None = None,
-    ) -> "RecordIndex":
+    ) -> RecordIndex:
         """Stack ``records``; case ids and slice indices default to "" and 0 (not known)."""
         case_ids = [""] * len(records) if case_ids is None else case_ids
         slice_indices = [0] * len(records) if slice_indices is None else slice_indices
@@ -83,6 +83,6 @@ class RecordIndex:
             np.savez_compressed(tmp, **{f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
-    def load(cls, path: Path) -> "RecordIndex":
+    def load(cls, path: Path) -> RecordIndex:
         with np.load(path, allow_pickle=False) as data:
             return cls(**{f.name: data[f.name] for f in fields(cls)})

@@ -1,6 +1,7 @@
 """A plain, unbatched scoring path, kept only to check the fast path against.
 
-One image through the encoder at a time, one prompt through SAM's stock decoder at a time, every filter
+One image through the encoder at a time, one prompt through SAM's stock decoder at a time, every
+filter
 applied mask by mask with Python scalars and a hand-written greedy NMS on the CPU. It shares with
 the fast path only what is tested on its own: augmentations, canvas geometry, the resampling of
 logits onto the slice, and the Eq. 3–5 functions.
@@ -60,12 +61,17 @@ def everything_union_plain(
         candidates = greedy_nms(candidates, settings.box_nms_thresh)
     limit = settings.max_area_fraction * geometry.height * geometry.width
     kept = [mask for _, mask in candidates if mask.sum() < limit]
-    union = np.any(kept, axis=0) if kept else np.zeros((geometry.height, geometry.width), dtype=bool)
+    union = (
+        np.any(kept, axis=0) if kept else np.zeros((geometry.height, geometry.width), dtype=bool)
+    )
     return union, len(kept)
 
 
-def greedy_nms(candidates: list[tuple[float, np.ndarray]], threshold: float) -> list[tuple[float, np.ndarray]]:
-    """Keep masks by descending score, dropping any whose box overlaps a kept box above ``threshold``."""
+def greedy_nms(
+    candidates: list[tuple[float, np.ndarray]], threshold: float
+) -> list[tuple[float, np.ndarray]]:
+    """Keep masks by descending score, dropping any whose box overlaps a kept box above
+    ``threshold``."""
     kept: list[tuple[float, np.ndarray, np.ndarray]] = []
     for score, mask in sorted(candidates, key=lambda c: -c[0]):
         box = mask_box(mask)
@@ -75,13 +81,20 @@ def greedy_nms(candidates: list[tuple[float, np.ndarray]], threshold: float) -> 
 
 
 @torch.inference_mode()
-def score_image_plain(model: SegmenterModel, image: np.ndarray, settings: ScoringSettings, slice_id: str = "") -> SliceRecord:
+def score_image_plain(
+    model: SegmenterModel, image: np.ndarray, settings: ScoringSettings, slice_id: str = ""
+) -> SliceRecord:
     image_hash, views = build_views(image, settings, model)
     unions, kept = [], 0
     with autocast(model, settings.precision):
-        embeddings = [model.encode(model.prepare([img], [geo])) for img, geo in zip(views.images, views.geometry)]
+        embeddings = [
+            model.encode(model.prepare([img], [geo]))
+            for img, geo in zip(views.images, views.geometry)
+        ]
         for i, (embedding, geo) in enumerate(zip(embeddings, views.geometry)):
-            union, count = everything_union_plain(model, embedding, geo, settings.everything, views.prompts[i])
+            union, count = everything_union_plain(
+                model, embedding, geo, settings.everything, views.prompts[i]
+            )
             unions.append(torch.from_numpy(union).to(model.device))
             kept = count if i == 0 else kept
         features = embeddings[0][0]

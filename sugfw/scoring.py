@@ -71,7 +71,9 @@ class ScoringSettings:
             raise ValueError(f"view_prompts={self.view_prompts!r}: use 'mapped' or 'native'")
         low, high = self.intensity_percentiles
         if not 0 <= low < high <= 100:
-            raise ValueError(f"intensity_percentiles={self.intensity_percentiles}: need 0 <= low < high <= 100")
+            raise ValueError(
+                f"intensity_percentiles={self.intensity_percentiles}: need 0 <= low < high <= 100"
+            )
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class Batching:
     prompt_batch_size: int
 
     @classmethod
-    def for_device(cls, device: torch.device, k: int) -> "Batching":
+    def for_device(cls, device: torch.device, k: int) -> Batching:
         # On a GPU the original and its K copies go through the encoder together and ~1k prompts
         # per decoder call fit easily. On a CPU batching buys no throughput: one image per encoder
         # call (ViT-B's global attention needs ~1 GB per 1024² image) and 64 prompts per decoder
@@ -97,7 +99,8 @@ class Batching:
 
 @dataclass
 class AugmentedViews:
-    """The original slice (view 0) and its K augmented copies, with where each sits on the canvas."""
+    """The original slice (view 0) and its K augmented copies, with where each sits on the
+    canvas."""
 
     params: list[AugmentationParams]
     images: list[torch.Tensor]
@@ -108,11 +111,15 @@ class AugmentedViews:
     """Everything-mode prompts of each view, in that view's canvas pixels."""
 
 
-def build_views(image: np.ndarray, settings: ScoringSettings, model: SegmenterModel) -> tuple[str, AugmentedViews]:
+def build_views(
+    image: np.ndarray, settings: ScoringSettings, model: SegmenterModel
+) -> tuple[str, AugmentedViews]:
     """Scale, hash and augment one slice (shared by the fast and the plain path)."""
     image = validate_slice(image, "slice")
     image_hash = content_hash(image)
-    scaled = torch.from_numpy(scale_intensities(image, settings.intensity_percentiles)).to(model.device)
+    scaled = torch.from_numpy(scale_intensities(image, settings.intensity_percentiles)).to(
+        model.device
+    )
     params = [IDENTITY]
     seed = slice_seed(settings.seed, image_hash)
     params += sample_augmentations(settings.k, seed, settings.augmentation_law)
@@ -139,7 +146,9 @@ def _view_prompts(
         return [model.prompt_grid(geo, grid, kind) for geo in geometry]
     base = model.prompt_grid(geometry[0], grid, kind)
     height, width = geometry[0].content_height, geometry[0].content_width
-    return [base] + [transform_prompts(base, height, width, p.flip_axis, p.rot90) for p in params[1:]]
+    return [base] + [
+        transform_prompts(base, height, width, p.flip_axis, p.rot90) for p in params[1:]
+    ]
 
 
 def finish_record(
@@ -154,7 +163,9 @@ def finish_record(
     """Register the augmented unions back, form U, pool the features: the record (Eq. 3–5)."""
     registered = torch.stack([invert_spatial(u, p) for u, p in zip(unions[1:], views.params[1:])])
     u_map = uncertainty_map(mean_mask(registered), settings.uncertainty_sign)
-    f_pgdr, f_mean, u_scalar = pgdr(features.float(), u_map, views.feature_geometry, settings.alignment)
+    f_pgdr, f_mean, u_scalar = pgdr(
+        features.float(), u_map, views.feature_geometry, settings.alignment
+    )
     return SliceRecord(
         slice_id=slice_id,
         content_hash=image_hash,
@@ -190,7 +201,12 @@ class Scorer:
 
     def identity(self) -> dict:
         """What the cache is keyed on besides the pixels: model, weights, settings, code version."""
-        return {"model": self.model.name, "checkpoint": self.model.checkpoint_id, "version": SCORING_VERSION, **asdict(self.settings)}
+        return {
+            "model": self.model.name,
+            "checkpoint": self.model.checkpoint_id,
+            "version": SCORING_VERSION,
+            **asdict(self.settings),
+        }
 
     def score_image(self, image: np.ndarray, slice_id: str = "") -> SliceRecord:
         image = validate_slice(image, slice_id or "slice")
@@ -208,7 +224,9 @@ class Scorer:
         return self.score_detailed(image, slice_id)[0]
 
     @torch.inference_mode()
-    def score_detailed(self, image: np.ndarray, slice_id: str = "") -> tuple[SliceRecord, list[np.ndarray]]:
+    def score_detailed(
+        self, image: np.ndarray, slice_id: str = ""
+    ) -> tuple[SliceRecord, list[np.ndarray]]:
         """Score without the cache; also return every view's union mask in the view's own frame."""
         model, settings = self.model, self.settings
         image_hash, views = build_views(image, settings, model)
@@ -217,16 +235,25 @@ class Scorer:
         step = self.batching.encoder_batch_size
         with autocast(model, settings.precision):
             embeddings = torch.cat(
-                [model.encode(model.prepare(canvases[i : i + step], geometry[i : i + step])) for i in range(0, len(canvases), step)]
+                [
+                    model.encode(model.prepare(canvases[i : i + step], geometry[i : i + step]))
+                    for i in range(0, len(canvases), step)
+                ]
             )
             results = [
                 everything_union(
-                    model, embeddings[i : i + 1], views.geometry[i], settings.everything,
-                    self.batching.prompt_batch_size, prompts=views.prompts[i],
+                    model,
+                    embeddings[i : i + 1],
+                    views.geometry[i],
+                    settings.everything,
+                    self.batching.prompt_batch_size,
+                    prompts=views.prompts[i],
                 )
                 for i in range(len(views.images))
             ]
         features = embeddings[-1] if views.extra else embeddings[0]
         unions = [r.union for r in results]
-        record = finish_record(slice_id, image_hash, views, unions, results[0].kept, features, settings)
+        record = finish_record(
+            slice_id, image_hash, views, unions, results[0].kept, features, settings
+        )
         return record, [u.cpu().numpy() for u in unions]

@@ -56,7 +56,9 @@ def patch_weights(
     size = (geometry.content_height, geometry.content_width)
     resized = u_map[None, None].float()
     if size != tuple(u_map.shape):
-        resized = F.interpolate(resized, size=size, mode="bilinear", align_corners=False, antialias=True)
+        resized = F.interpolate(
+            resized, size=size, mode="bilinear", align_corners=False, antialias=True
+        )
     pad = (0, geometry.canvas - size[1], 0, geometry.canvas - size[0])
     cell = geometry.canvas // grid
     weights = F.avg_pool2d(F.pad(resized, pad), cell)[0, 0]
@@ -65,13 +67,17 @@ def patch_weights(
 
 
 def weighted_pool(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Eq. 4: F̂ = Σ_r F_r w_r / Σ_r w_r over patches r, for features (C, g, g) and weights (g, g)."""
+    """Eq. 4: F̂ = Σ_r F_r w_r / Σ_r w_r over patches r, for features (C, g, g) and weights (g,
+    g)."""
     w = weights.to(features.dtype)
     return (features * w).sum((-2, -1)) / w.sum()
 
 
 def pgdr(
-    features: torch.Tensor, u_map: torch.Tensor, geometry: CanvasGeometry, alignment: GridAlignment = "content"
+    features: torch.Tensor,
+    u_map: torch.Tensor,
+    geometry: CanvasGeometry,
+    alignment: GridAlignment = "content",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eq. 4–5 for one slice: (uncertainty-weighted feature F̂, plain mean feature, scalar Û).
 

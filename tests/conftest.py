@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny SAM-architecture model, a textured test slice, a real Label Studio server."""
+"""Shared fixtures: a tiny SAM-architecture model, a textured test slice, a real Label Studio
+server."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ LA2018_DEFAULT = REPO.parent / "shared" / "data" / "la2018"
 
 
 def la2018_root() -> Path:
-    """The LA2018 data folder: ``$SUGFW_LA2018``, else ``../shared/data/la2018`` beside the checkout."""
+    """The LA2018 data folder: ``$SUGFW_LA2018``, else ``../shared/data/la2018`` beside the
+    checkout."""
     return Path(os.environ.get(LA2018_ENV) or LA2018_DEFAULT)
 
 
@@ -69,7 +71,10 @@ def _tiny_sam_net() -> torch.nn.Module:
             global_attn_indexes=[1],
         ),
         prompt_encoder=PromptEncoder(
-            embed_dim=32, image_embedding_size=(16, 16), input_image_size=(256, 256), mask_in_chans=8
+            embed_dim=32,
+            image_embedding_size=(16, 16),
+            input_image_size=(256, 256),
+            mask_in_chans=8,
         ),
         mask_decoder=MaskDecoder(
             transformer_dim=32,
@@ -98,7 +103,8 @@ def tiny_sam():
 
 @pytest.fixture
 def textured_slice() -> Callable[..., np.ndarray]:
-    """Factory for a smooth pattern plus noise: structure for the model, and a distinct slice per seed."""
+    """Factory for a smooth pattern plus noise: structure for the model, and a distinct slice per
+    seed."""
 
     def make(height: int = 40, width: int = 56, seed: int = 0) -> np.ndarray:
         rng = np.random.default_rng(seed)
@@ -112,7 +118,8 @@ def textured_slice() -> Callable[..., np.ndarray]:
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """Tiny convolutions on a shared 2-core machine run ~30× slower with 2 threads (spin-waiting)."""
+    """Tiny convolutions on a shared 2-core machine run ~30× slower with 2 threads
+    (spin-waiting)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -129,6 +136,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "label_studio" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
 
+
 LABEL_STUDIO_START_S = 180.0
 
 
@@ -144,7 +152,8 @@ class LabelStudioServer:
 
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory) -> Iterator[LabelStudioServer]:
-    """A fresh Label Studio (SQLite, own data dir) on 127.0.0.1, stopped at the end of the session."""
+    """A fresh Label Studio (SQLite, own data dir) on 127.0.0.1, stopped at the end of the
+    session."""
     from backend.local import server as local_server
 
     try:
@@ -156,7 +165,9 @@ def label_studio(tmp_path_factory) -> Iterator[LabelStudioServer]:
     files_root.mkdir()
     token = secrets.token_hex(20)
     port = local_server.free_port()
-    env = local_server.server_environment(base / "data", files_root, "admin@sugfw.test", secrets.token_urlsafe(12), token)
+    env = local_server.server_environment(
+        base / "data", files_root, "admin@sugfw.test", secrets.token_urlsafe(12), token
+    )
     log_path = base / "server.log"
     url = f"http://127.0.0.1:{port}"
     server = local_server.start_label_studio(executable, env, port, base, log_path)

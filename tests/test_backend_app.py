@@ -1,4 +1,5 @@
-"""Label Studio ML backend: routes, auth, job queue, image fetching, brush masks. No network, no model."""
+"""Label Studio ML backend: routes, auth, job queue, image fetching, brush masks. No network, no
+model."""
 
 from __future__ import annotations
 
@@ -15,13 +16,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.server.app import create_app
-from backend.labelstudio.brush import LabelConfigError, mask_to_result, parse_label_config, result_to_mask, results_to_mask
 from backend.config import BackendConfig
-from backend.labelstudio.images import ImageFetcher, ImageFetchError, label_studio_auth
 from backend.jobs.queue import JobQueue
+from backend.labelstudio.brush import (
+    LabelConfigError,
+    mask_to_result,
+    parse_label_config,
+    result_to_mask,
+    results_to_mask,
+)
+from backend.labelstudio.images import ImageFetcher, ImageFetchError, label_studio_auth
 from backend.model import SugfwModel
 from backend.redact import redact
+from backend.server.app import create_app
 from sugfw.errors import InvalidInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,8 +109,14 @@ def test_every_route_answers_without_auth_configured(make_client, method, path, 
 @pytest.mark.parametrize("method,path,body", ROUTES)
 @pytest.mark.parametrize(
     "headers",
-    [{}, basic(USER, "wrong"), basic("intruder", PASSWORD), basic(USER, PASSWORD + "x"), {"Authorization": "Basic !!!"},
-     {"Authorization": f"Token {PASSWORD}"}],
+    [
+        {},
+        basic(USER, "wrong"),
+        basic("intruder", PASSWORD),
+        basic(USER, PASSWORD + "x"),
+        {"Authorization": "Basic !!!"},
+        {"Authorization": f"Token {PASSWORD}"},
+    ],
     ids=["missing", "wrong-pass", "wrong-user", "longer-pass", "garbled", "not-basic"],
 )
 def test_every_route_rejects_wrong_credentials(make_client, method, path, body, headers):
@@ -123,8 +136,14 @@ def test_every_route_accepts_right_credentials(make_client, method, path, body):
 
 def test_health_and_setup_contract(make_client):
     client, jobs, model = make_client()
-    assert client.get("/health").get_json() == {"status": "UP", "model_class": "SugfwModel", "model_version": "sugfw-litemedsam"}
-    answer = client.post("/setup", json={"project": "12.1712345678", "schema": BRUSH_CONFIG, "access_token": "x"})
+    assert client.get("/health").get_json() == {
+        "status": "UP",
+        "model_class": "SugfwModel",
+        "model_version": "sugfw-litemedsam",
+    }
+    answer = client.post(
+        "/setup", json={"project": "12.1712345678", "schema": BRUSH_CONFIG, "access_token": "x"}
+    )
     assert answer.get_json() == {"model_version": "sugfw-litemedsam"}
     # Connecting a project queues its scoring, keyed by the id without the timestamp.
     assert [(job.kind, job.project) for job in jobs.pending()] == [("score", "12")]
@@ -132,10 +151,27 @@ def test_health_and_setup_contract(make_client):
 
 def test_predict_returns_one_prediction_per_task_in_order_with_cached_ones(make_client):
     client, _, model = make_client()
-    cached = {"result": [{"from_name": "label", "type": "brushlabels", "value": {"rle": [1, 2, 3]}}], "score": 0.25, "model_version": "sugfw-litemedsam", "cluster": 4}
+    cached = {
+        "result": [{"from_name": "label", "type": "brushlabels", "value": {"rle": [1, 2, 3]}}],
+        "score": 0.25,
+        "model_version": "sugfw-litemedsam",
+        "cluster": 4,
+    }
     model.predictions.put(22, cached)
-    tasks = [{"id": 21, "data": {"image": "a"}}, {"id": 22, "data": {"image": "b"}}, {"id": 23, "data": {"image": "c"}}]
-    results = client.post("/predict", json={"tasks": tasks, "project": "1.1", "label_config": "<View/>", "params": {"context": None}}).get_json()["results"]
+    tasks = [
+        {"id": 21, "data": {"image": "a"}},
+        {"id": 22, "data": {"image": "b"}},
+        {"id": 23, "data": {"image": "c"}},
+    ]
+    results = client.post(
+        "/predict",
+        json={
+            "tasks": tasks,
+            "project": "1.1",
+            "label_config": "<View/>",
+            "params": {"context": None},
+        },
+    ).get_json()["results"]
     empty = {"result": [], "score": None, "model_version": "sugfw-litemedsam"}
     assert results == [empty, cached, empty]
 
@@ -147,11 +183,22 @@ def test_predict_of_no_tasks_is_an_empty_list(make_client):
 
 def test_burst_of_fifty_annotation_events_becomes_one_train_job(make_client, clock):
     client, jobs, _ = make_client()
-    actions = ["ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "START_TRAINING", "ANNOTATION_CREATED"]
+    actions = [
+        "ANNOTATION_CREATED",
+        "ANNOTATION_UPDATED",
+        "ANNOTATIONS_DELETED",
+        "START_TRAINING",
+        "ANNOTATION_CREATED",
+    ]
     statuses = []
     for i in range(50):
         clock.now += 0.1
-        payload = {"action": actions[i % 5], "project": {"id": 7, "title": "LA"}, "annotation": {"id": i}, "task": {"id": i}}
+        payload = {
+            "action": actions[i % 5],
+            "project": {"id": 7, "title": "LA"},
+            "annotation": {"id": i},
+            "task": {"id": i},
+        }
         statuses.append(client.post("/webhook", json=payload).get_json()["status"])
     pending = jobs.pending()
     assert [(job.kind, job.project, job.events) for job in pending] == [("train", "7", 50)]
@@ -165,7 +212,11 @@ def test_events_for_another_project_queue_their_own_job(make_client):
     client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 1}})
     client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 2}})
     client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1}})
-    assert sorted((job.kind, job.project) for job in jobs.pending()) == [("score", "1"), ("train", "1"), ("train", "2")]
+    assert sorted((job.kind, job.project) for job in jobs.pending()) == [
+        ("score", "1"),
+        ("train", "1"),
+        ("train", "2"),
+    ]
 
 
 def test_unknown_event_is_acknowledged_ignored_and_logged(make_client, caplog):
@@ -192,7 +243,11 @@ def test_unknown_event_is_acknowledged_ignored_and_logged(make_client, caplog):
         ("/webhook", json.dumps({"project": {"id": 3}}), "missing key 'action'"),
         ("/webhook", json.dumps({"action": 5}), "key 'action' must be str"),
         ("/webhook", json.dumps({"action": "ANNOTATION_CREATED"}), "no project id"),
-        ("/webhook", json.dumps({"action": "ANNOTATION_CREATED", "project": {"title": "x"}}), "no project id"),
+        (
+            "/webhook",
+            json.dumps({"action": "ANNOTATION_CREATED", "project": {"title": "x"}}),
+            "no project id",
+        ),
     ],
 )
 def test_malformed_body_is_a_400_naming_the_problem(make_client, path, data, message):
@@ -218,17 +273,36 @@ def test_unexpected_failure_is_a_500_without_traceback(make_client, monkeypatch)
 
 def test_secrets_in_payloads_never_reach_the_logs(make_client, caplog):
     client, _, _ = make_client(auth=True)
-    secrets = ["ls-project-token-1f2e", "setup-access-token-9a8b", "nested-api-key-77", "webhook-secret-42"]
+    secrets = [
+        "ls-project-token-1f2e",
+        "setup-access-token-9a8b",
+        "nested-api-key-77",
+        "webhook-secret-42",
+    ]
     headers = basic(USER, PASSWORD)
     with caplog.at_level(logging.DEBUG):
-        client.post("/webhook", headers=headers, json={
-            "action": "ANNOTATION_CREATED",
-            "project": {"id": 5, "token": secrets[0], "created_by": {"api_key": secrets[2]}},
-            "annotation": {"id": 1, "result": [{"meta": {"Webhook_Secret": secrets[3]}}]},
-        })
-        client.post("/setup", headers=headers, json={"project": "5.1", "schema": "<View/>", "access_token": secrets[1]})
-        client.post("/predict", headers=headers, json={"tasks": [], "project": "5.1", "params": {"token": secrets[0]}})
-        client.post("/webhook", headers=basic(USER, "wrong"), json={"action": "X", "token": secrets[0]})
+        client.post(
+            "/webhook",
+            headers=headers,
+            json={
+                "action": "ANNOTATION_CREATED",
+                "project": {"id": 5, "token": secrets[0], "created_by": {"api_key": secrets[2]}},
+                "annotation": {"id": 1, "result": [{"meta": {"Webhook_Secret": secrets[3]}}]},
+            },
+        )
+        client.post(
+            "/setup",
+            headers=headers,
+            json={"project": "5.1", "schema": "<View/>", "access_token": secrets[1]},
+        )
+        client.post(
+            "/predict",
+            headers=headers,
+            json={"tasks": [], "project": "5.1", "params": {"token": secrets[0]}},
+        )
+        client.post(
+            "/webhook", headers=basic(USER, "wrong"), json={"action": "X", "token": secrets[0]}
+        )
     assert "webhook body (redacted)" in caplog.text  # the bodies were logged, redacted
     for secret in secrets + [PASSWORD]:
         assert secret not in caplog.text
@@ -236,8 +310,18 @@ def test_secrets_in_payloads_never_reach_the_logs(make_client, caplog):
 
 
 def test_redact_masks_secret_keys_at_any_depth_and_keeps_the_rest():
-    payload = {"id": 1, "Authorization": "Token x", "items": [{"password": "p", "name": "n"}], "meta": {"refresh_token": "r", "n": 2}}
-    assert redact(payload) == {"id": 1, "Authorization": "***", "items": [{"password": "***", "name": "n"}], "meta": {"refresh_token": "***", "n": 2}}
+    payload = {
+        "id": 1,
+        "Authorization": "Token x",
+        "items": [{"password": "p", "name": "n"}],
+        "meta": {"refresh_token": "r", "n": 2},
+    }
+    assert redact(payload) == {
+        "id": 1,
+        "Authorization": "***",
+        "items": [{"password": "***", "name": "n"}],
+        "meta": {"refresh_token": "***", "n": 2},
+    }
     assert payload["items"][0]["password"] == "p"  # the original is untouched
 
 
@@ -246,8 +330,16 @@ def test_redact_masks_secret_keys_at_any_depth_and_keeps_the_rest():
     [
         (f"https://annotator:{PASSWORD}@ls.test/data/upload/1/a.png", "***@ls.test", {}),
         (f"https://ls.test/a.png?token={LEGACY_KEY}&d=x", "ls.test", {"token": "***", "d": "x"}),
-        (f"https://s3.test/b.png?X-Amz-Date=1&X-Api-Key={LEGACY_KEY}", "s3.test", {"X-Amz-Date": "1", "X-Api-Key": "***"}),
-        (f"https://u:{PASSWORD}@evil.test@ls.test/?access_token={LEGACY_KEY}", "***@ls.test", {"access_token": "***"}),
+        (
+            f"https://s3.test/b.png?X-Amz-Date=1&X-Api-Key={LEGACY_KEY}",
+            "s3.test",
+            {"X-Amz-Date": "1", "X-Api-Key": "***"},
+        ),
+        (
+            f"https://u:{PASSWORD}@evil.test@ls.test/?access_token={LEGACY_KEY}",
+            "***@ls.test",
+            {"access_token": "***"},
+        ),
     ],
     ids=["userinfo", "token-query", "api-key-query", "two-at-signs"],
 )
@@ -267,8 +359,13 @@ def test_redact_url_removes_the_secret_and_keeps_the_rest(url, host, query):
 def test_download_error_message_carries_no_secret_of_the_url():
     url = f"https://annotator:{PASSWORD}@images.test/a.png?api_key={LEGACY_KEY}"
     transport = mock_label_studio({}, [])  # every URL answers 404
-    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"}, transport=transport,
-                           allowed_hosts=["images.test"], resolver=PUBLIC)
+    fetcher = ImageFetcher(
+        LS_URL,
+        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
+        transport=transport,
+        allowed_hosts=["images.test"],
+        resolver=PUBLIC,
+    )
     with pytest.raises(ImageFetchError, match="not found") as caught:
         fetcher.fetch({"id": 3, "data": {"image": url}}, "image")
     assert LEGACY_KEY not in str(caught.value) and PASSWORD not in str(caught.value)
@@ -288,17 +385,33 @@ def test_metrics_expose_the_running_jobs_progress(make_client, clock):
     clock.now += 5.0
     assert jobs.run_due() == 1
     running = seen["metrics"]["running"]
-    assert (running["job"], running["project"], running["done"], running["total"]) == ("train", "9", 3, 10)
+    assert (running["job"], running["project"], running["done"], running["total"]) == (
+        "train",
+        "9",
+        3,
+        10,
+    )
     assert running["started"] == pytest.approx(time.time(), abs=60)
     after = client.get("/metrics").get_json()["jobs"]
-    assert (after["running"], after["pending"], after["completed"], after["failed"]) == (None, [], 1, 0)
+    assert (after["running"], after["pending"], after["completed"], after["failed"]) == (
+        None,
+        [],
+        1,
+        0,
+    )
 
 
 # -- job queue ----------------------------------------------------------------------------------
 
+
 def test_job_waits_for_a_quiet_debounce_interval(tmp_path, clock):
     runs = []
-    jobs = JobQueue(tmp_path, {"train": lambda job, progress: runs.append(job.events)}, debounce_s=5.0, clock=clock)
+    jobs = JobQueue(
+        tmp_path,
+        {"train": lambda job, progress: runs.append(job.events)},
+        debounce_s=5.0,
+        clock=clock,
+    )
     jobs.submit("train", 1)  # t = 1000 → due 1005
     clock.now = 1004.0
     jobs.submit("train", 1)  # → due 1009
@@ -312,7 +425,13 @@ def test_job_waits_for_a_quiet_debounce_interval(tmp_path, clock):
 
 def test_steady_stream_of_events_still_runs_by_the_cap(tmp_path, clock):
     runs = []
-    jobs = JobQueue(tmp_path, {"train": lambda job, progress: runs.append(clock.now)}, debounce_s=5.0, max_delay_s=20.0, clock=clock)
+    jobs = JobQueue(
+        tmp_path,
+        {"train": lambda job, progress: runs.append(clock.now)},
+        debounce_s=5.0,
+        max_delay_s=20.0,
+        clock=clock,
+    )
     # An event every 4 s would push a plain debounce forever; the cap is created + 20 = 1020.
     for step in range(11):
         clock.now = 1000.0 + 4 * step
@@ -339,7 +458,10 @@ def test_event_during_a_run_queues_a_fresh_job(tmp_path, clock):
 def test_failed_job_is_counted_and_the_queue_goes_on(tmp_path, clock):
     jobs = JobQueue(tmp_path, debounce_s=0.0, clock=clock)
     done = []
-    jobs.handlers = {"train": lambda job, progress: 1 / 0, "score": lambda job, progress: done.append(job.project)}
+    jobs.handlers = {
+        "train": lambda job, progress: 1 / 0,
+        "score": lambda job, progress: done.append(job.project),
+    }
     jobs.submit("train", 1)
     jobs.submit("score", 2)
     assert jobs.run_due() == 2
@@ -362,10 +484,13 @@ def test_pending_jobs_survive_a_restart(tmp_path, clock):
     restarted = JobQueue(tmp_path, debounce_s=5.0, clock=clock)
     # The merged events count too: six events behind the train job, one behind the score job.
     assert sorted((job.kind, job.project, job.events) for job in restarted.pending()) == [
-        ("score", "4", 1), ("train", "3", 6)]
+        ("score", "4", 1),
+        ("train", "3", 6),
+    ]
     state = json.loads((tmp_path / "jobs.json").read_text())
-    assert sorted((entry["kind"], entry["project"], entry["events"]) for entry in state["pending"]) == [
-        ("score", "4", 1), ("train", "3", 6)]
+    assert sorted(
+        (entry["kind"], entry["project"], entry["events"]) for entry in state["pending"]
+    ) == [("score", "4", 1), ("train", "3", 6)]
 
 
 def test_job_interrupted_by_a_restart_is_queued_again(tmp_path, clock):
@@ -397,13 +522,18 @@ def test_malformed_entries_in_the_state_file_are_skipped_and_the_rest_restored(t
     (tmp_path / "jobs.json").write_text(json.dumps({"version": 1, "pending": entries}))
     with caplog.at_level(logging.WARNING):
         restored = JobQueue(tmp_path).pending()
-    assert sorted((job.kind, job.project, job.events) for job in restored) == [("score", "10", 1), ("train", "3", 4)]
+    assert sorted((job.kind, job.project, job.events) for job in restored) == [
+        ("score", "10", 1),
+        ("train", "3", 4),
+    ]
     assert next(job for job in restored if job.project == "3").first_event == 12.5
     assert caplog.text.count("skipping malformed job entry") == 6
     assert "skipping job of unknown kind 'predict'" in caplog.text
 
 
-@pytest.mark.parametrize("payload", [[], "pending", {"pending": "train 3"}, {"pending": {"kind": "train"}}])
+@pytest.mark.parametrize(
+    "payload", [[], "pending", {"pending": "train 3"}, {"pending": {"kind": "train"}}]
+)
 def test_state_file_of_the_wrong_shape_restores_nothing(tmp_path, payload):
     (tmp_path / "jobs.json").write_text(json.dumps(payload))
     jobs = JobQueue(tmp_path)
@@ -434,6 +564,7 @@ def test_worker_thread_runs_a_due_job(tmp_path):
 
 # -- images -------------------------------------------------------------------------------------
 
+
 def test_local_file_is_read_from_the_document_root(tmp_path):
     root = tmp_path / "root"
     (root / "case1").mkdir(parents=True)
@@ -444,23 +575,33 @@ def test_local_file_is_read_from_the_document_root(tmp_path):
     np.testing.assert_array_equal(fetcher.fetch(task, "image"), pixels.astype(np.float32))
 
 
-@pytest.mark.parametrize("relative", ["../outside.png", "case1/../../outside.png", "/../outside.png", "link/outside.png"])
+@pytest.mark.parametrize(
+    "relative", ["../outside.png", "case1/../../outside.png", "/../outside.png", "link/outside.png"]
+)
 def test_local_files_path_escaping_the_root_is_refused(tmp_path, relative):
     root = tmp_path / "root"
     (root / "case1").mkdir(parents=True)
     (tmp_path / "outside.png").write_bytes(png_bytes(np.zeros((10, 10), np.uint8)))
-    (root / "link").symlink_to(tmp_path, target_is_directory=True)  # a symlink out of the root is an escape too
+    (root / "link").symlink_to(
+        tmp_path, target_is_directory=True
+    )  # a symlink out of the root is an escape too
     fetcher = ImageFetcher(local_files_root=root)
-    with pytest.raises(ImageFetchError, match=r"task 5: .*resolves outside LOCAL_FILES_DOCUMENT_ROOT"):
+    with pytest.raises(
+        ImageFetchError, match=r"task 5: .*resolves outside LOCAL_FILES_DOCUMENT_ROOT"
+    ):
         fetcher.fetch({"id": 5, "data": {"image": f"/data/local-files/?d={relative}"}}, "image")
 
 
 def test_task_without_the_image_key_is_an_error_naming_it():
-    with pytest.raises(ImageFetchError, match=r"task 9 has no image under data\['image'\] \(data keys: \['img'\]\)"):
+    with pytest.raises(
+        ImageFetchError, match=r"task 9 has no image under data\['image'\] \(data keys: \['img'\]\)"
+    ):
         ImageFetcher().fetch({"id": 9, "data": {"img": "/data/upload/1/a.png"}}, "image")
 
 
-def mock_label_studio(routes: dict[str, httpx.Response | Exception], seen: list[httpx.Request]) -> httpx.MockTransport:
+def mock_label_studio(
+    routes: dict[str, httpx.Response | Exception], seen: list[httpx.Request]
+) -> httpx.MockTransport:
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         answer = routes.get(str(request.url), httpx.Response(404))
@@ -474,7 +615,10 @@ def mock_label_studio(routes: dict[str, httpx.Response | Exception], seen: list[
 def test_upload_is_fetched_from_label_studio_with_the_legacy_token(tmp_path):
     pixels = np.full((9, 11), 7, dtype=np.uint8)
     seen: list[httpx.Request] = []
-    transport = mock_label_studio({f"{LS_URL}/data/upload/3/abc-slice.png": httpx.Response(200, content=png_bytes(pixels))}, seen)
+    transport = mock_label_studio(
+        {f"{LS_URL}/data/upload/3/abc-slice.png": httpx.Response(200, content=png_bytes(pixels))},
+        seen,
+    )
     auth = label_studio_auth(LS_URL, LEGACY_KEY, transport=transport)
     fetcher = ImageFetcher(LS_URL, auth, transport=transport)
     image = fetcher.fetch({"id": 1, "data": {"image": "/data/upload/3/abc-slice.png"}}, "image")
@@ -484,17 +628,25 @@ def test_upload_is_fetched_from_label_studio_with_the_legacy_token(tmp_path):
 
 def test_personal_access_token_is_exchanged_before_fetching():
     now = int(time.time())
-    refresh = jwt.encode({"token_type": "refresh", "exp": now + 3600, "user_id": 1}, JWT_KEY, algorithm="HS256")
-    access = jwt.encode({"token_type": "access", "exp": now + 300, "user_id": 1}, JWT_KEY, algorithm="HS256")
+    refresh = jwt.encode(
+        {"token_type": "refresh", "exp": now + 3600, "user_id": 1}, JWT_KEY, algorithm="HS256"
+    )
+    access = jwt.encode(
+        {"token_type": "access", "exp": now + 300, "user_id": 1}, JWT_KEY, algorithm="HS256"
+    )
     seen: list[httpx.Request] = []
-    transport = mock_label_studio({f"{LS_URL}/api/token/refresh/": httpx.Response(200, json={"access": access})}, seen)
+    transport = mock_label_studio(
+        {f"{LS_URL}/api/token/refresh/": httpx.Response(200, json={"access": access})}, seen
+    )
     headers = label_studio_auth(LS_URL, refresh, transport=transport)()
     assert headers == {"Authorization": f"Bearer {access}"}
     assert json.loads(seen[0].content) == {"refresh": refresh}
 
 
 def test_expired_personal_access_token_is_refused_up_front():
-    expired = jwt.encode({"token_type": "refresh", "exp": int(time.time()) - 10}, JWT_KEY, algorithm="HS256")
+    expired = jwt.encode(
+        {"token_type": "refresh", "exp": int(time.time()) - 10}, JWT_KEY, algorithm="HS256"
+    )
     with pytest.raises(ImageFetchError, match="LABEL_STUDIO_API_KEY is not usable: .*expired"):
         label_studio_auth(LS_URL, expired)
 
@@ -502,9 +654,16 @@ def test_expired_personal_access_token_is_refused_up_front():
 def test_absolute_url_elsewhere_never_gets_the_key():
     seen: list[httpx.Request] = []
     url = "https://images.example.org/a.png"
-    transport = mock_label_studio({url: httpx.Response(200, content=png_bytes(np.zeros((8, 8), np.uint8)))}, seen)
-    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"}, transport=transport,
-                           allowed_hosts=["images.example.org"], resolver=PUBLIC)
+    transport = mock_label_studio(
+        {url: httpx.Response(200, content=png_bytes(np.zeros((8, 8), np.uint8)))}, seen
+    )
+    fetcher = ImageFetcher(
+        LS_URL,
+        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
+        transport=transport,
+        allowed_hosts=["images.example.org"],
+        resolver=PUBLIC,
+    )
     fetcher.fetch({"id": 2, "data": {"image": url}}, "image")
     assert "Authorization" not in seen[0].headers
 
@@ -514,7 +673,10 @@ def test_absolute_url_elsewhere_never_gets_the_key():
     [
         (httpx.Response(404), "not found \\(HTTP 404\\)"),
         (httpx.Response(401), "Label Studio refused the API key \\(HTTP 401\\)"),
-        (httpx.Response(200, content=b"\x89PNG\r\n\x1a\n broken"), "cannot read image file downloaded file"),
+        (
+            httpx.Response(200, content=b"\x89PNG\r\n\x1a\n broken"),
+            "cannot read image file downloaded file",
+        ),
         (httpx.ReadTimeout("timed out"), "no answer within 30.0 s"),
         (httpx.ConnectError("connection refused"), "cannot be downloaded: ConnectError"),
     ],
@@ -522,20 +684,36 @@ def test_absolute_url_elsewhere_never_gets_the_key():
 )
 def test_download_errors_name_task_and_url_but_not_the_token(answer, message):
     transport = mock_label_studio({f"{LS_URL}/data/upload/3/slice.png": answer}, [])
-    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"}, transport=transport)
-    with pytest.raises(ImageFetchError, match=rf"^task 44: image /data/upload/3/slice\.png(:| is) .*{message}") as caught:
+    fetcher = ImageFetcher(
+        LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"}, transport=transport
+    )
+    with pytest.raises(
+        ImageFetchError, match=rf"^task 44: image /data/upload/3/slice\.png(:| is) .*{message}"
+    ) as caught:
         fetcher.fetch({"id": 44, "data": {"image": "/data/upload/3/slice.png"}}, "image")
     assert LEGACY_KEY not in str(caught.value)
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://ls.test/a.png", "javascript:alert(1)",
-                                 "gopher://ls.test:8080/a.png"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "ftp://ls.test/a.png",
+        "javascript:alert(1)",
+        "gopher://ls.test:8080/a.png",
+    ],
+)
 def test_unsupported_url_schemes_are_refused_without_a_request(url):
     seen: list[httpx.Request] = []
-    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-                           transport=mock_label_studio({}, seen))
+    fetcher = ImageFetcher(
+        LS_URL,
+        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
+        transport=mock_label_studio({}, seen),
+    )
     scheme = url.split(":", 1)[0]
-    with pytest.raises(ImageFetchError, match=rf"^task 4: image .*URL scheme '{scheme}' is not supported"):
+    with pytest.raises(
+        ImageFetchError, match=rf"^task 4: image .*URL scheme '{scheme}' is not supported"
+    ):
         fetcher.fetch({"id": 4, "data": {"image": url}}, "image")
     assert seen == []
 
@@ -543,28 +721,42 @@ def test_unsupported_url_schemes_are_refused_without_a_request(url):
 def test_download_above_the_byte_cap_is_refused():
     content = png_bytes(np.zeros((64, 64), np.uint8))
     url = f"{LS_URL}/data/upload/3/big.png"
-    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-                           transport=mock_label_studio({url: httpx.Response(200, content=content)}, []),
-                           max_bytes=len(content) - 1)
+    fetcher = ImageFetcher(
+        LS_URL,
+        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
+        transport=mock_label_studio({url: httpx.Response(200, content=content)}, []),
+        max_bytes=len(content) - 1,
+    )
     with pytest.raises(ImageFetchError, match=rf"larger than {len(content) - 1} bytes; refused"):
         fetcher.fetch({"id": 6, "data": {"image": "/data/upload/3/big.png"}}, "image")
     fetcher.max_bytes = len(content)  # exactly at the cap: accepted
-    assert fetcher.fetch({"id": 6, "data": {"image": "/data/upload/3/big.png"}}, "image").shape == (64, 64)
+    assert fetcher.fetch({"id": 6, "data": {"image": "/data/upload/3/big.png"}}, "image").shape == (
+        64,
+        64,
+    )
 
 
 def test_redirect_to_another_host_drops_the_key():
     seen: list[httpx.Request] = []
     elsewhere = "https://bucket.storage.test/a.png?X-Amz-Signature=abc"
     routes = {
-        f"{LS_URL}/tasks/5/presign/?fileuri=czM6Ly9iL2EucG5n": httpx.Response(303, headers={"Location": elsewhere}),
+        f"{LS_URL}/tasks/5/presign/?fileuri=czM6Ly9iL2EucG5n": httpx.Response(
+            303, headers={"Location": elsewhere}
+        ),
         elsewhere: httpx.Response(200, content=png_bytes(np.full((8, 8), 3, np.uint8))),
     }
-    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-                           transport=mock_label_studio(routes, seen), resolver=PUBLIC)
+    fetcher = ImageFetcher(
+        LS_URL,
+        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
+        transport=mock_label_studio(routes, seen),
+        resolver=PUBLIC,
+    )
     image = fetcher.fetch({"id": 5, "data": {"image": "s3://b/a.png"}}, "image")
     assert float(image.max()) == 3.0
     assert [str(request.url) for request in seen] == list(routes)
-    assert seen[0].headers["Authorization"] == f"Token {LEGACY_KEY}"  # the presign call is Label Studio's
+    assert (
+        seen[0].headers["Authorization"] == f"Token {LEGACY_KEY}"
+    )  # the presign call is Label Studio's
     assert "Authorization" not in seen[1].headers
 
 
@@ -575,8 +767,11 @@ def test_redirect_within_label_studio_keeps_the_key():
         f"{LS_URL}/data/upload/3/a.png": httpx.Response(302, headers={"Location": moved}),
         moved: httpx.Response(200, content=png_bytes(np.zeros((8, 8), np.uint8))),
     }
-    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-                           transport=mock_label_studio(routes, seen))
+    fetcher = ImageFetcher(
+        LS_URL,
+        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
+        transport=mock_label_studio(routes, seen),
+    )
     fetcher.fetch({"id": 5, "data": {"image": "/data/upload/3/a.png"}}, "image")
     assert [request.headers.get("Authorization") for request in seen] == [f"Token {LEGACY_KEY}"] * 2
 
@@ -595,9 +790,13 @@ def test_redirect_within_label_studio_keeps_the_key():
 def test_lookalike_of_the_label_studio_host_never_gets_the_key(url):
     seen: list[httpx.Request] = []
     # Lookalike hosts allow-listed on purpose, so the request goes out: without the key.
-    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-                           transport=mock_label_studio({}, seen), resolver=PUBLIC,
-                           allowed_hosts=["evil.test", "ls.test.evil.test", "ls.test"])
+    fetcher = ImageFetcher(
+        LS_URL,
+        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
+        transport=mock_label_studio({}, seen),
+        resolver=PUBLIC,
+        allowed_hosts=["evil.test", "ls.test.evil.test", "ls.test"],
+    )
     with pytest.raises(ImageFetchError, match="not found"):
         fetcher.fetch({"id": 8, "data": {"image": url}}, "image")
     (request,) = seen
@@ -609,8 +808,11 @@ def test_lookalike_of_the_label_studio_host_never_gets_the_key(url):
 @pytest.mark.parametrize("url", ["http://ls.test:8080.evil.test/a.png", "http://[::1/a.png"])
 def test_malformed_url_is_an_error_of_its_task(url):
     # Anything but ImageFetchError escapes the score job's per-task handling and fails the job.
-    fetcher = ImageFetcher(LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-                           transport=mock_label_studio({}, []))
+    fetcher = ImageFetcher(
+        LS_URL,
+        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
+        transport=mock_label_studio({}, []),
+    )
     with pytest.raises(ImageFetchError, match=r"^task 8: image .* is not a valid URL"):
         fetcher.fetch({"id": 8, "data": {"image": url}}, "image")
 
@@ -622,11 +824,16 @@ def test_upload_without_label_studio_url_is_an_error():
 
 # -- brush masks and the labelling config -------------------------------------------------------
 
+
 def test_repository_label_config_gives_the_brush_control():
     control = parse_label_config((REPO / "label_config.xml").read_text())
-    assert (control.from_name, control.to_name, control.result_type, control.image_key, control.labels) == (
-        "label", "image", "brushlabels", "image", ("left_atrium",)
-    )
+    assert (
+        control.from_name,
+        control.to_name,
+        control.result_type,
+        control.image_key,
+        control.labels,
+    ) == ("label", "image", "brushlabels", "image", ("left_atrium",))
 
 
 def test_brush_round_trip_is_exact():
@@ -636,8 +843,23 @@ def test_brush_round_trip_is_exact():
     mask[5:20, 10:40] = True
     mask |= rng.random(mask.shape) < 0.05  # isolated pixels: runs of length one in the RLE
     (item,) = mask_to_result(mask, control)
-    assert {key: item[key] for key in ("from_name", "to_name", "type", "original_width", "original_height", "image_rotation")} == {
-        "from_name": "label", "to_name": "image", "type": "brushlabels", "original_width": 53, "original_height": 37, "image_rotation": 0
+    assert {
+        key: item[key]
+        for key in (
+            "from_name",
+            "to_name",
+            "type",
+            "original_width",
+            "original_height",
+            "image_rotation",
+        )
+    } == {
+        "from_name": "label",
+        "to_name": "image",
+        "type": "brushlabels",
+        "original_width": 53,
+        "original_height": 37,
+        "image_rotation": 0,
     }
     assert item["value"]["format"] == "rle" and item["value"]["brushlabels"] == ["left_atrium"]
     np.testing.assert_array_equal(result_to_mask(item), mask)
@@ -658,14 +880,29 @@ def test_annotation_union_ignores_other_controls():
 
 
 def test_polygon_config_and_rectangle_round_trip():
-    config = '<View><Image name="im" value="$pic"/><PolygonLabels name="poly" toName="im"><Label value="a"/><Label value="b"/></PolygonLabels></View>'
+    config = (
+        '<View><Image name="im" value="$pic"/><PolygonLabels name="poly" toName="im">'
+        '<Label value="a"/><Label value="b"/></PolygonLabels></View>'
+    )
     control = parse_label_config(config)
-    assert (control.from_name, control.to_name, control.result_type, control.image_key, control.labels) == ("poly", "im", "polygonlabels", "pic", ("a", "b"))
+    assert (
+        control.from_name,
+        control.to_name,
+        control.result_type,
+        control.image_key,
+        control.labels,
+    ) == ("poly", "im", "polygonlabels", "pic", ("a", "b"))
     mask = np.zeros((20, 40), dtype=bool)
     mask[4:10, 8:30] = True
     (item,) = mask_to_result(mask, control, label="b")
-    # Corners of the rectangle's pixel centres in percent: x = 8/40·100 = 20, 29/40·100 = 72.5; y = 4/20·100 = 20, 9/20·100 = 45.
-    assert sorted(map(tuple, item["value"]["points"])) == [(20.0, 20.0), (20.0, 45.0), (72.5, 20.0), (72.5, 45.0)]
+    # Corners of the rectangle's pixel centres in percent: x = 8/40·100 = 20, 29/40·100 = 72.5; y =
+    # 4/20·100 = 20, 9/20·100 = 45.
+    assert sorted(map(tuple, item["value"]["points"])) == [
+        (20.0, 20.0),
+        (20.0, 45.0),
+        (72.5, 20.0),
+        (72.5, 45.0),
+    ]
     assert item["value"]["polygonlabels"] == ["b"]
     np.testing.assert_array_equal(result_to_mask(item), mask)
 
@@ -673,9 +910,17 @@ def test_polygon_config_and_rectangle_round_trip():
 @pytest.mark.parametrize(
     "config,message",
     [
-        ('<View><Image name="i" value="$img"/><Choices name="c" toName="i"><Choice value="a"/></Choices></View>', "no BrushLabels or PolygonLabels tag \\(control tags found: Choices\\)"),
+        (
+            '<View><Image name="i" value="$img"/><Choices name="c" toName="i"><Choice '
+            'value="a"/></Choices></View>',
+            "no BrushLabels or PolygonLabels tag \\(control tags found: Choices\\)",
+        ),
         ("not xml at all", "not valid XML"),
-        ('<View><Text name="t" value="$text"/><BrushLabels name="b" toName="t"><Label value="a"/></BrushLabels></View>', "which is not an <Image> tag"),
+        (
+            '<View><Text name="t" value="$text"/><BrushLabels name="b" toName="t"><Label '
+            'value="a"/></BrushLabels></View>',
+            "which is not an <Image> tag",
+        ),
     ],
 )
 def test_unusable_label_config_is_a_label_config_error(config, message):
@@ -701,6 +946,7 @@ def test_truncated_rle_is_refused():
 
 # -- configuration ------------------------------------------------------------------------------
 
+
 def test_config_from_env_and_redacted_view(tmp_path):
     env = {
         "LABEL_STUDIO_URL": "http://admin:pw@ls:8080",
@@ -713,10 +959,20 @@ def test_config_from_env_and_redacted_view(tmp_path):
         "SUGFW_DEVICE": "",  # empty means unset
     }
     config = BackendConfig.from_env(env)
-    assert (config.k, config.budget, config.state_dir, config.device, config.auth_enabled) == (4, 35, tmp_path, "auto", True)
+    assert (config.k, config.budget, config.state_dir, config.device, config.auth_enabled) == (
+        4,
+        35,
+        tmp_path,
+        "auto",
+        True,
+    )
     assert BackendConfig.from_env({"SUGFW_BUDGET": "0.005"}).budget == 0.005
     view = config.redacted()
-    assert (view["label_studio_api_key"], view["basic_auth_pass"], view["label_studio_url"]) == ("***", "***", "http://***@ls:8080")
+    assert (view["label_studio_api_key"], view["basic_auth_pass"], view["label_studio_url"]) == (
+        "***",
+        "***",
+        "http://***@ls:8080",
+    )
     for secret in (LEGACY_KEY, PASSWORD, "admin:pw"):
         assert secret not in json.dumps(view) and secret not in repr(config)
 

@@ -1,4 +1,5 @@
-"""The "score" job and on-demand /predict, against an in-memory Label Studio project and a tiny SAM."""
+"""The "score" job and on-demand /predict, against an in-memory Label Studio project and a tiny
+SAM."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.labelstudio.brush import LabelConfigError, result_to_mask
-from backend.jobs.cold_start import ScoreJob
 from backend.config import BackendConfig, parse_grid
-from backend.labelstudio.images import ImageFetcher
+from backend.jobs.cold_start import ScoreJob
 from backend.jobs.queue import Job, Progress
-from backend.model import SugfwModel
 from backend.jobs.ranking import cluster_count
 from backend.jobs.slice_scorer import SCORE_CACHE_DIR, SliceScorer
 from backend.jobs.storage import PredictionStore
+from backend.labelstudio.brush import LabelConfigError, result_to_mask
+from backend.labelstudio.images import ImageFetcher
+from backend.model import SugfwModel
 from sugfw.data import load_image_file
 from sugfw.errors import BudgetError, InvalidInputError
 from sugfw.everything import EverythingSettings
@@ -33,7 +34,8 @@ BUDGET = 2
 
 
 class FakeProject:
-    """The ProjectClient calls, in memory, with the server's rule that a project version must exist."""
+    """The ProjectClient calls, in memory, with the server's rule that a project version must
+    exist."""
 
     def __init__(self, tasks: list[dict]) -> None:
         self.task_list = tasks
@@ -84,7 +86,9 @@ class FakeProject:
             self.set_task_data(task_id, data)
 
     def serve_by_prediction_score(self, model_version: str) -> None:
-        assert any(p["model_version"] == model_version for p in self.stored), "no prediction carries this version yet"
+        assert any(p["model_version"] == model_version for p in self.stored), (
+            "no prediction carries this version yet"
+        )
         self.sampling, self.model_version = "Uncertainty sampling", model_version
 
     def ensure_priority_view(self) -> None:
@@ -108,7 +112,10 @@ class CountingScorer(Scorer):
 
 
 def tiny_settings(model) -> ScoringSettings:
-    return ScoringSettings(EverythingSettings.for_model(model, grid=(4,), pred_iou_thresh=0.0, stability_thresh=0.0), k=1)
+    return ScoringSettings(
+        EverythingSettings.for_model(model, grid=(4,), pred_iou_thresh=0.0, stability_thresh=0.0),
+        k=1,
+    )
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -124,11 +131,15 @@ def world(tmp_path, tiny_sam, textured_slice, one_torch_thread):
     tasks = []
     for i, task_id in enumerate([10, 11, 12, 15]):
         write_png(root / f"s{task_id}.png", textured_slice(32, 40, seed=i))
-        tasks.append({"id": task_id, "data": {"image": f"/data/local-files/?d=s{task_id}.png", "case": "c1"}})
+        tasks.append(
+            {"id": task_id, "data": {"image": f"/data/local-files/?d=s{task_id}.png", "case": "c1"}}
+        )
     (root / "s13.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     tasks.insert(3, {"id": 13, "data": {"image": "/data/local-files/?d=s13.png"}})
     tasks.insert(4, {"id": 14, "data": {"img": "/data/local-files/?d=s10.png"}})
-    config = BackendConfig(state_dir=tmp_path / "state", budget=BUDGET, local_files_document_root=root)
+    config = BackendConfig(
+        state_dir=tmp_path / "state", budget=BUDGET, local_files_document_root=root
+    )
 
     class World:
         pass
@@ -138,13 +149,20 @@ def world(tmp_path, tiny_sam, textured_slice, one_torch_thread):
     w.store = PredictionStore(config.state_dir / "predictions")
 
     def scorer() -> SliceScorer:
-        counting = CountingScorer(tiny_sam, tiny_settings(tiny_sam), cache_dir=config.state_dir / SCORE_CACHE_DIR)
+        counting = CountingScorer(
+            tiny_sam, tiny_settings(tiny_sam), cache_dir=config.state_dir / SCORE_CACHE_DIR
+        )
         counting.computed = []
         return SliceScorer(config, scorer=counting)
 
     def job(slice_scorer: SliceScorer, fetcher=None) -> ScoreJob:
-        return ScoreJob(w.config, slice_scorer, w.store, connect=lambda pid: w.project,
-                        fetcher=fetcher or (lambda: ImageFetcher(local_files_root=root)))
+        return ScoreJob(
+            w.config,
+            slice_scorer,
+            w.store,
+            connect=lambda pid: w.project,
+            fetcher=fetcher or (lambda: ImageFetcher(local_files_root=root)),
+        )
 
     w.scorer, w.job = scorer, job
     return w
@@ -158,11 +176,14 @@ def run(job: ScoreJob) -> Progress:
 
 def library_records(world, task_ids: list[int]) -> list:
     scorer = Scorer(world.model, tiny_settings(world.model))  # no cache: computed afresh
-    return [scorer.score_image(load_image_file(world.root / f"s{task_id}.png")) for task_id in task_ids]
+    return [
+        scorer.score_image(load_image_file(world.root / f"s{task_id}.png")) for task_id in task_ids
+    ]
 
 
 def expected_queue(world, task_ids: list[int], budget: int = BUDGET) -> tuple[dict, dict, dict]:
-    """Rank, cluster and union mask per task, computed by the library alone (no cache, no backend)."""
+    """Rank, cluster and union mask per task, computed by the library alone (no cache, no
+    backend)."""
     records = library_records(world, task_ids)
     features = np.stack([r.features_pgdr for r in records])
     selection = gscu(features, np.array([r.uncertainty for r in records]), budget, 0)
@@ -198,13 +219,16 @@ def test_job_writes_the_gscu_queue_and_skips_broken_tasks(world, caplog):
         }
 
     priority = {task["id"]: task["data"]["priority"] for task in project.task_list}
-    # Scored tasks: their queue position; the broken (13) and image-less (14) tasks after them, by id.
+    # Scored tasks: their queue position; the broken (13) and image-less (14) tasks after them, by
+    # id.
     assert priority == {**ranks, 13: 4, 14: 5}
     assert all(type(value) is int for value in priority.values())
     assert project.task_list[0]["data"]["case"] == "c1"  # other data fields kept
     assert project.views == 1
     assert (progress.done, progress.total) == (12, 12)  # six tasks scored, six written
-    assert re.search(r"skipping task 13: task 13: image .*s13\.png is not a usable slice", caplog.text)
+    assert re.search(
+        r"skipping task 13: task 13: image .*s13\.png is not a usable slice", caplog.text
+    )
     assert "skipping task 14: task 14 has no image under data['image']" in caplog.text
 
 
@@ -224,7 +248,11 @@ def counting_fetcher(world):
 def test_rerun_of_the_published_batch_downloads_computes_and_writes_nothing(world):
     run(world.job(world.scorer()))
     project = world.project
-    version, creates, writes = project.model_version, list(project.creates), list(project.data_writes)
+    version, creates, writes = (
+        project.model_version,
+        list(project.creates),
+        list(project.data_writes),
+    )
 
     scorer = world.scorer()
     run(world.job(scorer, fetcher=counting_fetcher(world)))
@@ -283,8 +311,13 @@ def assert_converged(world, project, version: str, task_ids: list[int]) -> dict[
     for task_id, prediction in batch.items():  # /predict answers what Label Studio holds
         stored = world.store.get(task_id)
         assert {k: stored[k] for k in ("score", "cluster", "model_version", "result")} == {
-            k: prediction[k] for k in ("score", "cluster", "model_version", "result")}
-    creates, writes, deleted = list(project.creates), list(project.data_writes), list(project.deleted)
+            k: prediction[k] for k in ("score", "cluster", "model_version", "result")
+        }
+    creates, writes, deleted = (
+        list(project.creates),
+        list(project.data_writes),
+        list(project.deleted),
+    )
     run(world.job(world.scorer()))
     assert project.model_version == version
     assert (project.creates, project.data_writes, project.deleted) == (creates, writes, deleted)
@@ -302,7 +335,9 @@ def test_rerun_after_a_crash_mid_import_converges(world, textured_slice, method,
     version = project.model_version
     before = {p["id"]: dict(p) for p in project.stored}
     write_png(world.root / "s16.png", textured_slice(32, 40, seed=9))
-    project.task_list.append({"id": 16, "data": {"image": "/data/local-files/?d=s16.png", "case": "c2"}})
+    project.task_list.append(
+        {"id": 16, "data": {"image": "/data/local-files/?d=s16.png", "case": "c2"}}
+    )
 
     project.arm(method, n)
     with pytest.raises(Crash):
@@ -331,18 +366,30 @@ def test_rerun_after_a_crash_mid_import_converges(world, textured_slice, method,
 
 @pytest.mark.parametrize(
     "method,n",
-    [("create_predictions", 1), ("create_predictions", 4), ("serve_by_prediction_score", 1),
-     ("set_task_data", 1), ("delete_predictions", 1), ("delete_predictions", 3)],
+    [
+        ("create_predictions", 1),
+        ("create_predictions", 4),
+        ("serve_by_prediction_score", 1),
+        ("set_task_data", 1),
+        ("delete_predictions", 1),
+        ("delete_predictions", 3),
+    ],
 )
 def test_rerun_after_a_crash_mid_republish_converges(world, method, n):
     project = CrashingProject(world.project.task_list)
     world.project = project
     run(world.job(world.scorer()))
     first_version = project.model_version
-    project.add_prediction(10, {"model_version": "sugfw-litemedsam", "score": None, "result": []})  # /predict
+    project.add_prediction(
+        10, {"model_version": "sugfw-litemedsam", "score": None, "result": []}
+    )  # /predict
     project.add_prediction(11, {"model_version": "sugfw-unet-3", "score": 0.0, "result": []})
-    project.add_prediction(12, {"model_version": "another-model", "score": 0.5, "result": []})  # not ours
-    world.config = dataclasses.replace(world.config, budget=3)  # another ordering: a new batch over every task
+    project.add_prediction(
+        12, {"model_version": "another-model", "score": 0.5, "result": []}
+    )  # not ours
+    world.config = dataclasses.replace(
+        world.config, budget=3
+    )  # another ordering: a new batch over every task
 
     project.arm(method, n)
     with pytest.raises(Crash):
@@ -355,12 +402,14 @@ def test_rerun_after_a_crash_mid_republish_converges(world, method, n):
     ranks, clusters, _ = expected_queue(world, [10, 11, 12, 15], budget=3)
     batch = assert_converged(world, project, version, [10, 11, 12, 15])
     assert {t: (p["score"], p["cluster"]) for t, p in batch.items()} == {
-        t: (ranks[t] / 4, clusters[t]) for t in batch}
+        t: (ranks[t] / 4, clusters[t]) for t in batch
+    }
     priority = {task["id"]: task["data"]["priority"] for task in project.task_list}
     assert priority == {**ranks, 13: 4, 14: 5}
     # Every earlier batch of ours is gone; someone else's prediction stays.
-    assert sorted((p["task"], p["model_version"]) for p in project.stored if p["model_version"] != version) == [
-        (12, "another-model")]
+    assert sorted(
+        (p["task"], p["model_version"]) for p in project.stored if p["model_version"] != version
+    ) == [(12, "another-model")]
 
 
 def test_up_to_date_until_tasks_or_settings_change(world, textured_slice):
@@ -415,7 +464,11 @@ def test_an_import_writes_only_the_new_tasks_and_keeps_unet_masks(world, texture
     # After a training run the queue follows the UNet's predictions.
     unet = "sugfw-unet-1"
     for task_id in (10, 11, 12, 15):
-        prediction = {**world.store.get(task_id), "model_version": unet, "result": [{"unet": task_id}]}
+        prediction = {
+            **world.store.get(task_id),
+            "model_version": unet,
+            "result": [{"unet": task_id}],
+        }
         world.store.put(task_id, prediction)
         project.add_prediction(task_id, prediction)
     SugfwModel(world.config).projects.set_served_version(PROJECT, unet)
@@ -449,11 +502,21 @@ def test_project_without_any_usable_image_keeps_its_queue(world, caplog):
 
 # -- /predict on demand ---------------------------------------------------------------------------
 
+
 def on_demand_model(world, deadline_s: float = 60.0, clock=None) -> SugfwModel:
-    config = BackendConfig(state_dir=world.config.state_dir, predict_deadline_s=deadline_s,
-                           local_files_document_root=world.root)
+    config = BackendConfig(
+        state_dir=world.config.state_dir,
+        predict_deadline_s=deadline_s,
+        local_files_document_root=world.root,
+    )
     kwargs = {"clock": clock} if clock else {}
-    return SugfwModel(config, world.store, scorer=world.scorer(), fetcher=lambda: ImageFetcher(local_files_root=world.root), **kwargs)
+    return SugfwModel(
+        config,
+        world.store,
+        scorer=world.scorer(),
+        fetcher=lambda: ImageFetcher(local_files_root=world.root),
+        **kwargs,
+    )
 
 
 def test_predict_scores_a_new_task_once_outside_the_queue(world):
@@ -491,19 +554,28 @@ def test_predict_stops_scoring_new_slices_at_the_deadline(world):
 def test_predict_with_a_broken_image_answers_empty_and_logs(world, caplog):
     model = on_demand_model(world)
     with caplog.at_level(logging.WARNING, logger="backend"):
-        (result,) = model.predict([{"id": 13, "data": {"image": "/data/local-files/?d=s13.png"}}], label_config=LABEL_CONFIG)
+        (result,) = model.predict(
+            [{"id": 13, "data": {"image": "/data/local-files/?d=s13.png"}}],
+            label_config=LABEL_CONFIG,
+        )
     assert result == model.empty_prediction()
     assert "no prediction for task 13: task 13: image" in caplog.text
 
 
 def test_predict_refuses_a_config_without_a_brush(world):
     model = on_demand_model(world)
-    config = '<View><Image name="image" value="$image"/><Choices name="c" toName="image"><Choice value="a"/></Choices></View>'
+    config = (
+        '<View><Image name="image" value="$image"/>'
+        '<Choices name="c" toName="image"><Choice value="a"/></Choices></View>'
+    )
     with pytest.raises(LabelConfigError, match="no BrushLabels or PolygonLabels tag"):
-        model.predict([{"id": 10, "data": {"image": "/data/local-files/?d=s10.png"}}], label_config=config)
+        model.predict(
+            [{"id": 10, "data": {"image": "/data/local-files/?d=s10.png"}}], label_config=config
+        )
 
 
 # -- budget and config ----------------------------------------------------------------------------
+
 
 def test_cluster_count_resolves_and_caps_the_budget():
     rows = np.eye(5, dtype=np.float32)
@@ -515,7 +587,10 @@ def test_cluster_count_resolves_and_caps_the_budget():
         cluster_count(1.5, rows)
 
 
-@pytest.mark.parametrize("text,expected", [("128", (128,)), ("64, 96,128", (64, 96, 128)), ("64 96", (64, 96)), (None, None)])
+@pytest.mark.parametrize(
+    "text,expected",
+    [("128", (128,)), ("64, 96,128", (64, 96, 128)), ("64 96", (64, 96)), (None, None)],
+)
 def test_grid_parses_one_or_more_sizes(text, expected):
     assert parse_grid(text, "SUGFW_GRID") == expected
 
@@ -527,7 +602,9 @@ def test_bad_grid_is_refused_naming_the_variable(text):
 
 
 def test_config_reads_grid_seed_and_deadline_from_the_environment(tmp_path):
-    config = BackendConfig.from_env({"SUGFW_GRID": "128", "SUGFW_SEED": "3", "SUGFW_PREDICT_DEADLINE_S": "20"})
+    config = BackendConfig.from_env(
+        {"SUGFW_GRID": "128", "SUGFW_SEED": "3", "SUGFW_PREDICT_DEADLINE_S": "20"}
+    )
     assert (config.grid, config.seed, config.predict_deadline_s) == ((128,), 3, 20.0)
 
 
@@ -541,5 +618,7 @@ def test_the_served_app_runs_score_jobs_with_the_models_scorer(tmp_path):
         assert isinstance(jobs.handlers["score"], ScoreJob)
     finally:
         jobs.stop()
-    model = SugfwModel(BackendConfig(state_dir=tmp_path), scorer=SliceScorer(BackendConfig(state_dir=tmp_path)))
+    model = SugfwModel(
+        BackendConfig(state_dir=tmp_path), scorer=SliceScorer(BackendConfig(state_dir=tmp_path))
+    )
     assert job_handlers(model.config, model)["score"].scorer is model.scorer  # one model in memory

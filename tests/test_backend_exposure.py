@@ -355,11 +355,13 @@ def test_redirect_from_an_allowed_host_to_a_private_target_is_refused_unsent(mon
     monkeypatch.setattr(
         images,
         "resolve_host",
-        lambda host, port: {
-            "images.example.org": [PUBLIC_IP],
-            "internal.example.org": ["10.9.9.9"],
-        }.get(host)
-        or [host],
+        lambda host, port: (
+            {
+                "images.example.org": [PUBLIC_IP],
+                "internal.example.org": ["10.9.9.9"],
+            }.get(host)
+            or [host]
+        ),
     )
     recorder = Recorder({start: httpx.Response(302, headers={"Location": location})})
     guarded = ImageFetcher(

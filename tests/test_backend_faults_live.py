@@ -118,9 +118,31 @@ class BackendProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [
-            sys.executable, "-m", "backend._wsgi", "--port", str(self.port), "--state-dir", str(state_dir),
-            "--label-studio-url", ls_url, "--device", "cpu", "--k", "1", "--grid", "128", "--budget", "2",
-            "--train-iterations", "30", "--train-crop", "64", "--train-batch", "2", "--debounce", "0.5",
+            sys.executable,
+            "-m",
+            "backend._wsgi",
+            "--port",
+            str(self.port),
+            "--state-dir",
+            str(state_dir),
+            "--label-studio-url",
+            ls_url,
+            "--device",
+            "cpu",
+            "--k",
+            "1",
+            "--grid",
+            "128",
+            "--budget",
+            "2",
+            "--train-iterations",
+            "30",
+            "--train-crop",
+            "64",
+            "--train-batch",
+            "2",
+            "--debounce",
+            "0.5",
         ]
         self.env = {**os.environ, "LABEL_STUDIO_API_KEY": token, "OMP_NUM_THREADS": "1"}
         self.log_path = log_path
@@ -128,7 +150,9 @@ class BackendProcess:
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(self.command, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                self.command, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log_path.read_text()[-3000:]
@@ -166,11 +190,15 @@ class BackendProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {what}: {self.jobs()}\n{self.log_path.read_text()[-3000:]}")
+        raise AssertionError(
+            f"timed out waiting for {what}: {self.jobs()}\n{self.log_path.read_text()[-3000:]}"
+        )
 
     def wait_idle(self, timeout_s: float = 600.0) -> dict:
         return self.wait_until(
-            lambda j: j["running"] is None and not j["pending"] and j["completed"] >= 1, timeout_s, "idle"
+            lambda j: j["running"] is None and not j["pending"] and j["completed"] >= 1,
+            timeout_s,
+            "idle",
         )
 
 
@@ -189,8 +217,12 @@ def setup(label_studio, tmp_path):
     images = [slice_png(i) for i in range(N_TASKS)]
     ls.projects.import_tasks(id=project.id, request=[{"image": url} for url, _ in images])
     relay = Relay(int(label_studio.url.rsplit(":", 1)[1]))
-    backend = BackendProcess(tmp_path / "state", f"http://127.0.0.1:{relay.port}", label_studio.token,
-                             tmp_path / "backend.log")
+    backend = BackendProcess(
+        tmp_path / "state",
+        f"http://127.0.0.1:{relay.port}",
+        label_studio.token,
+        tmp_path / "backend.log",
+    )
     backend.start()
     try:
         yield ls, project.id, images, relay, backend
@@ -208,8 +240,10 @@ def test_kill_during_scoring_and_training_and_label_studio_down(setup):
     ls.ml.create(project=project_id, url=backend.url, title="sugfw")  # → /setup → score job
 
     # 1. kill -9 in the middle of scoring; the restarted backend resumes from the cache.
-    backend.wait_until(lambda j: j["running"] and j["running"]["job"] == "score" and j["running"]["done"] >= 2,
-                       what="scoring under way")
+    backend.wait_until(
+        lambda j: j["running"] and j["running"]["job"] == "score" and j["running"]["done"] >= 2,
+        what="scoring under way",
+    )
     backend.kill9()
     backend.start()
     backend.wait_idle()
@@ -221,8 +255,11 @@ def test_kill_during_scoring_and_training_and_label_studio_down(setup):
     ls.projects.import_tasks(id=project_id, request=[{"image": url} for url, _ in more])
     relay.cut()
     cut_at = time.monotonic()
-    queued = httpx.post(f"{backend.url}/webhook", json={"action": "TASKS_CREATED", "project": {"id": project_id}},
-                        timeout=30)
+    queued = httpx.post(
+        f"{backend.url}/webhook",
+        json={"action": "TASKS_CREATED", "project": {"id": project_id}},
+        timeout=30,
+    )
     assert queued.status_code == 200
     backend.wait_until(lambda j: j["retried"] >= 1, what="a retried job")
     time.sleep(max(0.0, 30.0 - (time.monotonic() - cut_at)))
@@ -231,7 +268,9 @@ def test_kill_during_scoring_and_training_and_label_studio_down(setup):
     assert jobs["failed"] == 0
     ids = task_ids(ls, project_id)
     assert len(ids) == N_TASKS + 2
-    assert one_current_prediction_per_task(ls, project_id, ids) == cold  # new tasks joined the queue
+    assert (
+        one_current_prediction_per_task(ls, project_id, ids) == cold
+    )  # new tasks joined the queue
 
     # 3. kill -9 in the middle of training; the restarted backend trains again and publishes once.
     control = parse_label_config(LABEL_CONFIG)
@@ -239,7 +278,9 @@ def test_kill_during_scoring_and_training_and_label_studio_down(setup):
     for task in list(ls.tasks.list(project=project_id, fields="all"))[:3]:
         result = mask_to_result(by_image[task.data["image"]], control)
         ls.annotations.create(id=task.id, result=result)
-    backend.wait_until(lambda j: j["running"] and j["running"]["job"] == "train", what="training under way")
+    backend.wait_until(
+        lambda j: j["running"] and j["running"]["job"] == "train", what="training under way"
+    )
     backend.kill9()
     backend.start()
     backend.wait_until(lambda j: j["running"] is None and not j["pending"], what="training done")
@@ -249,5 +290,7 @@ def test_kill_during_scoring_and_training_and_label_studio_down(setup):
     unlabelled = ids[3:]
     version = ls.projects.get(id=project_id).model_version
     assert version == "sugfw-unet-1"
-    served = Counter(p.task for p in ls.predictions.list(project=project_id) if p.model_version == version)
+    served = Counter(
+        p.task for p in ls.predictions.list(project=project_id) if p.model_version == version
+    )
     assert served == Counter({t: 1 for t in unlabelled})

@@ -62,8 +62,16 @@ class StandInScorer:
         self.computed.append(slice_id)
         rng = np.random.default_rng(int(digest[:12], 16))
         features = rng.standard_normal(256).astype(np.float32)
-        record = SliceRecord(slice_id, digest, features, features.copy(), float(0.5 + rng.uniform(0, 0.25)),
-                             image > image.mean(), np.zeros(image.shape, np.float16), 1)
+        record = SliceRecord(
+            slice_id,
+            digest,
+            features,
+            features.copy(),
+            float(0.5 + rng.uniform(0, 0.25)),
+            image > image.mean(),
+            np.zeros(image.shape, np.float16),
+            1,
+        )
         self._cache[digest] = record
         return record
 
@@ -71,8 +79,16 @@ class StandInScorer:
         record = self._cache.get(image_hash)
         if record is None:
             return None
-        return SliceRecord(slice_id, record.content_hash, record.features_pgdr, record.features_mean,
-                           record.uncertainty, record.union_mask, record.uncertainty_map, record.masks_kept)
+        return SliceRecord(
+            slice_id,
+            record.content_hash,
+            record.features_pgdr,
+            record.features_mean,
+            record.uncertainty,
+            record.union_mask,
+            record.uncertainty_map,
+            record.masks_kept,
+        )
 
 
 class RequestLog:
@@ -115,8 +131,11 @@ def test_project_scale_costs_what_changed(label_studio, tmp_path, monkeypatch, c
     import_s = time.perf_counter() - started
 
     config = BackendConfig(
-        label_studio_url=label_studio.url, label_studio_api_key=label_studio.token,
-        state_dir=tmp_path / "state", budget=0.01, debounce_s=0.0,
+        label_studio_url=label_studio.url,
+        label_studio_api_key=label_studio.token,
+        state_dir=tmp_path / "state",
+        budget=0.01,
+        debounce_s=0.0,
     )
     scorer = StandInScorer()
     store = PredictionStore(config.state_dir / "predictions")
@@ -143,7 +162,9 @@ def test_project_scale_costs_what_changed(label_studio, tmp_path, monkeypatch, c
     client = app.test_client()
     requests.reset()
     began = time.perf_counter()
-    answer = client.post("/setup", json={"project": f"{project.id}.1712345678", "schema": LABEL_CONFIG})
+    answer = client.post(
+        "/setup", json={"project": f"{project.id}.1712345678", "schema": LABEL_CONFIG}
+    )
     setup_s = time.perf_counter() - began
     assert answer.status_code == 200 and answer.get_json()["model_version"] == served
     assert jobs.pending() == []
@@ -165,10 +186,17 @@ def test_project_scale_costs_what_changed(label_studio, tmp_path, monkeypatch, c
     with capsys.disabled():
         print(f"\n--- score job at {N_TASKS} tasks (stand-in scorer, real Label Studio) ---")
         print(f"import of {N_TASKS} tasks into Label Studio: {import_s:.1f} s")
-        print(f"first publish: {first_s:.1f} s, {first_requests} requests "
-              f"({', '.join(f'{m} {p}: {n}' for (m, p), n in sorted(first_counts.items()) if n > 1)})")
-        print(f"/setup with nothing changed: {1000 * setup_s:.0f} ms, {setup_requests} request(s), no job")
-        print(f"import of {N_NEW} more: {import_run_s:.1f} s, {len(scorer.computed)} scored, "
-              f"{created} predictions created, {requests.total()} requests")
+        print(
+            f"first publish: {first_s:.1f} s, {first_requests} requests "
+            f"({', '.join(f'{m} {p}: {n}' for (m, p), n in sorted(first_counts.items()) if n > 1)})"
+        )
+        print(
+            f"/setup with nothing changed: {1000 * setup_s:.0f} ms, {setup_requests} request(s), "
+            "no job"
+        )
+        print(
+            f"import of {N_NEW} more: {import_run_s:.1f} s, {len(scorer.computed)} scored, "
+            f"{created} predictions created, {requests.total()} requests"
+        )
         print(f"peak RSS of the test process: {peak_rss_mb():.0f} MB")
     assert setup_s <= 1.0

@@ -1,4 +1,5 @@
-"""The "train" job against an in-memory Label Studio project: tiny synthetic slices, a few SGD steps."""
+"""The "train" job against an in-memory Label Studio project: tiny synthetic slices, a few SGD
+steps."""
 
 from __future__ import annotations
 
@@ -10,13 +11,8 @@ import pytest
 from PIL import Image
 
 import sugfw.segmentation
-from backend.server.app import create_app
-from sugfw.segmentation.preprocess import ZSCORE_EPS
-from backend.labelstudio.brush import mask_to_result, parse_label_config, result_to_mask
 from backend.config import BackendConfig
-from backend.labelstudio.images import ImageFetcher
 from backend.jobs.queue import JobQueue
-from backend.model import SugfwModel
 from backend.jobs.storage import PredictionStore
 from backend.jobs.training_history import TrainingHistory
 from backend.jobs.training_job import (
@@ -26,9 +22,14 @@ from backend.jobs.training_job import (
     normalise_slice,
     task_spacing,
 )
+from backend.labelstudio.brush import mask_to_result, parse_label_config, result_to_mask
+from backend.labelstudio.images import ImageFetcher
+from backend.model import SugfwModel
+from backend.server.app import create_app
 from sugfw.errors import InvalidInputError
 from sugfw.metrics import case_metrics, summarise
 from sugfw.segmentation import load_trained_unet, predict_volume
+from sugfw.segmentation.preprocess import ZSCORE_EPS
 
 REPO = Path(__file__).resolve().parents[1]
 LABEL_CONFIG = (REPO / "label_config.xml").read_text()
@@ -53,7 +54,13 @@ def slice_with_square(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def annotation(mask: np.ndarray, annotation_id: int, **extra) -> dict:
     result = mask_to_result(mask, CONTROL) if mask.any() else []
-    return {"id": annotation_id, "result": result, "was_cancelled": False, "updated_at": "2026-01-01T00:00:00Z", **extra}
+    return {
+        "id": annotation_id,
+        "result": result,
+        "was_cancelled": False,
+        "updated_at": "2026-01-01T00:00:00Z",
+        **extra,
+    }
 
 
 class FakeProject:
@@ -93,7 +100,9 @@ class FakeProject:
         self.stored = [p for p in self.stored if p["id"] not in ids]
 
     def serve_by_prediction_score(self, model_version: str) -> None:
-        assert any(p["model_version"] == model_version for p in self.stored), "the server refuses an unknown version"
+        assert any(p["model_version"] == model_version for p in self.stored), (
+            "the server refuses an unknown version"
+        )
         self.model_version = model_version
 
     def predictions_of(self, version: str) -> dict[int, dict]:
@@ -116,28 +125,57 @@ def world(tmp_path, one_torch_thread, monkeypatch):
         tasks[task_id - 1]["annotations"] = [annotation(truths[task_id], 10 + task_id)]
     tasks[3]["annotations"] = [annotation(np.zeros((SIZE, SIZE), dtype=bool), 14)]
     for task_id, index in ((5, 1), (6, 0)):
-        tasks[task_id - 1]["data"].update(split="test", case_id="t1", slice_index=index, spacing=TEST_SPACING)
-        # Test truth is the square's complement: if it reached training, the training masks would show it.
+        tasks[task_id - 1]["data"].update(
+            split="test", case_id="t1", slice_index=index, spacing=TEST_SPACING
+        )
+        # Test truth is the square's complement: if it reached training, the training masks would
+        # show it.
         tasks[task_id - 1]["annotations"] = [annotation(~truths[task_id], 20 + task_id)]
     tasks[8]["data"].update(split="test", case_id="t2", slice_index=0)
 
-    config = BackendConfig(state_dir=tmp_path / "state", train_iterations=6, train_crop=32, train_batch_size=2, device="cpu")
+    config = BackendConfig(
+        state_dir=tmp_path / "state",
+        train_iterations=6,
+        train_crop=32,
+        train_batch_size=2,
+        device="cpu",
+    )
     store = PredictionStore(config.state_dir / "predictions")
     project = FakeProject(tasks)
     cold = {7: (0.25, 1), 8: (0.5, 0), 9: (0.75, 2)}
     for task_id, (score, cluster) in cold.items():
-        prediction = {"result": mask_to_result(truths[task_id], CONTROL), "score": score,
-                      "model_version": COLD_VERSION, "cluster": cluster}
+        prediction = {
+            "result": mask_to_result(truths[task_id], CONTROL),
+            "score": score,
+            "model_version": COLD_VERSION,
+            "cluster": cluster,
+        }
         store.put(task_id, prediction)
         project.create_predictions({task_id: prediction})
 
     calls = []
     real_train = sugfw.segmentation.train
 
-    def recording_train(images, masks, val, train_config, checkpoint_dir, init_state=None, progress=True):
-        calls.append({"images": list(images), "masks": [m.copy() for m in masks],
-                      "init_state": init_state, "dir": Path(checkpoint_dir)})
-        return real_train(images, masks, val, train_config, checkpoint_dir, init_state=init_state, progress=progress)
+    def recording_train(
+        images, masks, val, train_config, checkpoint_dir, init_state=None, progress=True
+    ):
+        calls.append(
+            {
+                "images": list(images),
+                "masks": [m.copy() for m in masks],
+                "init_state": init_state,
+                "dir": Path(checkpoint_dir),
+            }
+        )
+        return real_train(
+            images,
+            masks,
+            val,
+            train_config,
+            checkpoint_dir,
+            init_state=init_state,
+            progress=progress,
+        )
 
     monkeypatch.setattr(sugfw.segmentation, "train", recording_train)
 
@@ -145,10 +183,25 @@ def world(tmp_path, one_torch_thread, monkeypatch):
         pass
 
     w = World()
-    w.root, w.config, w.store, w.project, w.truths, w.cold, w.calls = root, config, store, project, truths, cold, calls
-    w.job = TrainJob(config, store, connect=lambda pid: project, fetcher=lambda: ImageFetcher(local_files_root=root))
+    w.root, w.config, w.store, w.project, w.truths, w.cold, w.calls = (
+        root,
+        config,
+        store,
+        project,
+        truths,
+        cold,
+        calls,
+    )
+    w.job = TrainJob(
+        config,
+        store,
+        connect=lambda pid: project,
+        fetcher=lambda: ImageFetcher(local_files_root=root),
+    )
     w.clock = [0.0]
-    w.queue = JobQueue(config.state_dir, {"train": w.job}, debounce_s=0.01, clock=lambda: w.clock[0])
+    w.queue = JobQueue(
+        config.state_dir, {"train": w.job}, debounce_s=0.01, clock=lambda: w.clock[0]
+    )
     return w
 
 
@@ -175,7 +228,12 @@ def test_a_burst_trains_once_on_the_training_annotations_only(world):
     assert len(world.calls) == 1
     call = world.calls[0]
     # Tasks 1-4 in id order; 4 is an empty annotation: an all-background example.
-    expected = [world.truths[1], world.truths[2], world.truths[3], np.zeros((SIZE, SIZE), dtype=bool)]
+    expected = [
+        world.truths[1],
+        world.truths[2],
+        world.truths[3],
+        np.zeros((SIZE, SIZE), dtype=bool),
+    ]
     assert len(call["masks"]) == 4
     for mask, truth in zip(call["masks"], expected):
         np.testing.assert_array_equal(mask, truth.astype(np.uint8))
@@ -190,7 +248,8 @@ def test_history_holds_the_metrics_of_the_test_case(world):
     assert record["model_version"] == "sugfw-unet-1"
     assert record["annotations"] == 4
     assert record["test_set"] == ["tasks"]
-    # Case t1 = task 6 (slice 0) then task 5 (slice 1); spacing (slice, row, col) = (2.0, 0.5, 0.75).
+    # Case t1 = task 6 (slice 0) then task 5 (slice 1); spacing (slice, row, col) = (2.0, 0.5,
+    # 0.75).
     model = load_trained_unet(world.calls[0]["dir"] / "best.pt")
     volume = np.stack([normalised(pixels(world, 6)), normalised(pixels(world, 5))])
     predicted = predict_volume(model, volume) > 0
@@ -253,7 +312,11 @@ def test_second_run_warm_starts_from_the_first_and_replaces_its_predictions(worl
     served = world.project.predictions_of("sugfw-unet-2")
     assert {t: (p["score"], p["cluster"]) for t, p in served.items()} == world.cold
     assert world.project.model_version == "sugfw-unet-2"
-    assert sorted(world.project.predictions_of(COLD_VERSION)) == [7, 8, 9]  # the cold-start batch stays
+    assert sorted(world.project.predictions_of(COLD_VERSION)) == [
+        7,
+        8,
+        9,
+    ]  # the cold-start batch stays
 
 
 def test_only_test_annotations_means_no_training(world, caplog):
@@ -323,8 +386,14 @@ def test_spacing_from_task_data_or_one_millimetre():
 
 def test_normalised_slice_has_zero_mean_unit_std():
     # [0, 2]: mean 1, std 1 → [-1, 1]; a constant slice → zeros.
-    np.testing.assert_allclose(normalise_slice(np.array([[0.0, 2.0]])), np.array([[-1.0, 1.0]], dtype=np.float32), rtol=1e-5)
-    np.testing.assert_array_equal(normalise_slice(np.full((2, 2), 7.0)), np.zeros((2, 2), dtype=np.float32))
+    np.testing.assert_allclose(
+        normalise_slice(np.array([[0.0, 2.0]])),
+        np.array([[-1.0, 1.0]], dtype=np.float32),
+        rtol=1e-5,
+    )
+    np.testing.assert_array_equal(
+        normalise_slice(np.full((2, 2), 7.0)), np.zeros((2, 2), dtype=np.float32)
+    )
 
 
 def test_training_settings_come_from_the_environment(tmp_path):
@@ -346,7 +415,10 @@ def test_configured_volumes_are_tested_as_well(world, tmp_path):
 
     folder = tmp_path / "volumes"
     folder.mkdir()
-    volume, truth = np.zeros((SIZE, SIZE, 3), dtype=np.float32), np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+    volume, truth = (
+        np.zeros((SIZE, SIZE, 3), dtype=np.float32),
+        np.zeros((SIZE, SIZE, 3), dtype=np.uint8),
+    )
     for z in range(3):
         image, mask = slice_with_square(40 + z)
         volume[..., z], truth[..., z] = image, mask
@@ -358,7 +430,8 @@ def test_configured_volumes_are_tested_as_well(world, tmp_path):
     (record,) = TrainingHistory(world.config.state_dir).records(PROJECT)
     assert record["test_set"] == ["tasks", "volumes"]
     assert [case["case_id"] for case in record["cases"]] == ["t1", "v1"]
-    # The volume is windowed as import-volumes windows it, each slice z-scored; spacing (slice, row, col).
+    # The volume is windowed as import-volumes windows it, each slice z-scored; spacing (slice, row,
+    # col).
     model = load_trained_unet(world.calls[0]["dir"] / "best.pt")
     windowed = np.moveaxis(window_volume(volume), -1, 0)
     predicted = predict_volume(model, np.stack([normalised(s) for s in windowed])) > 0
@@ -372,12 +445,19 @@ def test_setup_answers_the_served_unet_version(tmp_path):
     # After training, the queue follows sugfw-unet-<n>; /setup (which Label Studio calls whenever it
     # reads the model's state) must answer it (the score job itself: the test below).
     from backend.config import BackendConfig
-    from backend.model import SugfwModel
     from backend.jobs.storage import PROJECT_STATE_DIR, ProjectStateStore
+    from backend.model import SugfwModel
 
     config = BackendConfig(state_dir=tmp_path)
     states = ProjectStateStore(tmp_path / PROJECT_STATE_DIR)
-    states.put(7, {"model_version": "sugfw-litemedsam-abc", "served_version": "sugfw-litemedsam-abc", "images": {}})
+    states.put(
+        7,
+        {
+            "model_version": "sugfw-litemedsam-abc",
+            "served_version": "sugfw-litemedsam-abc",
+            "images": {},
+        },
+    )
     model = SugfwModel(config)
     assert model.setup("7.1700000000", None) == "sugfw-litemedsam-abc"
     states.set_served_version(7, "sugfw-unet-2")
@@ -417,7 +497,9 @@ class ScoredProject(FakeProject):
         pass
 
 
-def test_an_unchanged_rescore_after_training_keeps_serving_the_unet_version(tmp_path, tiny_sam, one_torch_thread):
+def test_an_unchanged_rescore_after_training_keeps_serving_the_unet_version(
+    tmp_path, tiny_sam, one_torch_thread
+):
     # Score → train → score again with nothing changed: the queue must still follow sugfw-unet-1,
     # with its predictions kept, and /setup must keep answering it.
     from backend.jobs.cold_start import ScoreJob
@@ -433,13 +515,26 @@ def test_an_unchanged_rescore_after_training_keeps_serving_the_unet_version(tmp_
         image, truths[task_id] = slice_with_square(task_id)
         Image.fromarray(image).save(root / f"s{task_id}.png")
         tasks.append({"id": task_id, "data": {"image": f"/data/local-files/?d=s{task_id}.png"}})
-    config = BackendConfig(state_dir=tmp_path / "state", budget=2, local_files_document_root=root,
-                           train_iterations=4, train_crop=32, train_batch_size=2, device="cpu")
+    config = BackendConfig(
+        state_dir=tmp_path / "state",
+        budget=2,
+        local_files_document_root=root,
+        train_iterations=4,
+        train_crop=32,
+        train_batch_size=2,
+        device="cpu",
+    )
     store = PredictionStore(config.state_dir / "predictions")
     project = ScoredProject(tasks)
     settings = ScoringSettings(
-        EverythingSettings.for_model(tiny_sam, grid=(4,), pred_iou_thresh=0.0, stability_thresh=0.0), k=1)
-    scorer = SliceScorer(config, scorer=Scorer(tiny_sam, settings, cache_dir=config.state_dir / SCORE_CACHE_DIR))
+        EverythingSettings.for_model(
+            tiny_sam, grid=(4,), pred_iou_thresh=0.0, stability_thresh=0.0
+        ),
+        k=1,
+    )
+    scorer = SliceScorer(
+        config, scorer=Scorer(tiny_sam, settings, cache_dir=config.state_dir / SCORE_CACHE_DIR)
+    )
     fetcher = lambda: ImageFetcher(local_files_root=root)  # noqa: E731
     score = ScoreJob(config, scorer, store, connect=lambda pid: project, fetcher=fetcher)
     train = TrainJob(config, store, connect=lambda pid: project, fetcher=fetcher)
@@ -465,5 +560,7 @@ def test_an_unchanged_rescore_after_training_keeps_serving_the_unet_version(tmp_
     assert project.model_version == "sugfw-unet-1"
     assert project.predictions_of("sugfw-unet-1") == unet
     assert sorted(project.predictions_of(cold_version)) == [1, 2, 3, 4, 5]
-    assert project.writes[writes:] == [("serve", "sugfw-unet-1")]  # re-asserted, nothing else written
+    assert project.writes[writes:] == [
+        ("serve", "sugfw-unet-1")
+    ]  # re-asserted, nothing else written
     assert SugfwModel(config).setup(f"{PROJECT}.1700000000", LABEL_CONFIG) == "sugfw-unet-1"

@@ -1,4 +1,5 @@
-"""Record cache: exact round trip, keying by settings and weights, damaged entries, resuming a run."""
+"""Record cache: exact round trip, keying by settings and weights, damaged entries, resuming a
+run."""
 
 from __future__ import annotations
 
@@ -92,7 +93,9 @@ def test_leftover_temporary_file_is_not_counted_as_an_entry(tmp_path: Path) -> N
 
 
 def tiny_settings(model: SegmenterModel) -> ScoringSettings:
-    everything = EverythingSettings.for_model(model, grid=(4,), pred_iou_thresh=0.0, stability_thresh=0.0)
+    everything = EverythingSettings.for_model(
+        model, grid=(4,), pred_iou_thresh=0.0, stability_thresh=0.0
+    )
     return ScoringSettings(everything, k=2)
 
 
@@ -112,7 +115,9 @@ def counting_scorer(model: SegmenterModel, cache_dir: Path) -> CountingScorer:
     return scorer
 
 
-def test_rerun_resumes_from_the_cache(tiny_sam: SegmenterModel, textured_slice: Callable, tmp_path: Path) -> None:
+def test_rerun_resumes_from_the_cache(
+    tiny_sam: SegmenterModel, textured_slice: Callable, tmp_path: Path
+) -> None:
     first_image, second_image = textured_slice(seed=0), textured_slice(seed=1)
     interrupted = counting_scorer(tiny_sam, tmp_path)
     done = interrupted.score_image(first_image, "a")  # the run stops after the first slice
@@ -124,8 +129,11 @@ def test_rerun_resumes_from_the_cache(tiny_sam: SegmenterModel, textured_slice: 
     assert_same_record(again, done)
 
 
-def test_cached_record_takes_the_new_slice_id(tiny_sam: SegmenterModel, textured_slice: Callable, tmp_path: Path) -> None:
-    # Identical pixels under another name (e.g. a copied file) reuse the entry but keep their own id.
+def test_cached_record_takes_the_new_slice_id(
+    tiny_sam: SegmenterModel, textured_slice: Callable, tmp_path: Path
+) -> None:
+    # Identical pixels under another name (e.g. a copied file) reuse the entry but keep their own
+    # id.
     image = textured_slice()
     counting_scorer(tiny_sam, tmp_path).score_image(image, "original")
     rerun = counting_scorer(tiny_sam, tmp_path)

@@ -28,8 +28,23 @@ def write_slices(folder: Path, count: int) -> None:
 def scored(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cli")
     write_slices(root / "slices", 4)
-    code = main(["score", str(root / "slices"), "--out", str(root / "out"), "--k", "1", "--grid", "128",
-                 "--device", "cpu", "--quiet", "--save-preview", str(root / "preview.png")])
+    code = main(
+        [
+            "score",
+            str(root / "slices"),
+            "--out",
+            str(root / "out"),
+            "--k",
+            "1",
+            "--grid",
+            "128",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--save-preview",
+            str(root / "preview.png"),
+        ]
+    )
     assert code == 0
     return root
 
@@ -54,14 +69,33 @@ def test_rerun_reuses_the_cache(scored, monkeypatch):
         raise AssertionError("a cached slice was recomputed")
 
     monkeypatch.setattr(Scorer, "_compute", fail)
-    assert main(["score", str(scored / "slices"), "--out", str(scored / "out"), "--k", "1", "--grid", "128",
-                 "--device", "cpu", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(scored / "slices"),
+                "--out",
+                str(scored / "out"),
+                "--k",
+                "1",
+                "--grid",
+                "128",
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.mark.slow  # the real LiteMedSAM weights
 def test_select_writes_the_full_queue(scored):
     out = scored / "queue.csv"
-    assert main(["select", str(scored / "out" / "records.npz"), "--budget", "2", "--out", str(out)]) == 0
+    assert (
+        main(["select", str(scored / "out" / "records.npz"), "--budget", "2", "--out", str(out)])
+        == 0
+    )
     rows = list(csv.DictReader(out.open()))
     assert [int(r["rank"]) for r in rows] == [0, 1, 2, 3]
     assert sorted(r["slice"] for r in rows) == ["slice0", "slice1", "slice2", "slice3"]
@@ -86,13 +120,28 @@ def test_empty_folder_is_a_clear_error(tmp_path, capsys):
 def test_corrupt_file_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
-    assert main(["score", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--quiet", "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "score",
+                str(tmp_path / "in"),
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "broken.png" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", [[], ["score"], ["select"]])
 def test_help_texts(command):
-    result = subprocess.run([sys.executable, "-m", "sugfw.cli", *command, "--help"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "sugfw.cli", *command, "--help"], capture_output=True, text=True
+    )
     assert result.returncode == 0
     assert "usage: sugfw" in result.stdout
     if command == ["score"]:

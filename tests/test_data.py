@@ -212,9 +212,7 @@ def test_slice_axis_finds_superior_and_inferior_axes() -> None:
     assert slice_axis(AXIAL_FIRST_AFFINE) == 0
     # Axis 1 points inferior (negative z), axes 0 and 2 run L and P: codes ('L', 'I', 'P').
     # It is also the finest axis (0.5 mm vs 1 and 2 mm), so the spacing fallback cannot pass.
-    inferior_middle = np.array(
-        [[-1.0, 0, 0, 0], [0, 0, -2.0, 0], [0, -0.5, 0, 0], [0, 0, 0, 1.0]]
-    )
+    inferior_middle = np.array([[-1.0, 0, 0, 0], [0, 0, -2.0, 0], [0, -0.5, 0, 0], [0, 0, 0, 1.0]])
     assert slice_axis(inferior_middle) == 1
 
 
@@ -400,16 +398,24 @@ def test_la2018_volume_gives_88_axial_slices(la2018_volumes: list[Path]) -> None
 
 
 def _png_16bit_rgb(path: Path) -> None:
-    """A 4×4 16-bit RGB PNG written by hand (Pillow cannot write one): IHDR depth 16, colour type 2."""
+    """A 4×4 16-bit RGB PNG written by hand (Pillow cannot write one): IHDR depth 16, colour type
+    2."""
     import struct
     import zlib
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     rows = b"".join(b"\x00" + struct.pack(">12H", *([40000] * 12)) for _ in range(4))
     ihdr = struct.pack(">IIBBBBB", 4, 4, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_16bit_colour_png_is_refused_rather_than_truncated(tmp_path):

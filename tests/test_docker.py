@@ -1,4 +1,5 @@
-"""Docker files checked without a Docker engine: the compose file parsed with PyYAML, the Dockerfile's
+"""Docker files checked without a Docker engine: the compose file parsed with PyYAML, the
+Dockerfile's
 instructions read as text, and the health probe run against a local HTTP server."""
 
 from __future__ import annotations
@@ -64,14 +65,17 @@ def interpolated(value: str) -> set[str]:
     return set(VARIABLE.findall(str(value)))
 
 
-# -- compose ----------------------------------------------------------------------------------------------
+# -- compose
+# ----------------------------------------------------------------------------------------------
 
 
 def test_compose_runs_the_label_studio_version_the_tests_use_beside_the_backend():
     assert set(SERVICES) == {"label-studio", "sugfw-backend"}
     assert LS["image"] == f"heartexlabs/label-studio:{LABEL_STUDIO_VERSION}"
     assert BACKEND["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
-    assert (DOCKER / BACKEND["build"]["context"] / BACKEND["build"]["dockerfile"]).resolve() == DOCKER / "Dockerfile"
+    assert (
+        DOCKER / BACKEND["build"]["context"] / BACKEND["build"]["dockerfile"]
+    ).resolve() == DOCKER / "Dockerfile"
 
 
 def test_backend_reaches_label_studio_by_service_name_and_container_port():
@@ -93,7 +97,10 @@ def test_label_studio_settings_a_backend_on_the_compose_network_needs():
     env = LS["environment"]
     assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
     # With only the first switched off, the backend connects but gets no webhook (see notes).
-    assert (env["LABEL_STUDIO_ML_BLOCK_LOCAL_IP"], env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"]) == ("false", "false")
+    assert (env["LABEL_STUDIO_ML_BLOCK_LOCAL_IP"], env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"]) == (
+        "false",
+        "false",
+    )
     assert env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] == "true"
     # Both services see the served files at the same path, so the backend can read them from disk.
     root = env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"]
@@ -112,17 +119,22 @@ def test_state_dir_and_label_studio_data_are_named_volumes():
 
 def test_backend_reserves_a_gpu():
     devices = BACKEND["deploy"]["resources"]["reservations"]["devices"]
-    assert any(device["driver"] == "nvidia" and "gpu" in device["capabilities"] for device in devices)
+    assert any(
+        device["driver"] == "nvidia" and "gpu" in device["capabilities"] for device in devices
+    )
 
 
 def test_env_example_defines_every_variable_the_compose_file_reads():
     used = interpolated((DOCKER / "docker-compose.yml").read_text())
     example = (DOCKER / ".env.example").read_text().splitlines()
-    defined = {line.split("=", 1)[0] for line in example if "=" in line and not line.startswith("#")}
+    defined = {
+        line.split("=", 1)[0] for line in example if "=" in line and not line.startswith("#")
+    }
     assert used - defined == set()
 
 
-# -- Dockerfile ---------------------------------------------------------------------------------------------
+# -- Dockerfile
+# ---------------------------------------------------------------------------------------------
 
 
 def load_gunicorn_config():
@@ -133,7 +145,9 @@ def load_gunicorn_config():
 
 
 def test_image_serves_the_backend_with_gunicorn_one_worker_and_threads():
-    assert instruction("ENTRYPOINT") == []  # so `docker run IMAGE sugfw score ...` replaces the command
+    assert (
+        instruction("ENTRYPOINT") == []
+    )  # so `docker run IMAGE sugfw score ...` replaces the command
     command = exec_form(instruction("CMD")[-1])
     assert command[:3] == ["gunicorn", "--config", "/app/docker/gunicorn.conf.py"]
     assert "docker/gunicorn.conf.py ./docker/gunicorn.conf.py" in instruction("COPY")
@@ -227,7 +241,8 @@ def test_copied_sources_exist_and_are_let_into_the_build_context():
             assert f"!{source.rstrip('/')}" in ignore, source
 
 
-# -- the health probe ---------------------------------------------------------------------------------------
+# -- the health probe
+# ---------------------------------------------------------------------------------------
 
 
 def load_probe():

@@ -48,11 +48,15 @@ class DesignedModel(GridModel):
         self.logits = torch.stack([logits for logits, _ in designs])
         self.ious = torch.tensor([iou for _, iou in designs])
 
-    def prompt_grid(self, geometry: CanvasGeometry, grid: tuple[int, ...], kind: str) -> torch.Tensor:
+    def prompt_grid(
+        self, geometry: CanvasGeometry, grid: tuple[int, ...], kind: str
+    ) -> torch.Tensor:
         index = torch.arange(len(self.ious), dtype=torch.float32)
         return torch.stack([index, torch.zeros_like(index)], dim=1)
 
-    def decode(self, embedding: torch.Tensor, prompts: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self, embedding: torch.Tensor, prompts: torch.Tensor, multimask: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         index = prompts[:, 0].long()
         return self.logits[index][:, None], self.ious[index][:, None]
 
@@ -69,11 +73,15 @@ def confident(mask: torch.Tensor) -> torch.Tensor:
 
 def settings(**overrides: object) -> EverythingSettings:
     """The stub's settings with filters that act (the stub's defaults switch them all off)."""
-    strict = dict(pred_iou_thresh=0.5, stability_thresh=0.9, max_area_fraction=0.25, box_nms_thresh=0.7)
+    strict = dict(
+        pred_iou_thresh=0.5, stability_thresh=0.9, max_area_fraction=0.25, box_nms_thresh=0.7
+    )
     return replace(GridModel.defaults, **{**strict, **overrides})
 
 
-def run(designs: list[tuple[torch.Tensor, float]], prompt_batch_size: int = 2, **overrides: object) -> EverythingResult:
+def run(
+    designs: list[tuple[torch.Tensor, float]], prompt_batch_size: int = 2, **overrides: object
+) -> EverythingResult:
     model = DesignedModel(designs)
     embedding = torch.zeros(1, 1, 1, 1)  # the stub ignores it
     return everything_union(model, embedding, GEOMETRY, settings(**overrides), prompt_batch_size)
@@ -85,7 +93,8 @@ def assert_union(result: EverythingResult, expected: torch.Tensor, kept: int) ->
     assert result.kept == kept
 
 
-# --- resampling logits onto the slice --------------------------------------------------------------
+# --- resampling logits onto the slice
+# --------------------------------------------------------------
 
 
 def test_logits_to_slice_is_identity_when_slice_matches_low_res_canvas() -> None:
@@ -110,7 +119,8 @@ def test_logits_to_slice_downscaled_slice_averages_2x2_blocks() -> None:
     torch.testing.assert_close(logits_to_slice(logits, half), expected, rtol=0, atol=1e-5)
 
 
-# --- Eq. 2: filters and union -----------------------------------------------------------------------
+# --- Eq. 2: filters and union
+# -----------------------------------------------------------------------
 
 
 def test_union_of_kept_masks_forms_a_3x3_block() -> None:
@@ -207,16 +217,20 @@ def test_nothing_kept_gives_an_empty_union() -> None:
         (3, 4, 2, [0]),  # window longer than the side: one, clipped by the caller
     ],
 )
-def test_starts_tile_with_the_last_window_flush(length: int, side: int, stride: int, expected: list[int]) -> None:
+def test_starts_tile_with_the_last_window_flush(
+    length: int, side: int, stride: int, expected: list[int]
+) -> None:
     assert _starts(length, side, stride) == expected
 
 
 def test_box_grid_tiles_the_content_area() -> None:
-    # 40 × 56 on a 256 canvas: scale 256/56, content int(40 · 256/56 + 0.5) = int(183.36) = 183 × 256.
+    # 40 × 56 on a 256 canvas: scale 256/56, content int(40 · 256/56 + 0.5) = int(183.36) = 183 ×
+    # 256.
     geometry = CanvasGeometry.fit(40, 56, 256)
     assert (geometry.content_height, geometry.content_width) == (183, 256)
     boxes = GridModel().prompt_grid(geometry, (64, 128, 256), "boxes").long()
-    # side 64 (stride 32): y starts 0, 32, 64, 96, 119 (183 − 64); x starts 0, 32, …, 192 → 5 · 7 = 35
+    # side 64 (stride 32): y starts 0, 32, 64, 96, 119 (183 − 64); x starts 0, 32, …, 192 → 5 · 7 =
+    # 35
     # side 128 (stride 64): y starts 0, 55 (183 − 128); x starts 0, 64, 128 → 2 · 3 = 6
     # side 256: one box, clipped to the content height → 1
     assert len(boxes) == 35 + 6 + 1
@@ -241,7 +255,8 @@ def test_point_grid_equals_sam_grid_scaled_to_the_content(n: int) -> None:
     np.testing.assert_allclose(points, expected, rtol=0, atol=1e-4)
 
 
-# --- every view prompted with the original grid mapped onto it --------------------------------------
+# --- every view prompted with the original grid mapped onto it
+# --------------------------------------
 
 EQ_SIZE = 22  # box grid of side 8, stride 4 on 22 px: starts 0, 4, 8, 12, 14 (last one flush)
 
@@ -256,7 +271,9 @@ class EquivariantModel(GridModel):
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         return batch[:, :1]
 
-    def decode(self, embedding: torch.Tensor, prompts: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self, embedding: torch.Tensor, prompts: torch.Tensor, multimask: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         bright = embedding[0, 0] > 0.5
         rows = torch.arange(EQ_SIZE)[:, None]
         cols = torch.arange(EQ_SIZE)[None, :]
@@ -283,8 +300,15 @@ def _inverted_unions(prompt_rule: str) -> list[torch.Tensor]:
     model = EquivariantModel()
     image = _symmetric_image()
     geometry = CanvasGeometry(EQ_SIZE, EQ_SIZE, EQ_SIZE, 1.0)
-    everything = replace(GridModel.defaults, prompt_kind="boxes", grid=(8,), pred_iou_thresh=0.3,
-                         stability_thresh=0.0, max_area_fraction=1.0, box_nms_thresh=1.0)
+    everything = replace(
+        GridModel.defaults,
+        prompt_kind="boxes",
+        grid=(8,),
+        pred_iou_thresh=0.3,
+        stability_thresh=0.0,
+        max_area_fraction=1.0,
+        box_nms_thresh=1.0,
+    )
     base = model.prompt_grid(geometry, everything.grid, "boxes")
     unions = []
     for flip_axis in (None, 0, 1):
@@ -296,7 +320,9 @@ def _inverted_unions(prompt_rule: str) -> list[torch.Tensor]:
                 prompts = transform_prompts(base, EQ_SIZE, EQ_SIZE, flip_axis, rot90)
             else:
                 prompts = model.prompt_grid(geometry, everything.grid, "boxes")
-            union = everything_union(model, embedding, geometry, everything, 4, prompts=prompts).union
+            union = everything_union(
+                model, embedding, geometry, everything, 4, prompts=prompts
+            ).union
             unions.append(invert_spatial(union, p))
     return unions
 

@@ -1,4 +1,5 @@
-"""Benchmark pipeline: data set layouts, preprocessing, split, cell plan, report, resumable runner."""
+"""Benchmark pipeline: data set layouts, preprocessing, split, cell plan, report, resumable
+runner."""
 
 from __future__ import annotations
 
@@ -43,7 +44,9 @@ train_module = importlib.import_module("sugfw.segmentation.train")
 SLICE_FIRST_AFFINE = np.array([[0, 0.7, 0, 0], [0, 0, 0.8, 0], [3.0, 0, 0, 0], [0, 0, 0, 1]])
 
 
-def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray = np.diag([1.0, 1.0, 2.5, 1.0])) -> None:
+def write_nifti(
+    path: Path, data: np.ndarray, affine: np.ndarray = np.diag([1.0, 1.0, 2.5, 1.0])
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.Nifti1Image(data, affine).to_filename(path)
 
@@ -68,13 +71,17 @@ def test_msd_layout_pairs_channels_test_split_and_orientation(tmp_path):
     slice_first_label[2:4, 5:9, 10:15] = 1
     image = (100.0 * slice_first_label + 1.0).astype(np.float32)
     write_nifti(tmp_path / "imagesTr/caseA_0000.nii.gz", image, SLICE_FIRST_AFFINE)
-    write_nifti(tmp_path / "imagesTr/caseA_0001.nii.gz", -image, SLICE_FIRST_AFFINE)  # 2nd channel: unused
+    write_nifti(
+        tmp_path / "imagesTr/caseA_0001.nii.gz", -image, SLICE_FIRST_AFFINE
+    )  # 2nd channel: unused
     write_nifti(tmp_path / "labelsTr/caseA.nii.gz", slice_first_label, SLICE_FIRST_AFFINE)
     write_nifti(tmp_path / "imagesTr/caseB.nii.gz", image, SLICE_FIRST_AFFINE)
     write_nifti(tmp_path / "labelsTr/caseB.nii.gz", slice_first_label, SLICE_FIRST_AFFINE)
     write_nifti(tmp_path / "imagesTs/caseC.nii.gz", image, SLICE_FIRST_AFFINE)
     write_nifti(tmp_path / "labelsTs/caseC.nii.gz", slice_first_label, SLICE_FIRST_AFFINE)
-    write_nifti(tmp_path / "imagesTs/caseD.nii.gz", image, SLICE_FIRST_AFFINE)  # unlabelled: skipped
+    write_nifti(
+        tmp_path / "imagesTs/caseD.nii.gz", image, SLICE_FIRST_AFFINE
+    )  # unlabelled: skipped
     (tmp_path / "imagesTr/._caseB.nii.gz").write_bytes(b"macOS resource fork")
 
     files = find_case_files(tmp_path)
@@ -97,7 +104,9 @@ def test_msd_dataset_json_training_list_is_used(tmp_path):
     for case_id in ("la_001", "la_002"):
         write_nifti(tmp_path / f"imagesTr/{case_id}.nii.gz", image)
         write_nifti(tmp_path / f"labelsTr/{case_id}.nii.gz", label)
-    listing = {"training": [{"image": "./imagesTr/la_002.nii.gz", "label": "./labelsTr/la_002.nii.gz"}]}
+    listing = {
+        "training": [{"image": "./imagesTr/la_002.nii.gz", "label": "./labelsTr/la_002.nii.gz"}]
+    }
     (tmp_path / "dataset.json").write_text(json.dumps(listing))
     assert [f.case_id for f in find_case_files(tmp_path)] == ["la_002"]
 
@@ -215,8 +224,14 @@ def test_predict_case_maps_class_scores_back_with_bilinear_then_argmax():
 
     images = -np.ones((2, 16, 16), np.float32)
     images[:, :8, :8] = 1.0
-    case = PreparedCase("c", images, (images > 0).astype(np.uint8), np.arange(2),
-                        np.zeros((24, 24, 2), bool), (1.0, 1.0, 1.0))
+    case = PreparedCase(
+        "c",
+        images,
+        (images > 0).astype(np.uint8),
+        np.arange(2),
+        np.zeros((24, 24, 2), bool),
+        (1.0, 1.0, 1.0),
+    )
     # Output pixel j sits at input coordinate (j + 0.5) / 1.5 - 0.5; the score changes sign at
     # 7.5 (between input pixels 7 and 8), i.e. at j = 11.5: pixels 0..11 are foreground.
     expected = np.zeros((24, 24, 2), bool)
@@ -232,9 +247,14 @@ def test_cpu_config_cells_random_over_five_seeds():
     # Random: 3 budgets × 5 seeds = 15; nine other strategies × 3 budgets × 1 seed = 27; full: 1.
     assert len(cells) == 43
     assert sorted({c.seed for c in cells if c.strategy == "random"}) == [0, 1, 2, 3, 4]
-    assert [c.key for c in cells if c.strategy == "gscu"] == [("gscu", "0.05", "2025"), ("gscu", "0.1", "2025"),
-                                                             ("gscu", "0.15", "2025")]
-    assert {"probcover", "fps", "typiclust", "calr", "alps", "gscu_no_greedy"} <= {c.strategy for c in cells}
+    assert [c.key for c in cells if c.strategy == "gscu"] == [
+        ("gscu", "0.05", "2025"),
+        ("gscu", "0.1", "2025"),
+        ("gscu", "0.15", "2025"),
+    ]
+    assert {"probcover", "fps", "typiclust", "calr", "alps", "gscu_no_greedy"} <= {
+        c.strategy for c in cells
+    }
     assert cells[-1].key == ("full_supervision", "all", "2025")
 
 
@@ -283,10 +303,24 @@ def results_csv(tmp_path) -> Path:
         writer = csv.DictWriter(handle, RESULT_COLUMNS)
         writer.writeheader()
         for strategy, budget, seed, n_sel, pool, case, dice, hd_mm, hd_vox in HAND_MADE_ROWS:
-            writer.writerow({"strategy": strategy, "budget": budget, "seed": seed, "n_selected": n_sel,
-                             "pool_size": pool, "case_id": case, "dice": dice, "hd95_mm": hd_mm,
-                             "dice_paper": dice, "hd95_paper_voxels": hd_vox, "pred_empty": 0,
-                             "truth_empty": 0, "best_val_dice": 0.5, "iterations": 2})
+            writer.writerow(
+                {
+                    "strategy": strategy,
+                    "budget": budget,
+                    "seed": seed,
+                    "n_selected": n_sel,
+                    "pool_size": pool,
+                    "case_id": case,
+                    "dice": dice,
+                    "hd95_mm": hd_mm,
+                    "dice_paper": dice,
+                    "hd95_paper_voxels": hd_vox,
+                    "pred_empty": 0,
+                    "truth_empty": 0,
+                    "best_val_dice": 0.5,
+                    "iterations": 2,
+                }
+            )
     return path
 
 
@@ -326,7 +360,9 @@ def test_dsc_curves_and_plot(results_csv, tmp_path):
     # random band: seed means 60 and 70 -> std 5 around 65.
     assert curves["random"].share_percent.tolist() == pytest.approx([5.0])
     assert (curves["random"].band_low.tolist(), curves["random"].band_high.tolist()) == (
-        pytest.approx([60.0]), pytest.approx([70.0]))
+        pytest.approx([60.0]),
+        pytest.approx([70.0]),
+    )
     assert curves["gscu"].share_percent.tolist() == pytest.approx([5.0, 10.0])
     assert curves["gscu"].dice_percent.tolist() == pytest.approx([70.0, 90.0])
     assert curves["gscu"].band_low.tolist() == pytest.approx([70.0, 90.0])
@@ -355,15 +391,34 @@ class StubRecordScorer:
         self.calls += 1
         digest = content_hash(image)
         rng = np.random.default_rng(int(digest[:12], 16))
-        return SliceRecord(slice_id, digest, rng.normal(size=8).astype(np.float32),
-                           rng.normal(size=8).astype(np.float32), float(rng.uniform(0.5, 0.75)),
-                           np.zeros(image.shape, bool), np.zeros(image.shape, np.float16), 0)
+        return SliceRecord(
+            slice_id,
+            digest,
+            rng.normal(size=8).astype(np.float32),
+            rng.normal(size=8).astype(np.float32),
+            float(rng.uniform(0.5, 0.75)),
+            np.zeros(image.shape, bool),
+            np.zeros(image.shape, np.float16),
+            0,
+        )
 
 
 TINY = BenchConfig(
-    name="tiny", strategies=("gscu", "random"), budgets=(3,), seeds=(7,), random_seeds=(0, 1),
-    n_val=1, n_test=2, foreground_margin=1, working_size=16, k=1,
-    iterations=2, batch_size=2, crop_size=16, eval_every=2, device="cpu",
+    name="tiny",
+    strategies=("gscu", "random"),
+    budgets=(3,),
+    seeds=(7,),
+    random_seeds=(0, 1),
+    n_val=1,
+    n_test=2,
+    foreground_margin=1,
+    working_size=16,
+    k=1,
+    iterations=2,
+    batch_size=2,
+    crop_size=16,
+    eval_every=2,
+    device="cpu",
 )
 
 
@@ -382,7 +437,9 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_run_bench_scores_once_skips_finished_cells_and_resumes(tiny_dataset, tmp_path, monkeypatch):
+def test_run_bench_scores_once_skips_finished_cells_and_resumes(
+    tiny_dataset, tmp_path, monkeypatch
+):
     scorers: list[StubRecordScorer] = []
     train_calls: list[int] = []
     steps: list[int] = []
@@ -409,7 +466,12 @@ def test_run_bench_scores_once_skips_finished_cells_and_resumes(tiny_dataset, tm
     # 5 cases: 1 val + 2 test leave 2 training cases, each with slices 2..5 (disk on 3, 4, ± 1).
     assert scorers[0].calls == 8  # one scoring pass shared by all cells
     keys = {(r["strategy"], r["budget"], r["seed"]) for r in rows}
-    assert keys == {("gscu", "3", "7"), ("random", "3", "0"), ("random", "3", "1"), ("full_supervision", "all", "7")}
+    assert keys == {
+        ("gscu", "3", "7"),
+        ("random", "3", "0"),
+        ("random", "3", "1"),
+        ("full_supervision", "all", "7"),
+    }
     assert len(rows) == 4 * 2  # one row per cell and test case
     assert {r["n_selected"] for r in rows if r["strategy"] != "full_supervision"} == {"3"}
     assert {r["n_selected"] for r in rows if r["strategy"] == "full_supervision"} == {"8"}
@@ -438,11 +500,24 @@ def test_run_bench_scores_once_skips_finished_cells_and_resumes(tiny_dataset, tm
 def test_run_bench_refuses_a_folder_of_other_settings(tiny_dataset, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "bench.json").write_text(json.dumps({"data": str(tiny_dataset.resolve()), **TINY.result_identity()}))
+    (out / "bench.json").write_text(
+        json.dumps({"data": str(tiny_dataset.resolve()), **TINY.result_identity()})
+    )
     with pytest.raises(InvalidInputError, match="iterations: 2 -> 3"):
-        run_bench(TINY.with_overrides(iterations=3), tiny_dataset, out, lambda c, d: StubRecordScorer(), progress=False)
+        run_bench(
+            TINY.with_overrides(iterations=3),
+            tiny_dataset,
+            out,
+            lambda c, d: StubRecordScorer(),
+            progress=False,
+        )
     with pytest.raises(InvalidInputError, match="unknown"):
-        run_bench(TINY.with_overrides(strategies=["nope"]), tiny_dataset, out, lambda c, d: StubRecordScorer())
+        run_bench(
+            TINY.with_overrides(strategies=["nope"]),
+            tiny_dataset,
+            out,
+            lambda c, d: StubRecordScorer(),
+        )
 
 
 def test_run_bench_refuses_a_test_case_without_foreground(tiny_dataset, tmp_path):
@@ -450,10 +525,14 @@ def test_run_bench_refuses_a_test_case_without_foreground(tiny_dataset, tmp_path
     for index in range(5):  # every case loses its foreground, the evaluated ones included
         write_nifti(tiny_dataset / f"case{index}_label.nii.gz", np.zeros_like(label))
     with pytest.raises(InvalidInputError, match="no foreground slice"):
-        run_bench(TINY, tiny_dataset, tmp_path / "out", lambda c, d: StubRecordScorer(), progress=False)
+        run_bench(
+            TINY, tiny_dataset, tmp_path / "out", lambda c, d: StubRecordScorer(), progress=False
+        )
 
 
-def test_cli_bench_passes_overrides_and_writes_the_report(results_csv, tmp_path, monkeypatch, capsys):
+def test_cli_bench_passes_overrides_and_writes_the_report(
+    results_csv, tmp_path, monkeypatch, capsys
+):
     import sugfw.experiment
 
     seen = {}
@@ -463,13 +542,39 @@ def test_cli_bench_passes_overrides_and_writes_the_report(results_csv, tmp_path,
         return results_csv
 
     monkeypatch.setattr(sugfw.experiment, "run_bench", fake_run_bench)
-    code = main(["bench", "--config", "cpu", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
-                 "--strategies", "gscu", "--budgets", "0.05", "10", "--k", "3", "--iterations", "5", "--quiet"])
+    code = main(
+        [
+            "bench",
+            "--config",
+            "cpu",
+            "--data",
+            str(tmp_path / "d"),
+            "--out",
+            str(tmp_path / "o"),
+            "--strategies",
+            "gscu",
+            "--budgets",
+            "0.05",
+            "10",
+            "--k",
+            "3",
+            "--iterations",
+            "5",
+            "--quiet",
+        ]
+    )
     assert code == 0
     config = seen["config"]
-    assert (config.strategies, config.budgets, config.k, config.iterations) == (("gscu",), (0.05, 10), 3, 5)
+    assert (config.strategies, config.budgets, config.k, config.iterations) == (
+        ("gscu",),
+        (0.05, 10),
+        3,
+        5,
+    )
     assert config.crop_size == CONFIGS["cpu"].crop_size and config.random_seeds == (0, 1, 2, 3, 4)
-    assert (tmp_path / "o" / "report.md").is_file() and (tmp_path / "o" / "dsc_vs_budget.png").is_file()
+    assert (tmp_path / "o" / "report.md").is_file() and (
+        tmp_path / "o" / "dsc_vs_budget.png"
+    ).is_file()
     assert main(["bench", "--data", "d", "--out", "o", "--budgets", "1.5"]) == 2
     assert "budget=1.5" in capsys.readouterr().err
 
@@ -481,8 +586,14 @@ def test_run_bench_tests_on_a_separate_labelled_set(tiny_dataset, tmp_path):
         write_nifti(test_root / f"other{index}.nii.gz", image)
         write_nifti(test_root / f"other{index}_label.nii.gz", label)
     config = TINY.with_overrides(strategies=["gscu"], full_supervision=False)
-    results = run_bench(config, tiny_dataset, tmp_path / "out", lambda c, d: StubRecordScorer(),
-                        progress=False, test_data=test_root)
+    results = run_bench(
+        config,
+        tiny_dataset,
+        tmp_path / "out",
+        lambda c, d: StubRecordScorer(),
+        progress=False,
+        test_data=test_root,
+    )
     rows = read_rows(results)
     # n_test = 2 of the 3 separate cases; --data keeps 1 validation and 4 training cases.
     assert len({r["case_id"] for r in rows}) == 2

@@ -1,4 +1,5 @@
-"""``sugfw-import-volumes``: windowing, slicing and task metadata offline; one import into a real server."""
+"""``sugfw-import-volumes``: windowing, slicing and task metadata offline; one import into a real
+server."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from backend.labelstudio.import_command import main
 from backend.labelstudio.import_volumes import (
     ImportFailedError,
     ProjectUploader,
@@ -28,7 +30,6 @@ from backend.labelstudio.import_volumes import (
     window_volume,
     write_slices,
 )
-from backend.labelstudio.import_command import main
 from sugfw.errors import InvalidInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +52,8 @@ def read_png(path: Path) -> tuple[str, np.ndarray]:
         return image.mode, np.asarray(image)
 
 
-# -- windowing ----------------------------------------------------------------------------------------
+# -- windowing
+# ----------------------------------------------------------------------------------------
 
 
 def test_window_maps_the_volume_percentiles_to_0_and_255():
@@ -78,7 +80,8 @@ def test_window_clips_outliers_instead_of_stretching_to_them():
     assert (out[499], out[-1]) == (127, 255)
 
 
-# -- slicing and metadata -------------------------------------------------------------------------------
+# -- slicing and metadata
+# -------------------------------------------------------------------------------
 
 
 def test_slices_are_written_as_8_bit_pngs_with_their_metadata(tmp_path):
@@ -88,7 +91,11 @@ def test_slices_are_written_as_8_bit_pngs_with_their_metadata(tmp_path):
     slices = write_slices([volume], out, slice_step=4, splits={"la_007": "test"})
     # 10 axial slices, every 4th: 0, 4, 8.
     assert [s.slice_index for s in slices] == [0, 4, 8]
-    assert [s.path.name for s in slices] == ["la_007_z000.png", "la_007_z004.png", "la_007_z008.png"]
+    assert [s.path.name for s in slices] == [
+        "la_007_z000.png",
+        "la_007_z004.png",
+        "la_007_z008.png",
+    ]
     assert all(s.case_id == "la_007" and s.split == "test" for s in slices)
     assert slices[0].spacing == pytest.approx(ZOOMS)
     mode, pixels = read_png(slices[1].path)
@@ -102,8 +109,11 @@ def test_slices_are_written_as_8_bit_pngs_with_their_metadata(tmp_path):
 def test_task_data_carries_numbers_not_strings():
     item = SlicePng(Path("la_007_z004.png"), "la_007", 4, (0.7, 0.8, 2.5), "train")
     assert item.task_data("/data/upload/1/x.png") == {
-        "image": "/data/upload/1/x.png", "case_id": "la_007", "slice_index": 4,
-        "spacing": [0.7, 0.8, 2.5], "split": "train",
+        "image": "/data/upload/1/x.png",
+        "case_id": "la_007",
+        "slice_index": 4,
+        "spacing": [0.7, 0.8, 2.5],
+        "split": "train",
     }
     assert "split" not in SlicePng(Path("a.png"), "a", 0, (1.0, 1.0, 1.0)).task_data("u")
 
@@ -126,7 +136,12 @@ def test_limit_counts_slices_across_volumes(tmp_path):
     slices = write_slices(volumes, out, slice_step=3, limit=6)
     # Indices 0, 3, 6, 9 of case1, then the first two of case2.
     assert [(s.case_id, s.slice_index) for s in slices] == [
-        ("case1", 0), ("case1", 3), ("case1", 6), ("case1", 9), ("case2", 0), ("case2", 3)
+        ("case1", 0),
+        ("case1", 3),
+        ("case1", 6),
+        ("case1", 9),
+        ("case2", 0),
+        ("case2", 3),
     ]
 
 
@@ -138,7 +153,9 @@ def test_axial_axis_comes_from_the_affine_and_axis_overrides_it(tmp_path):
     out = tmp_path / "png"
     out.mkdir()
     axial = write_slices([path], out, slice_step=9)
-    assert [s.slice_index for s in axial] == [0, 9] and axial[0].spacing == pytest.approx((0.8, 0.7, 2.5))
+    assert [s.slice_index for s in axial] == [0, 9] and axial[0].spacing == pytest.approx(
+        (0.8, 0.7, 2.5)
+    )
     assert np.array_equal(read_png(axial[1].path)[1], window_volume(raw)[9])
 
     across = write_slices([path], out, slice_step=11, axis=2)
@@ -156,22 +173,28 @@ def test_reslice_round_trips_spacing():
 
 def test_slices_thinner_than_the_minimum_are_refused(tmp_path):
     path = save_volume(tmp_path / "thin.nii.gz", ramp((16, 12, 4)))
-    with pytest.raises(InvalidInputError, match="thin.nii.gz: slices of 16 x 4 pixels along axis 1"):
+    with pytest.raises(
+        InvalidInputError, match="thin.nii.gz: slices of 16 x 4 pixels along axis 1"
+    ):
         write_slices([path], tmp_path, axis=1)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"slice_step": 0}, "--slice-step 0"),
-    ({"limit": 0}, "--limit 0"),
-    ({"axis": 3}, "--axis 3"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"slice_step": 0}, "--slice-step 0"),
+        ({"limit": 0}, "--limit 0"),
+        ({"axis": 3}, "--axis 3"),
+    ],
+)
 def test_bad_slicing_options_are_refused(tmp_path, kwargs, message):
     path = save_volume(tmp_path / "a.nii.gz", ramp())
     with pytest.raises(InvalidInputError, match=message):
         write_slices([path], tmp_path, **kwargs)
 
 
-# -- finding volumes, case ids, splits -------------------------------------------------------------------
+# -- finding volumes, case ids, splits
+# -------------------------------------------------------------------
 
 
 def test_msd_folder_is_read_from_images_tr(tmp_path):
@@ -182,7 +205,10 @@ def test_msd_folder_is_read_from_images_tr(tmp_path):
         save_volume(tmp_path / "labelsTr" / f"{case}.nii.gz", ramp())
     (tmp_path / "imagesTr" / "._la_001.nii.gz").write_bytes(b"resource fork")
     found = find_volumes([tmp_path])
-    assert found == [tmp_path / "imagesTr" / "la_001.nii.gz", tmp_path / "imagesTr" / "la_003.nii.gz"]
+    assert found == [
+        tmp_path / "imagesTr" / "la_001.nii.gz",
+        tmp_path / "imagesTr" / "la_003.nii.gz",
+    ]
 
 
 def test_nnunet_channel_suffix_is_dropped_and_other_channels_skipped(tmp_path):
@@ -192,10 +218,13 @@ def test_nnunet_channel_suffix_is_dropped_and_other_channels_skipped(tmp_path):
     assert [case_id_of(path) for path in found] == ["heart", "la_003"]
 
 
-@pytest.mark.parametrize(("names", "message"), [
-    (["a.nii", "a.nii.gz"], "case id 'a'"),
-    (["notes.txt"], "no NIfTI volumes"),
-])
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["a.nii", "a.nii.gz"], "case id 'a'"),
+        (["notes.txt"], "no NIfTI volumes"),
+    ],
+)
 def test_bad_folders_are_refused(tmp_path, names, message):
     for name in names:
         (tmp_path / name).write_bytes(b"x")
@@ -219,26 +248,35 @@ def test_case_list_ignores_comments_and_blank_lines(tmp_path):
 
 def test_splits_from_a_test_list_or_one_flag():
     cases = ["la_001", "la_002", "la_003"]
-    assert assign_splits(cases, test_cases={"la_002"}) == {"la_001": "train", "la_002": "test", "la_003": "train"}
+    assert assign_splits(cases, test_cases={"la_002"}) == {
+        "la_001": "train",
+        "la_002": "test",
+        "la_003": "train",
+    }
     assert assign_splits(cases, split="test") == dict.fromkeys(cases, "test")
     assert assign_splits(cases) == dict.fromkeys(cases)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"test_cases": {"la_02"}}, r"test case ids \['la_02'\] match no volume"),
-    ({"split": "val"}, "split 'val'"),
-    ({"split": "test", "test_cases": {"la_001"}}, "not both"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"test_cases": {"la_02"}}, r"test case ids \['la_02'\] match no volume"),
+        ({"split": "val"}, "split 'val'"),
+        ({"split": "test", "test_cases": {"la_001"}}, "not both"),
+    ],
+)
 def test_bad_splits_are_refused(kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
         assign_splits(["la_001"], **kwargs)
 
 
-# -- upload failures, offline --------------------------------------------------------------------------
+# -- upload failures, offline
+# --------------------------------------------------------------------------
 
 
 class FakeServer:
-    """Answers like Label Studio's import endpoints; upload request number ``fail_upload`` gets HTTP 500."""
+    """Answers like Label Studio's import endpoints; upload request number ``fail_upload`` gets
+    HTTP 500."""
 
     def __init__(self, fail_upload: int | None = None, refuse_tasks: bool = False) -> None:
         self.fail_upload = fail_upload
@@ -246,7 +284,9 @@ class FakeServer:
         self.uploads = 0
         self.stored: dict[int, str] = {}
         self.tasks: list[dict] = []
-        self.projects = SimpleNamespace(get=lambda id: SimpleNamespace(title="p"), import_tasks=self._import_tasks)
+        self.projects = SimpleNamespace(
+            get=lambda id: SimpleNamespace(title="p"), import_tasks=self._import_tasks
+        )
         self.files = SimpleNamespace(list=self._list_files, delete=lambda id: self.stored.pop(id))
         self.sdk = self
 
@@ -288,7 +328,12 @@ def test_batches_become_tasks_pointing_at_their_uploads(tmp_path):
     assert server.uploads == 3  # 5 slices in batches of 2: 2 + 2 + 1
     assert report.task_ids == {f"c_z{i:03d}.png": 100 + i for i in range(5)}
     assert server.tasks[3] == {
-        "data": {"image": "/data/upload/1/0a1b2c3d-c_z003.png", "case_id": "c", "slice_index": 3, "spacing": [1.0, 1.0, 2.0]},
+        "data": {
+            "image": "/data/upload/1/0a1b2c3d-c_z003.png",
+            "case_id": "c",
+            "slice_index": 3,
+            "spacing": [1.0, 1.0, 2.0],
+        },
     }
 
 
@@ -312,7 +357,9 @@ def test_files_of_a_batch_whose_tasks_are_refused_are_deleted(tmp_path):
 
 def test_an_incomplete_import_raises_with_the_missing_slices(tmp_path):
     save_volume(tmp_path / "la_004.nii.gz", ramp())
-    with pytest.raises(ImportFailedError, match=r"2 slice\(s\) were not imported .*la_004: slices 0, 5"):
+    with pytest.raises(
+        ImportFailedError, match=r"2 slice\(s\) were not imported .*la_004: slices 0, 5"
+    ):
         import_volumes([tmp_path], 1, FakeServer(fail_upload=1), slice_step=5)
 
 
@@ -322,7 +369,9 @@ def test_cli_fails_loudly_without_printing_the_key(tmp_path, capsys):
         port = probe.getsockname()[1]
     save_volume(tmp_path / "a.nii.gz", ramp())
     secret = "0123456789abcdef0123456789abcdef01234567"
-    status = main([str(tmp_path), "--project", "1", "--url", f"http://127.0.0.1:{port}", "--api-key", secret])
+    status = main(
+        [str(tmp_path), "--project", "1", "--url", f"http://127.0.0.1:{port}", "--api-key", secret]
+    )
     err = capsys.readouterr().err
     assert status == 2 and "cannot reach Label Studio" in err and secret not in err
 
@@ -335,12 +384,18 @@ def test_cli_needs_url_and_key(tmp_path, capsys, monkeypatch):
 
 
 def test_the_library_cli_does_not_load_label_studio():
-    code = "import sys, sugfw.cli; sugfw.cli.build_parser(); print(sorted(m for m in sys.modules if 'label_studio' in m))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    code = (
+        "import sys, sugfw.cli; sugfw.cli.build_parser(); "
+        "print(sorted(m for m in sys.modules if 'label_studio' in m))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
     assert out.strip() == "[]"
 
 
-# -- a real server ---------------------------------------------------------------------------------------
+# -- a real server
+# ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -357,28 +412,53 @@ def test_import_into_a_real_label_studio(label_studio, tmp_path, monkeypatch):
     test_list = tmp_path / "test_cases.txt"
     test_list.write_text("la_002\n")
     client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
-    project = client.projects.create(title="import", label_config=(ROOT / "label_config.xml").read_text())
+    project = client.projects.create(
+        title="import", label_config=(ROOT / "label_config.xml").read_text()
+    )
 
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
     # Batches of 3 over 9 slices: three uploads, so batching is exercised too.
-    assert main([str(data), "--project", str(project.id), "--slice-step", "3",
-                 "--test-cases", str(test_list), "--batch-size", "3"]) == 0
+    assert (
+        main(
+            [
+                str(data),
+                "--project",
+                str(project.id),
+                "--slice-step",
+                "3",
+                "--test-cases",
+                str(test_list),
+                "--batch-size",
+                "3",
+            ]
+        )
+        == 0
+    )
 
     tasks = sorted(client.tasks.list(project=project.id, fields="all"), key=lambda task: task.id)
     # la_001: 10 slices → 0, 3, 6, 9; la_002: 7 slices → 0, 3, 6.
     got = [(t.data["case_id"], t.data["slice_index"], t.data["split"]) for t in tasks]
-    assert got == [("la_001", i, "train") for i in (0, 3, 6, 9)] + [("la_002", i, "test") for i in (0, 3, 6)]
+    assert got == [("la_001", i, "train") for i in (0, 3, 6, 9)] + [
+        ("la_002", i, "test") for i in (0, 3, 6)
+    ]
     for task in tasks:
         assert type(task.data["slice_index"]) is int and "priority" not in task.data
-        assert task.data["spacing"] == pytest.approx(list(ZOOMS)) and all(type(s) is float for s in task.data["spacing"])
-    response = httpx.get(label_studio.url + tasks[-1].data["image"], headers={"Authorization": f"Token {label_studio.token}"})
+        assert task.data["spacing"] == pytest.approx(list(ZOOMS)) and all(
+            type(s) is float for s in task.data["spacing"]
+        )
+    response = httpx.get(
+        label_studio.url + tasks[-1].data["image"],
+        headers={"Authorization": f"Token {label_studio.token}"},
+    )
     assert response.status_code == 200
     with Image.open(io.BytesIO(response.content)) as image:
         # la_002 is 20 × 14 per axial slice: PIL reports (width, height).
         assert (image.format, image.mode, image.size) == ("PNG", "L", (14, 20))
     # The backend's own image fetcher reads back exactly the windowed slice 6 of la_002.
-    fetcher = ImageFetcher(label_studio.url, label_studio_auth(label_studio.url, label_studio.token))
+    fetcher = ImageFetcher(
+        label_studio.url, label_studio_auth(label_studio.url, label_studio.token)
+    )
     try:
         pixels = fetcher.fetch({"id": tasks[-1].id, "data": tasks[-1].data}, "image")
     finally:
@@ -387,7 +467,9 @@ def test_import_into_a_real_label_studio(label_studio, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_refused_import_reports_the_slices_and_leaves_nothing_behind(label_studio, tmp_path, capsys):
+def test_a_refused_import_reports_the_slices_and_leaves_nothing_behind(
+    label_studio, tmp_path, capsys
+):
     from label_studio_sdk import LabelStudio
 
     save_volume(tmp_path / "la_001.nii.gz", ramp())
@@ -395,9 +477,23 @@ def test_a_refused_import_reports_the_slices_and_leaves_nothing_behind(label_stu
     # This interface reads $img, so tasks carrying only "image" are refused by the server.
     config = (ROOT / "label_config.xml").read_text().replace('value="$image"', 'value="$img"')
     project = client.projects.create(title="refused", label_config=config)
-    status = main([str(tmp_path), "--project", str(project.id), "--slice-step", "5",
-                   "--url", label_studio.url, "--api-key", label_studio.token])
+    status = main(
+        [
+            str(tmp_path),
+            "--project",
+            str(project.id),
+            "--slice-step",
+            "5",
+            "--url",
+            label_studio.url,
+            "--api-key",
+            label_studio.token,
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2 and "2 slice(s) were not imported" in err and "la_001: slices 0, 5" in err
     assert label_studio.token not in err
-    assert list(client.tasks.list(project=project.id)) == [] and client.files.list(id=project.id, all_=True) == []
+    assert (
+        list(client.tasks.list(project=project.id)) == []
+        and client.files.list(id=project.id, all_=True) == []
+    )

@@ -19,14 +19,23 @@ def test_a_dead_backend_is_restarted_and_label_studio_keeps_running(tmp_path):
 
     def restart():
         # The first two replacements die at once, the third keeps running until Label Studio stops.
-        started.append(process("raise SystemExit(3)" if len(started) < 2 else "import time; time.sleep(60)"))
+        started.append(
+            process("raise SystemExit(3)" if len(started) < 2 else "import time; time.sleep(60)")
+        )
         if len(started) == 3:
             label_studio.terminate()
         return started[-1]
 
     try:
-        status = supervise(label_studio, process("raise SystemExit(9)"), restart,
-                           tmp_path / "ls.log", tmp_path / "backend.log", max_restarts=5, poll_s=0.05)
+        status = supervise(
+            label_studio,
+            process("raise SystemExit(9)"),
+            restart,
+            tmp_path / "ls.log",
+            tmp_path / "backend.log",
+            max_restarts=5,
+            poll_s=0.05,
+        )
     finally:
         for p in [label_studio, *started]:
             if p.poll() is None:
@@ -44,8 +53,15 @@ def test_a_backend_that_keeps_dying_ends_the_main_job(tmp_path, caplog):
         return started[-1]
 
     try:
-        status = supervise(label_studio, process("raise SystemExit(1)"), restart,
-                           tmp_path / "ls.log", tmp_path / "backend.log", max_restarts=2, poll_s=0.05)
+        status = supervise(
+            label_studio,
+            process("raise SystemExit(1)"),
+            restart,
+            tmp_path / "ls.log",
+            tmp_path / "backend.log",
+            max_restarts=2,
+            poll_s=0.05,
+        )
         assert label_studio.poll() is None  # supervise never stops Label Studio itself
     finally:
         label_studio.kill()
@@ -67,8 +83,15 @@ def test_a_backend_that_fails_to_come_back_is_tried_again(tmp_path):
         return attempts[-1]
 
     try:
-        supervise(label_studio, process("raise SystemExit(1)"), restart,
-                  tmp_path / "ls.log", tmp_path / "backend.log", max_restarts=3, poll_s=0.05)
+        supervise(
+            label_studio,
+            process("raise SystemExit(1)"),
+            restart,
+            tmp_path / "ls.log",
+            tmp_path / "backend.log",
+            max_restarts=3,
+            poll_s=0.05,
+        )
     finally:
         label_studio.kill()
         attempts[-1].kill()

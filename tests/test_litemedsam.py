@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from sugfw.everything import EverythingSettings, everything_union
+from sugfw.intensity import scale_intensities
 from sugfw.models import CanvasGeometry, build_model
 from sugfw.reference import score_image_plain
-from sugfw.intensity import scale_intensities
 from sugfw.scoring import Batching, Scorer, ScoringSettings
 
 pytestmark = pytest.mark.slow  # the real weights: a minute on a 2-core CPU
@@ -37,7 +37,9 @@ def test_everything_mode_finds_the_disk(litemedsam):
     geometry = CanvasGeometry.fit(*image.shape, litemedsam.canvas_size)
     scaled = torch.from_numpy(scale_intensities(image, (0.5, 99.5)))
     embedding = litemedsam.encode(litemedsam.prepare([scaled], [geometry]))
-    result = everything_union(litemedsam, embedding, geometry, EverythingSettings.for_model(litemedsam), 16)
+    result = everything_union(
+        litemedsam, embedding, geometry, EverythingSettings.for_model(litemedsam), 16
+    )
     assert result.kept >= 1
     assert dice(result.union.numpy(), disk) >= 0.9
 
@@ -57,8 +59,12 @@ def test_loose_thresholds_swallow_the_background(litemedsam):
 def test_fast_path_matches_plain_path(litemedsam):
     image, _ = disk_slice(96, 120, seed=1)
     image[10:40, 15:50] += 0.4  # a second, rectangular object
-    settings = ScoringSettings(everything=EverythingSettings.for_model(litemedsam, grid=(96, 128)), k=2, seed=3)
-    fast = Scorer(litemedsam, settings, batching=Batching(encoder_batch_size=3, prompt_batch_size=7)).score_image(image)
+    settings = ScoringSettings(
+        everything=EverythingSettings.for_model(litemedsam, grid=(96, 128)), k=2, seed=3
+    )
+    fast = Scorer(
+        litemedsam, settings, batching=Batching(encoder_batch_size=3, prompt_batch_size=7)
+    ).score_image(image)
     plain = score_image_plain(litemedsam, image, settings)
     assert fast.masks_kept == plain.masks_kept >= 1
     np.testing.assert_array_equal(fast.union_mask, plain.union_mask)

@@ -62,7 +62,9 @@ def test_checkpoint_of_another_sam_variant_names_the_expected_width(tmp_path: Pa
 
 def test_state_dict_without_a_sam_encoder(tmp_path: Path) -> None:
     foreign = tmp_path / "foreign.pth"
-    torch.save({"model": {"backbone.weight": torch.zeros(2)}}, foreign)  # "model" wrapper is unwrapped
+    torch.save(
+        {"model": {"backbone.weight": torch.zeros(2)}}, foreign
+    )  # "model" wrapper is unwrapped
     with pytest.raises(CheckpointError, match="found no SAM image encoder"):
         build_model("sam_vit_b", checkpoint=foreign)
 
@@ -84,7 +86,9 @@ def test_checkpoint_holding_a_tensor_not_a_state_dict(tmp_path: Path) -> None:
 def test_litemedsam_rejects_a_foreign_state_dict(tmp_path: Path) -> None:
     foreign = tmp_path / "foreign.pth"
     torch.save({"backbone.weight": torch.zeros(2)}, foreign)
-    with pytest.raises(CheckpointError, match=re.escape(f"{foreign} is not a LiteMedSAM checkpoint")):
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"{foreign} is not a LiteMedSAM checkpoint")
+    ):
         build_model("litemedsam", checkpoint=foreign)
 
 
@@ -121,8 +125,12 @@ def test_bundled_litemedsam_verifies_and_encodes_to_the_patch_grid() -> None:
 NO_FILTERS = dict(grid=(4,), pred_iou_thresh=0.0, stability_thresh=0.0, box_nms_thresh=1.0)
 
 
-def scoring(model: SegmenterModel, k: int = 2, seed: int = 0, **everything: object) -> ScoringSettings:
-    return ScoringSettings(EverythingSettings.for_model(model, **{**NO_FILTERS, **everything}), k=k, seed=seed)
+def scoring(
+    model: SegmenterModel, k: int = 2, seed: int = 0, **everything: object
+) -> ScoringSettings:
+    return ScoringSettings(
+        EverythingSettings.for_model(model, **{**NO_FILTERS, **everything}), k=k, seed=seed
+    )
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -152,7 +160,9 @@ def assert_records_equal(a: SliceRecord, b: SliceRecord) -> None:
             assert x == y, f.name
 
 
-def test_fast_path_matches_plain_path_without_filters(tiny_sam: SegmenterModel, textured_slice: Callable) -> None:
+def test_fast_path_matches_plain_path_without_filters(
+    tiny_sam: SegmenterModel, textured_slice: Callable
+) -> None:
     image = textured_slice()
     settings = scoring(tiny_sam)
     fast = Scorer(tiny_sam, settings).score_image(image, "s")
@@ -162,7 +172,9 @@ def test_fast_path_matches_plain_path_without_filters(tiny_sam: SegmenterModel, 
     assert_records_close(fast, plain)
 
 
-def test_fast_path_matches_plain_path_with_nms_and_iou_filter(tiny_sam: SegmenterModel, textured_slice: Callable) -> None:
+def test_fast_path_matches_plain_path_with_nms_and_iou_filter(
+    tiny_sam: SegmenterModel, textured_slice: Callable
+) -> None:
     image = textured_slice()
     # The random model's confident masks are large, so lift the area limit and let NMS work on them.
     base = scoring(tiny_sam, max_area_fraction=1.0)
@@ -177,14 +189,20 @@ def test_fast_path_matches_plain_path_with_nms_and_iou_filter(tiny_sam: Segmente
     passing = int((ious > threshold).sum())
     assert threshold > 0 and 0 < passing < ious.numel()  # a threshold <= 0 would disable the filter
 
-    settings = replace(base, everything=replace(base.everything, pred_iou_thresh=threshold, box_nms_thresh=0.7))
+    settings = replace(
+        base, everything=replace(base.everything, pred_iou_thresh=threshold, box_nms_thresh=0.7)
+    )
     fast = Scorer(tiny_sam, settings).score_image(image, "s")
     plain = score_image_plain(tiny_sam, image, settings, "s")
-    assert 0 < fast.masks_kept < passing  # NMS suppressed some of the masks the IoU filter let through
+    assert (
+        0 < fast.masks_kept < passing
+    )  # NMS suppressed some of the masks the IoU filter let through
     assert_records_close(fast, plain)
 
 
-def test_record_does_not_depend_on_what_was_scored_before(tiny_sam: SegmenterModel, textured_slice: Callable) -> None:
+def test_record_does_not_depend_on_what_was_scored_before(
+    tiny_sam: SegmenterModel, textured_slice: Callable
+) -> None:
     image = textured_slice(seed=0)
     alone = Scorer(tiny_sam, scoring(tiny_sam)).score_image(image, "s")
     busy = Scorer(tiny_sam, scoring(tiny_sam))
@@ -195,7 +213,9 @@ def test_record_does_not_depend_on_what_was_scored_before(tiny_sam: SegmenterMod
     assert_records_equal(busy.score_image(image, "s"), alone)
 
 
-def test_different_seeds_give_different_records(tiny_sam: SegmenterModel, textured_slice: Callable) -> None:
+def test_different_seeds_give_different_records(
+    tiny_sam: SegmenterModel, textured_slice: Callable
+) -> None:
     image = textured_slice()
     first = Scorer(tiny_sam, scoring(tiny_sam, seed=0)).score_image(image)
     second = Scorer(tiny_sam, scoring(tiny_sam, seed=1)).score_image(image)

@@ -71,12 +71,26 @@ def test_realistic_config_filters_nothing_by_label_and_has_enough_seeds() -> Non
 
 
 def test_cells_come_in_rounds_of_one_seed_per_strategy() -> None:
-    config = BenchConfig(name="t", strategies=("random", "gscu"), budgets=(4, 8), seeds=(5, 6),
-                         random_seeds=(0, 1, 2), full_supervision=False)
+    config = BenchConfig(
+        name="t",
+        strategies=("random", "gscu"),
+        budgets=(4, 8),
+        seeds=(5, 6),
+        random_seeds=(0, 1, 2),
+        full_supervision=False,
+    )
     keys = [(c.strategy, c.budget, c.seed) for c in plan_cells(config)]
     assert keys == [
-        ("random", 4, 0), ("gscu", 4, 5), ("random", 4, 1), ("gscu", 4, 6), ("random", 4, 2),
-        ("random", 8, 0), ("gscu", 8, 5), ("random", 8, 1), ("gscu", 8, 6), ("random", 8, 2),
+        ("random", 4, 0),
+        ("gscu", 4, 5),
+        ("random", 4, 1),
+        ("gscu", 4, 6),
+        ("random", 4, 2),
+        ("random", 8, 0),
+        ("gscu", 8, 5),
+        ("random", 8, 1),
+        ("gscu", 8, 6),
+        ("random", 8, 2),
     ]
 
 
@@ -85,14 +99,18 @@ def test_selection_diagnostics_use_labels_after_selection() -> None:
     labels[1][0, 0] = 1
     labels[3][1, 1] = 1
     u = np.array([0.5, 0.6, 0.5, 0.7, 0.55])
-    selection = Selection(order=np.array([2, 1, 3, 0, 4]), clusters=np.array([0, 1, 1, 0, 1]),
-                          n_selected=3)
+    selection = Selection(
+        order=np.array([2, 1, 3, 0, 4]), clusters=np.array([0, 1, 1, 0, 1]), n_selected=3
+    )
     diagnostics = selection_diagnostics(selection, u, labels)
     # Picks 2, 1, 3: foreground on 1 and 3 -> 2/3; the first pick (2) is empty; tied: slice 2.
     assert diagnostics == {
-        "picks_foreground": pytest.approx(2 / 3), "first_pick_foreground": 0,
-        "picks_tied": pytest.approx(1 / 3), "pool_tied": pytest.approx(2 / 5),
-        "pool_foreground": pytest.approx(2 / 5), "cluster_sizes": "3;2",
+        "picks_foreground": pytest.approx(2 / 3),
+        "first_pick_foreground": 0,
+        "picks_tied": pytest.approx(1 / 3),
+        "pool_tied": pytest.approx(2 / 5),
+        "pool_foreground": pytest.approx(2 / 5),
+        "cluster_sizes": "3;2",
     }
 
 
@@ -131,14 +149,27 @@ def test_comparison_and_diagnostics_tables_from_rows() -> None:
     from sugfw.experiment.report import comparison_table, diagnostics_table
 
     rows = []
-    for strategy, seeds, dice in (("random", ("0", "1"), (0.5, 0.7)), ("gscu", ("0", "1"), (0.8, 0.8))):
+    for strategy, seeds, dice in (
+        ("random", ("0", "1"), (0.5, 0.7)),
+        ("gscu", ("0", "1"), (0.8, 0.8)),
+    ):
         for seed, value in zip(seeds, dice):
             for case in ("c1", "c2"):
-                rows.append({"strategy": strategy, "budget": "4", "seed": seed, "case_id": case,
-                             "dice": str(value), "picks_foreground": "0.5",
-                             "first_pick_foreground": "1" if seed == "0" else "0",
-                             "picks_tied": "0.25", "pool_tied": "0.4", "pool_foreground": "0.6",
-                             "cluster_sizes": "3;1"})
+                rows.append(
+                    {
+                        "strategy": strategy,
+                        "budget": "4",
+                        "seed": seed,
+                        "case_id": case,
+                        "dice": str(value),
+                        "picks_foreground": "0.5",
+                        "first_pick_foreground": "1" if seed == "0" else "0",
+                        "picks_tied": "0.25",
+                        "pool_tied": "0.4",
+                        "pool_foreground": "0.6",
+                        "cluster_sizes": "3;1",
+                    }
+                )
     table = comparison_table(rows)
     # random: per-seed means 50, 70 -> 60 ± 14.14 (ddof 1); gscu 80 ± 0, +20 points.
     assert "| 4 slices | random | 2 | 2 | 60.00 ± 14.14 | – |" in table

@@ -254,21 +254,36 @@ def test_the_backend_score_job_on_ray_publishes_the_local_queue(ray_cluster, tmp
         Image.fromarray(scaled).save(buffer, format="PNG")
         return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
-    tasks = [{"id": 20 + i, "data": {"image": data_url(item.image)}} for i, item in enumerate(phantoms())]
+    tasks = [
+        {"id": 20 + i, "data": {"image": data_url(item.image)}} for i, item in enumerate(phantoms())
+    ]
     published = {}
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # the actors' arithmetic, so the two runs agree to the bit
     try:
         for where, address in (("local", None), ("ray", "auto")):
-            config = BackendConfig(state_dir=tmp_path / where, budget=2, k=SPEC.k, grid=SPEC.grid,
-                                   device="cpu", ray_address=address)
+            config = BackendConfig(
+                state_dir=tmp_path / where,
+                budget=2,
+                k=SPEC.k,
+                grid=SPEC.grid,
+                device="cpu",
+                ray_address=address,
+            )
             project = FakeProject([dict(task) for task in tasks])
-            job = ScoreJob(config, SliceScorer(config), PredictionStore(config.state_dir / "p"),
-                           connect=lambda pid, project=project: project, fetcher=lambda: ImageFetcher())
+            job = ScoreJob(
+                config,
+                SliceScorer(config),
+                PredictionStore(config.state_dir / "p"),
+                connect=lambda pid, project=project: project,
+                fetcher=lambda: ImageFetcher(),
+            )
             run(job)
             version = project.model_version
-            published[where] = {t: (p["score"], p["cluster"], p["result"])
-                                for t, p in project.predictions_of(version).items()}
+            published[where] = {
+                t: (p["score"], p["cluster"], p["result"])
+                for t, p in project.predictions_of(version).items()
+            }
     finally:
         torch.set_num_threads(previous)
     assert sorted(published["ray"]) == [task["id"] for task in tasks]

@@ -260,8 +260,14 @@ def test_gscu_hand_computed_seeded_cluster_order():
 def test_gscu_first_cluster_is_not_pinned_to_slice_zero():
     # Over seeds the first visited cluster varies; the index-order variant always starts with
     # the cluster of slice 0.
-    first = {int(gscu(THREE_GROUPS, THREE_GROUP_U, 3, seed).clusters[
-        gscu(THREE_GROUPS, THREE_GROUP_U, 3, seed).picks[0]]) for seed in range(12)}
+    first = {
+        int(
+            gscu(THREE_GROUPS, THREE_GROUP_U, 3, seed).clusters[
+                gscu(THREE_GROUPS, THREE_GROUP_U, 3, seed).picks[0]
+            ]
+        )
+        for seed in range(12)
+    }
     assert len(first) > 1
     pinned = {int(gscu_index_order(THREE_GROUPS, THREE_GROUP_U, 3, s).picks[0]) for s in range(12)}
     assert pinned == {0}
@@ -313,15 +319,18 @@ def test_gscu_order_is_invariant_to_a_permutation_of_the_pool(strategy, budget):
         np.testing.assert_array_equal(perm[permuted.order], reference.order)
     # The index-order variant does depend on the file order here.
     index_order = gscu_index_order(features, u, budget, 11)
-    moved = [perm[gscu_index_order(features[perm], u[perm], budget, 11).order]
-             for perm in (np.random.default_rng(t).permutation(48) for t in range(3))]
+    moved = [
+        perm[gscu_index_order(features[perm], u[perm], budget, 11).order]
+        for perm in (np.random.default_rng(t).permutation(48) for t in range(3))
+    ]
     assert any(not np.array_equal(m, index_order.order) for m in moved)
 
 
 def test_tie_aware_gscu_queues_tied_slices_last():
     # Slices 0..3 tied at 0.5, 4..7 not; two groups. Every untied slice comes before any tied one.
-    features = np.array([[0, 0], [1, 0], [100, 0], [101, 0], [0, 1], [1, 1], [100, 1], [101, 1]],
-                        dtype=float)
+    features = np.array(
+        [[0, 0], [1, 0], [100, 0], [101, 0], [0, 1], [1, 1], [100, 1], [101, 1]], dtype=float
+    )
     u = np.array([0.5, 0.5, 0.5, 0.5, 0.52, 0.6, 0.55, 0.7])
     selection = gscu_tie_aware(features, u, 2, 0)
     assert set(selection.order[:4].tolist()) == {4, 5, 6, 7}
@@ -463,7 +472,10 @@ def test_registry_pairs_each_strategy_with_its_features():
 
 
 def test_unknown_strategy_lists_the_known_names():
-    with pytest.raises(InvalidInputError, match="'no_such_strategy' is unknown.*gscu, gscu_index_order, gscu_no_clustering"):
+    with pytest.raises(
+        InvalidInputError,
+        match="'no_such_strategy' is unknown.*gscu, gscu_index_order, gscu_no_clustering",
+    ):
         get_strategy("no_such_strategy")
 
 

@@ -9,6 +9,7 @@ import pytest
 
 gscu_module = importlib.import_module("sugfw.selection.gscu")  # the module, not the function
 
+
 class DirectMaxMin:
     """Eq. 7 as written: every slice's distance updated after each pick (O(N) a pick)."""
 

@@ -50,7 +50,10 @@ def config(**overrides) -> TrainConfig:
 def slice_dice(val, n_classes=2):
     def evaluate(model):
         predictions = predict_volume(model, np.stack(val[0]), "cpu", batch_size=8)
-        return float(np.mean([foreground_dice(p, m, n_classes) for p, m in zip(predictions, val[1])]))
+        return float(
+            np.mean([foreground_dice(p, m, n_classes) for p, m in zip(predictions, val[1])])
+        )
+
     return evaluate
 
 
@@ -99,8 +102,14 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(data, tmp_p
     (images, masks), val = data
     runs = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        train(images, masks, slice_dice(val), config(iterations=12, seed=seed), tmp_path / name,
-              progress=False)
+        train(
+            images,
+            masks,
+            slice_dice(val),
+            config(iterations=12, seed=seed),
+            tmp_path / name,
+            progress=False,
+        )
         runs[name] = _final_weights(tmp_path / name)
     assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
     assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
@@ -108,7 +117,8 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(data, tmp_p
 
 def test_resuming_after_a_crash_equals_an_uninterrupted_run(data, tmp_path):
     (images, masks), val = data
-    # Batch 3 over 16 slices: at iteration 20 the current epoch is part-way through (60 = 3·16 + 12).
+    # Batch 3 over 16 slices: at iteration 20 the current epoch is part-way through (60 = 3·16 +
+    # 12).
     run = config(batch_size=3)
     straight = train(images, masks, slice_dice(val), run, tmp_path / "straight", progress=False)
 
@@ -137,7 +147,14 @@ def test_resuming_with_another_config_is_refused(data, tmp_path):
     with pytest.raises(CheckpointError, match="iterations: 10 -> 20"):
         train(images, masks, slice_dice(val), config(iterations=20), tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="training slices: 16 -> 15"):
-        train(images[:15], masks[:15], slice_dice(val), config(iterations=10), tmp_path, progress=False)
+        train(
+            images[:15],
+            masks[:15],
+            slice_dice(val),
+            config(iterations=10),
+            tmp_path,
+            progress=False,
+        )
 
 
 def test_truncated_checkpoint_is_reported(data, tmp_path):
@@ -152,12 +169,15 @@ def test_warm_start_begins_from_the_given_weights(data, tmp_path):
     trained = train(images, masks, val, config(iterations=60), tmp_path / "first", progress=False)
     # A near-zero learning rate leaves the weights where they started for the first validation.
     frozen = config(iterations=5, eval_every=5, lr=1e-12)
-    warm = train(images, masks, val, frozen, tmp_path / "warm", init_state=trained.best_state,
-                 progress=False)
+    warm = train(
+        images, masks, val, frozen, tmp_path / "warm", init_state=trained.best_state, progress=False
+    )
     cold = train(images, masks, val, frozen, tmp_path / "cold", progress=False)
     assert warm.best_val_dice > 0.8 > 0.3 > cold.best_val_dice  # measured ≈ 0.91 and ≈ 0.12
     with pytest.raises(CheckpointError, match="n_classes=3"):
-        train(images, masks, val, config(n_classes=3), tmp_path / "bad", init_state=trained.best_state)
+        train(
+            images, masks, val, config(n_classes=3), tmp_path / "bad", init_state=trained.best_state
+        )
 
 
 def test_three_classes_train_and_are_all_predicted(tmp_path):

@@ -10,7 +10,9 @@ from sugfw.uncertainty import mean_mask, patch_weights, pgdr, uncertainty_map, w
 
 
 def close(actual: torch.Tensor, expected: list | float) -> None:
-    torch.testing.assert_close(actual.double(), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        actual.double(), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-6
+    )
 
 
 # --- Eq. 3: mean mask and uncertainty map --------------------------------------------------------
@@ -129,7 +131,9 @@ def test_content_alignment_resizes_the_map_onto_the_content_area() -> None:
     # map stays constant under resizing, so covered cells get that constant.
     geometry = CanvasGeometry.fit(2, 4, canvas=8)
     assert (geometry.content_height, geometry.content_width) == (4, 8)
-    weights, coverage = patch_weights(torch.full((2, 4), 0.7), geometry, grid=4, alignment="content")
+    weights, coverage = patch_weights(
+        torch.full((2, 4), 0.7), geometry, grid=4, alignment="content"
+    )
     close(weights, [[0.7] * 4, [0.7] * 4, [0] * 4, [0] * 4])
     close(coverage, [[1] * 4, [1] * 4, [0] * 4, [0] * 4])
 
@@ -154,12 +158,14 @@ def test_pgdr_matches_hand_values() -> None:
     rows, cols = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
     features = torch.stack([rows, cols])  # channel 0 = cell row i, channel 1 = cell column j
     f_hat, f_mean, u_hat = pgdr(features, RAMP, WIDE, alignment="content")
-    # Weights from the content test: row 0 = [4.5, 6.5, 8.5, 10.5] (Σ 30), row 1 = [20.5 … 26.5] (Σ 94),
+    # Weights from the content test: row 0 = [4.5, 6.5, 8.5, 10.5] (Σ 30), row 1 = [20.5 … 26.5] (Σ
+    # 94),
     # total 124.
     # channel 0: (0·30 + 1·94) / 124 = 94/124
     # channel 1: row 0: 0·4.5 + 1·6.5 + 2·8.5 + 3·10.5 = 55; row 1: 22.5 + 49 + 79.5 = 151 → 206/124
     close(f_hat, [94 / 124, 206 / 124])
-    # Plain mean over the 8 covered cells: channel 0 (4·0 + 4·1)/8 = 0.5; channel 1 2·(0+1+2+3)/8 = 1.5.
+    # Plain mean over the 8 covered cells: channel 0 (4·0 + 4·1)/8 = 0.5; channel 1 2·(0+1+2+3)/8 =
+    # 1.5.
     close(f_mean, [0.5, 1.5])
     # Û = mean of 0..31 = 15.5.
     close(u_hat, 15.5)

@@ -15,13 +15,14 @@ from sugfw.segmentation.infer import predict_volume
 from sugfw.segmentation.losses import segmentation_loss, soft_dice_loss
 from sugfw.segmentation.unet import UNet, count_parameters
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_parameter_count_matches_the_described_architecture_and_the_papers_1_81_m():
-    # Conv block (i -> o), biased convs + BN (2 per channel): 9io + o + 2o + 9o² + o + 2o = 9io + 9o² + 6o.
-    # Encoder (1,16) 2544 + (16,32) 14016 + (32,64) 55680 + (64,128) 221952 + (128,256) 886272 = 1,180,464.
+    # Conv block (i -> o), biased convs + BN (2 per channel): 9io + o + 2o + 9o² + o + 2o = 9io +
+    # 9o² + 6o.
+    # Encoder (1,16) 2544 + (16,32) 14016 + (32,64) 55680 + (64,128) 221952 + (128,256) 886272 =
+    # 1,180,464.
     # Up block (d -> s): 1×1 conv ds + s, then conv block (2s -> s) = 27s² + 6s:
     #   256->128: 32896 + 443136; 128->64: 8256 + 110976; 64->32: 2080 + 27840; 32->16: 528 + 7008
     #   = 632,720.  Head 3×3 conv 16 -> 2: 288 + 2 = 290.  Total 1,813,474.
@@ -73,7 +74,8 @@ def test_soft_dice_averages_foreground_classes_only():
     probs = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0.5, 0.5]]).T.reshape(1, 3, 2, 2)
     target = torch.tensor([[[0, 1], [2, 2]]])
     # Class 1: Σpt = 1, Σp = 1.5, Σt = 1 -> 1 − 2/2.5 = 0.2.  Class 2: Σpt = 1.5, Σp = 1.5, Σt = 2
-    # -> 1 − 3/3.5 = 1/7.  Mean 0.171429 (with the perfect background included it would be 0.114286).
+    # -> 1 − 3/3.5 = 1/7.  Mean 0.171429 (with the perfect background included it would be
+    # 0.114286).
     eps = 1e-5
     expected = ((1 - (2 + eps) / (2.5 + eps)) + (1 - (3 + eps) / (3.5 + eps))) / 2
     assert soft_dice_loss(probs, target).item() == pytest.approx(expected, rel=1e-6)

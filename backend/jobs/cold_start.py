@@ -34,17 +34,17 @@ from typing import Any, NamedTuple
 
 import httpx
 
-from backend.labelstudio.brush import SegmentationControl, mask_to_result, parse_label_config
 from backend.config import BackendConfig
-from backend.labelstudio.images import ImageFetcher
+from backend.jobs.publish import publish_predictions
 from backend.jobs.queue import Job, Progress
-from backend.labelstudio.client import PRIORITY_FIELD, ProjectClient, image_fetcher
-from backend.labelstudio.prefill import prefill_prediction
 from backend.jobs.ranking import STRATEGY, plan_queue
 from backend.jobs.slice_scorer import SliceScorer
-from backend.jobs.publish import publish_predictions
 from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
 from backend.jobs.training_history import UNET_VERSION_PREFIX
+from backend.labelstudio.brush import SegmentationControl, mask_to_result, parse_label_config
+from backend.labelstudio.client import PRIORITY_FIELD, ProjectClient, image_fetcher
+from backend.labelstudio.images import ImageFetcher
+from backend.labelstudio.prefill import prefill_prediction
 from sugfw.cache import settings_key
 from sugfw.data import Slice
 from sugfw.errors import SugfwError
@@ -60,14 +60,16 @@ def task_slice_id(task_id: int) -> str:
 
 
 def queue_score(rank: int, n: int) -> float:
-    """Prediction score of queue position ``rank`` among ``n``: in [0, 1), ascending with the rank."""
+    """Prediction score of queue position ``rank`` among ``n``: in [0, 1), ascending with the
+    rank."""
     return rank / n
 
 
 class ScoredTask(NamedTuple):
     task_id: int
     record: SliceRecord
-    """Without its union mask and uncertainty map: thousands of full-size masks would not fit in memory."""
+    """Without its union mask and uncertainty map: thousands of full-size masks would not fit in
+    memory."""
 
 
 def place_new_tasks(
@@ -172,8 +174,16 @@ class ScoreJob:
 
     def settings_key(self) -> str:
         """The configured settings that change a queue (cheap: the model need not be loaded)."""
-        settings = [self.config.model, str(self.config.checkpoint), self.config.k, self.config.seed,
-                    self.config.grid, self.config.budget, STRATEGY, SCORING_VERSION]
+        settings = [
+            self.config.model,
+            str(self.config.checkpoint),
+            self.config.k,
+            self.config.seed,
+            self.config.grid,
+            self.config.budget,
+            STRATEGY,
+            SCORING_VERSION,
+        ]
         return hashlib.sha256(json.dumps(settings, default=str).encode()).hexdigest()[:16]
 
     def run(self, job: Job, project: ProjectClient, progress: Progress) -> None:
@@ -182,9 +192,15 @@ class ScoreJob:
         tasks = project.tasks()
         progress.update(0, 2 * len(tasks))
         published = self.states.get(job.project)
-        scored, skipped, images = self.score_tasks(tasks, control, progress, published.get("images", {}))
+        scored, skipped, images = self.score_tasks(
+            tasks, control, progress, published.get("images", {})
+        )
         if not scored:
-            log.warning("project %s: none of its %d task(s) could be scored; queue left unchanged", job.project, len(tasks))
+            log.warning(
+                "project %s: none of its %d task(s) could be scored; queue left unchanged",
+                job.project,
+                len(tasks),
+            )
             return
         records = [item.record for item in scored]
         selection = plan_queue(records, self.config.budget, self.config.seed)
@@ -197,21 +213,32 @@ class ScoreJob:
         new_ids = [item.task_id for item in scored if item.task_id not in queue]
         log.info(
             "project %s: %d task(s) scored (%d new), %d skipped; GSCU with %d cluster(s)",
-            job.project, len(scored), len(new_ids), len(skipped), selection.n_selected,
+            job.project,
+            len(scored),
+            len(new_ids),
+            len(skipped),
+            selection.n_selected,
         )
         if incremental:
             if not new_ids:
-                log.info("project %s: queue unchanged since it was published as %s", job.project, served)
+                log.info(
+                    "project %s: queue unchanged since it was published as %s", job.project, served
+                )
                 # Re-assert what the queue follows, in case someone changed the sampling by hand.
                 project.serve_by_prediction_score(served)
-                self.write_priorities(project, tasks, {t: v[2] for t, v in queue.items()}, skipped, progress)
+                self.write_priorities(
+                    project, tasks, {t: v[2] for t, v in queue.items()}, skipped, progress
+                )
                 self._save(job.project, {**published, "fingerprint": fingerprint}, images, queue)
                 return
             placed = place_new_tasks(ranks, queue, new_ids)
-            queue.update({t: (score, clusters[t], priority) for t, (score, priority) in placed.items()})
+            queue.update(
+                {t: (score, clusters[t], priority) for t, (score, priority) in placed.items()}
+            )
             version = served
             predictions = {
-                t: prefill_prediction(self._results[t], version, queue[t][0], queue[t][1]) for t in new_ids
+                t: prefill_prediction(self._results[t], version, queue[t][0], queue[t][1])
+                for t in new_ids
             }
             is_stale = self._never
         else:
@@ -219,26 +246,40 @@ class ScoreJob:
             n = len(scored)
             queue = {t: (queue_score(rank, n), clusters[t], rank) for t, rank in ranks.items()}
             predictions = {
-                t: prefill_prediction(self.best_result(t), version, queue[t][0], queue[t][1]) for t in ranks
+                t: prefill_prediction(self.best_result(t), version, queue[t][0], queue[t][1])
+                for t in ranks
             }
             is_stale = lambda item_version: self.is_earlier_batch(item_version, version)  # noqa: E731
         priorities = {t: v[2] for t, v in queue.items()}
         deleted = publish_predictions(
-            project, self.predictions, predictions, version, is_stale=is_stale,
-            after_serving=lambda: self.write_priorities(project, tasks, priorities, skipped, progress),
+            project,
+            self.predictions,
+            predictions,
+            version,
+            is_stale=is_stale,
+            after_serving=lambda: self.write_priorities(
+                project, tasks, priorities, skipped, progress
+            ),
         )
         if deleted:
-            log.info("project %s: deleted %d prediction(s) of earlier batches", job.project, deleted)
+            log.info(
+                "project %s: deleted %d prediction(s) of earlier batches", job.project, deleted
+            )
         state = {**published, "ordering": ordering, "fingerprint": fingerprint}
         if not incremental:
             state.update(model_version=version, served_version=version)
         self._save(job.project, state, images, queue)
         log.info(
             "project %s: queue ready: %d task(s) published as %s (%d new prediction(s))",
-            job.project, len(queue), version, len(predictions),
+            job.project,
+            len(queue),
+            version,
+            len(predictions),
         )
 
-    def _save(self, project_id: str, state: dict[str, Any], images: dict[str, list[str]], queue: dict) -> None:
+    def _save(
+        self, project_id: str, state: dict[str, Any], images: dict[str, list[str]], queue: dict
+    ) -> None:
         known = {str(t): list(v) for t, v in queue.items() if str(t) in images}
         self.states.put(project_id, {**state, "images": images, "queue": known})
 
@@ -312,8 +353,12 @@ class ScoreJob:
             from sugfw.distributed import score_on_ray
 
             scored = score_on_ray(
-                scorer_spec(self.config), slices, self.config.state_dir / SCORE_CACHE_DIR,
-                self.config.ray_address, keep_maps=True, progress=False,
+                scorer_spec(self.config),
+                slices,
+                self.config.state_dir / SCORE_CACHE_DIR,
+                self.config.ray_address,
+                keep_maps=True,
+                progress=False,
             )
             for item, record in scored:
                 yield item.slice_index, record
@@ -395,7 +440,8 @@ class ScoreJob:
 
     def is_earlier_batch(self, item_version: str | None, version: str) -> bool:
         """Predictions a new batch supersedes: other cold-start batches, on-demand ones (bare model
-        version) and UNet ones (their scores belong to the old queue; the next training run redoes them)."""
+        version) and UNet ones (their scores belong to the old queue; the next training run redoes
+        them)."""
         if item_version is None or item_version == version:
             return False
         base = self.config.model_version

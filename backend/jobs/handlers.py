@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from backend.jobs.cold_start import ScoreJob
 from backend.config import BackendConfig
+from backend.jobs.cold_start import ScoreJob
 from backend.jobs.queue import JobHandler
-from backend.model import SugfwModel
 from backend.jobs.slice_scorer import SliceScorer
 from backend.jobs.training_job import TrainJob
+from backend.model import SugfwModel
 
 
 def job_handlers(config: BackendConfig, model: SugfwModel) -> dict[str, JobHandler]:
     """Handlers sharing the model's scorer (one model in memory) and prediction store."""
     scorer = model.scorer if model.scorer is not None else SliceScorer(config)
-    return {"score": ScoreJob(config, scorer, model.predictions), "train": TrainJob(config, model.predictions)}
+    return {
+        "score": ScoreJob(config, scorer, model.predictions),
+        "train": TrainJob(config, model.predictions),
+    }

@@ -37,7 +37,11 @@ def publish_predictions(
     project.serve_by_prediction_score(version)
     if after_serving is not None:
         after_serving()
-    stale = [pid for pid, _, item_version in existing if item_version != version and is_stale(item_version)]
+    stale = [
+        pid
+        for pid, _, item_version in existing
+        if item_version != version and is_stale(item_version)
+    ]
     if stale:
         project.delete_predictions(stale)
     return len(stale)

@@ -121,7 +121,7 @@ class Progress:
         return max(self.total - self.done, 0) / rate
 
     def summary(self) -> str:
-        """"done/total, rate, ETA" for the log."""
+        """ "done/total, rate, ETA" for the log."""
         rate, eta = self.rate(), self.eta_s()
         parts = [f"{self.done}/{self.total if self.total is not None else '?'}"]
         if rate is not None:
@@ -164,7 +164,8 @@ class JobQueue:
         self.max_delay_s = max_delay_s if max_delay_s is not None else max(12 * debounce_s, 60.0)
         self.clock = clock
         self.run_lock = threading.Lock()
-        """Held while a job runs; anything else that must not overlap a job (e.g. loading weights) takes it too."""
+        """Held while a job runs; anything else that must not overlap a job (e.g. loading
+        weights) takes it too."""
         self._pending: dict[tuple[str, str], Job] = {}
         self._running: Progress | None = None
         self._finished = {"completed": 0, "failed": 0, "retried": 0}
@@ -198,10 +199,14 @@ class JobQueue:
         now = self.clock()
         with self._condition:
             if self._set_aside.pop(key, None) is not None:
-                log.info("new event for the set-aside %s job of project %s: queued again", kind, project)
+                log.info(
+                    "new event for the set-aside %s job of project %s: queued again", kind, project
+                )
             job = self._pending.get(key)
             if job is None:
-                self._pending[key] = Job(kind, str(project), time.time(), now, now + self.debounce_s)
+                self._pending[key] = Job(
+                    kind, str(project), time.time(), now, now + self.debounce_s
+                )
             else:
                 job.events += 1
                 job.due = min(now + self.debounce_s, job.created + self.max_delay_s)
@@ -235,7 +240,12 @@ class JobQueue:
             return {
                 "running": self._running.as_dict() if self._running else None,
                 "pending": [
-                    {"job": job.kind, "project": job.project, "events": job.events, "starts_in_s": round(max(0.0, job.due - now), 3)}
+                    {
+                        "job": job.kind,
+                        "project": job.project,
+                        "events": job.events,
+                        "starts_in_s": round(max(0.0, job.due - now), 3),
+                    }
                     for job in sorted(self._pending.values(), key=lambda job: job.due)
                 ],
                 **self._finished,
@@ -336,16 +346,27 @@ class JobQueue:
         handler = self.handlers.get(job.kind)
         try:
             if handler is None:
-                log.warning("no handler for %s jobs yet; dropping the job for project %s", job.kind, job.project)
+                log.warning(
+                    "no handler for %s jobs yet; dropping the job for project %s",
+                    job.kind,
+                    job.project,
+                )
             else:
-                log.info("starting %s job for project %s (%d event(s))", job.kind, job.project, job.events)
+                log.info(
+                    "starting %s job for project %s (%d event(s))",
+                    job.kind,
+                    job.project,
+                    job.events,
+                )
                 handler(job, progress)
             outcome, error = "completed", None
         except Exception as exc:  # a failed job must not kill the worker
             error = f"{job.kind} job for project {job.project}: {type(exc).__name__}: {exc}"
             if is_transient(exc) and job.retries < MAX_RETRIES:
                 delay = retry_delay(job.retries)
-                log.warning("%s; retry %d of %d in %.0f s", error, job.retries + 1, MAX_RETRIES, delay)
+                log.warning(
+                    "%s; retry %d of %d in %.0f s", error, job.retries + 1, MAX_RETRIES, delay
+                )
                 outcome = "retried"
             else:
                 log.exception("%s job for project %s failed", job.kind, job.project)
@@ -398,7 +419,10 @@ class JobQueue:
         for entry in payload.get("pending", []):
             try:
                 kind, project = str(entry["kind"]), str(entry["project"])
-                first_event, events = float(entry.get("first_event", time.time())), int(entry.get("events", 1))
+                first_event, events = (
+                    float(entry.get("first_event", time.time())),
+                    int(entry.get("events", 1)),
+                )
                 starts, retries = int(entry.get("starts", 0)), int(entry.get("retries", 0))
             except (KeyError, TypeError, ValueError):
                 log.warning("skipping malformed job entry in %s: %r", self.state_path, entry)
@@ -408,8 +432,14 @@ class JobQueue:
                 continue
             if starts >= MAX_CRASH_STARTS:
                 reason = f"the backend stopped during this job {starts} times; set aside"
-                log.error("%s job for project %s: %s (a new event queues it again)", kind, project, reason)
-                self._set_aside[(kind, project)] = {"job": kind, "project": project, "reason": reason}
+                log.error(
+                    "%s job for project %s: %s (a new event queues it again)", kind, project, reason
+                )
+                self._set_aside[(kind, project)] = {
+                    "job": kind,
+                    "project": project,
+                    "reason": reason,
+                }
                 continue
             self._pending[(kind, project)] = Job(
                 kind, project, first_event, now, now + self.debounce_s, events, starts, retries
@@ -417,6 +447,8 @@ class JobQueue:
         for entry in payload.get("set_aside", []):
             if isinstance(entry, dict) and {"job", "project", "reason"} <= set(entry):
                 key = (str(entry["job"]), str(entry["project"]))
-                self._set_aside.setdefault(key, {k: str(entry[k]) for k in ("job", "project", "reason")})
+                self._set_aside.setdefault(
+                    key, {k: str(entry[k]) for k in ("job", "project", "reason")}
+                )
         if self._pending:
             log.info("re-queued %d job(s) from %s", len(self._pending), self.state_path)

@@ -22,7 +22,8 @@ STRATEGY = "gscu"
 
 
 def cluster_count(budget: int | float, features: np.ndarray) -> int:
-    """``budget`` resolved against the pool, capped at the pool size and at its distinct feature rows."""
+    """``budget`` resolved against the pool, capped at the pool size and at its distinct feature
+    rows."""
     n = len(features)
     if isinstance(budget, int) and budget > n:
         log.warning("budget %d exceeds the %d scored tasks; planning for all %d", budget, n, n)
@@ -30,13 +31,20 @@ def cluster_count(budget: int | float, features: np.ndarray) -> int:
     count = resolve_budget(budget, n)
     distinct = len(np.unique(features, axis=0))
     if distinct < count:
-        log.warning("only %d of %d scored tasks are distinct slices; planning %d clusters instead of %d", distinct, n, distinct, count)
+        log.warning(
+            "only %d of %d scored tasks are distinct slices; planning %d clusters instead of %d",
+            distinct,
+            n,
+            distinct,
+            count,
+        )
         count = distinct
     return count
 
 
 def plan_queue(records: Sequence[SliceRecord], budget: int | float, seed: int) -> Selection:
-    """GSCU over ``records``: ``ranks()`` gives every record's queue position, ``clusters`` its cluster."""
+    """GSCU over ``records``: ``ranks()`` gives every record's queue position, ``clusters`` its
+    cluster."""
     spec = get_strategy(STRATEGY)
     index = RecordIndex.from_records(records)
     features = index.features(spec.features)

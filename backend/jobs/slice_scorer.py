@@ -1,4 +1,5 @@
-"""The library's Scorer as the backend uses it: built once from the config, shared, one slice at a time.
+"""The library's Scorer as the backend uses it: built once from the config, shared, one slice at
+a time.
 
 The model is loaded on first use (not at import or app start), so ``/health`` answers while the
 weights load. Scoring is serialised by a lock: the scoring job and an on-demand ``/predict`` share

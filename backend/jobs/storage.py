@@ -57,7 +57,8 @@ class ProjectStateStore:
 
     ``{"model_version": <cold-start batch>, "served_version": <version the queue follows>,
     "images": {task id: [image URL, content hash]}}``. The served version is the cold-start batch
-    until a training run publishes ``sugfw-unet-<n>`` (same scores, better masks); ``/setup`` answers
+    until a training run publishes ``sugfw-unet-<n>`` (same scores, better masks); ``/setup``
+    answers
     with it, and the next scoring job skips downloading images whose URL is unchanged.
     """
 

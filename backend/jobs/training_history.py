@@ -2,7 +2,8 @@
 
 Files under ``<state dir>/training/<project id>/``: ``metrics.json`` (a list of run records,
 oldest first, rewritten atomically) and ``learning_curve.png`` (mean test DSC ± std against the
-number of annotated slices the run trained on). Kept free of torch so that ``GET /metrics`` is cheap.
+number of annotated slices the run trained on). Kept free of torch so that ``GET /metrics`` is
+cheap.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class TrainingHistory:
         return payload if isinstance(payload, list) else []
 
     def append(self, project_id: str | int, record: dict[str, Any]) -> None:
-        """Add ``record`` and redraw the learning curve (a failed drawing is logged, never raised)."""
+        """Add ``record`` and redraw the learning curve (a failed drawing is logged, never
+        raised)."""
         records = [*self.records(project_id), record]
         atomic_write_json(self.project_dir(project_id) / HISTORY_FILE, records)
         try:
@@ -67,14 +69,20 @@ def draw_learning_curve(records: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")  # no display on a server
     import matplotlib.pyplot as plt
 
-    points = [(r["annotations"], r["summary"]["dice_mean"], r["summary"]["dice_std"]) for r in records if r.get("summary")]
+    points = [
+        (r["annotations"], r["summary"]["dice_mean"], r["summary"]["dice_std"])
+        for r in records
+        if r.get("summary")
+    ]
     figure, axes = plt.subplots(figsize=(6, 4))
     try:
         if points:
             x, y, err = zip(*points)
             axes.errorbar(x, y, yerr=err, marker="o", capsize=3)
         else:
-            axes.text(0.5, 0.5, "no test set yet", ha="center", va="center", transform=axes.transAxes)
+            axes.text(
+                0.5, 0.5, "no test set yet", ha="center", va="center", transform=axes.transAxes
+            )
         axes.set_xlabel("annotated slices")
         axes.set_ylabel("test DSC (mean ± std)")
         axes.set_ylim(0.0, 1.0)

@@ -42,15 +42,20 @@ from typing import Any
 
 import numpy as np
 
-from backend.labelstudio.brush import SegmentationControl, mask_to_result, parse_label_config, result_to_mask
 from backend.config import BackendConfig
-from backend.labelstudio.images import ImageFetcher
-from backend.jobs.queue import Job, Progress
-from backend.labelstudio.client import ProjectClient, image_fetcher
-from backend.labelstudio.prefill import prefill_prediction
 from backend.jobs.publish import publish_predictions
+from backend.jobs.queue import Job, Progress
 from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
 from backend.jobs.training_history import UNET_VERSION_PREFIX, TrainingHistory, unet_version
+from backend.labelstudio.brush import (
+    SegmentationControl,
+    mask_to_result,
+    parse_label_config,
+    result_to_mask,
+)
+from backend.labelstudio.client import ProjectClient, image_fetcher
+from backend.labelstudio.images import ImageFetcher
+from backend.labelstudio.prefill import prefill_prediction
 from sugfw.errors import CheckpointError, InvalidInputError, SugfwError
 from sugfw.metrics import CaseMetrics, case_metrics, summarise
 from sugfw.segmentation.preprocess import zscore
@@ -109,13 +114,16 @@ def latest_submitted(annotations: Sequence[Mapping[str, Any]]) -> Mapping[str, A
     submitted = [item for item in annotations if not item.get("was_cancelled")]
     if not submitted:
         return None
-    return max(submitted, key=lambda item: (str(item.get("updated_at") or ""), int(item.get("id") or 0)))
+    return max(
+        submitted, key=lambda item: (str(item.get("updated_at") or ""), int(item.get("id") or 0))
+    )
 
 
 def annotation_label_map(
     result: Sequence[Mapping[str, Any]], control: SegmentationControl, height: int, width: int
 ) -> np.ndarray:
-    """(H, W) uint8: 1 + index of each region's label in ``control.labels``, 0 where nothing is drawn."""
+    """(H, W) uint8: 1 + index of each region's label in ``control.labels``, 0 where nothing is
+    drawn."""
     labels = np.zeros((height, width), dtype=np.uint8)
     for item in result:
         if item.get("from_name") != control.from_name:
@@ -123,11 +131,14 @@ def annotation_label_map(
         names = (item.get("value") or {}).get(control.result_type) or [control.labels[0]]
         if names[0] not in control.labels:
             raise InvalidInputError(
-                f"region label {names[0]!r} is not one of {control.from_name!r}'s labels {list(control.labels)}"
+                f"region label {names[0]!r} is not one of {control.from_name!r}'s labels "
+                f"{list(control.labels)}"
             )
         drawn = result_to_mask(dict(item))
         if drawn.shape != labels.shape:
-            raise InvalidInputError(f"region of size {drawn.shape} on an image of size {labels.shape}")
+            raise InvalidInputError(
+                f"region of size {drawn.shape} on an image of size {labels.shape}"
+            )
         labels[drawn] = control.labels.index(names[0]) + 1
     return labels
 
@@ -138,7 +149,8 @@ def normalise_slice(image: np.ndarray) -> np.ndarray:
 
 
 def task_spacing(data: Mapping[str, Any]) -> tuple[float, float, float]:
-    """``data.spacing`` as (row, col, slice) mm, or 1 mm when absent or not three positive numbers."""
+    """``data.spacing`` as (row, col, slice) mm, or 1 mm when absent or not three positive
+    numbers."""
     value = data.get("spacing")
     try:
         spacing = tuple(float(s) for s in value)  # type: ignore[union-attr]
@@ -154,7 +166,8 @@ def is_test_task(data: Mapping[str, Any]) -> bool:
 
 
 def group_test_cases(slices: Sequence[LabelledSlice]) -> list[TestCase]:
-    """One case per ``case_id``, slices in ``slice_index`` order; a case mixing slice sizes is skipped."""
+    """One case per ``case_id``, slices in ``slice_index`` order; a case mixing slice sizes is
+    skipped."""
     by_case: dict[str, list[LabelledSlice]] = {}
     for item in slices:
         by_case.setdefault(item.case_id, []).append(item)
@@ -162,21 +175,28 @@ def group_test_cases(slices: Sequence[LabelledSlice]) -> list[TestCase]:
     for case_id, members in sorted(by_case.items()):
         members.sort(key=lambda item: (item.slice_index, item.task_id))
         if len({item.image.shape for item in members}) > 1:
-            log.warning("test case %s mixes slice sizes %s; left out", case_id, sorted({m.image.shape for m in members}))
+            log.warning(
+                "test case %s mixes slice sizes %s; left out",
+                case_id,
+                sorted({m.image.shape for m in members}),
+            )
             continue
         row, col, step = members[0].spacing
-        cases.append(TestCase(
-            case_id,
-            np.stack([item.image for item in members]),
-            np.stack([item.labels > 0 for item in members]),
-            (step, row, col),
-            "tasks",
-        ))
+        cases.append(
+            TestCase(
+                case_id,
+                np.stack([item.image for item in members]),
+                np.stack([item.labels > 0 for item in members]),
+                (step, row, col),
+                "tasks",
+            )
+        )
     return cases
 
 
 def volume_test_cases(root: Path) -> list[TestCase]:
-    """Every labelled case under ``root``, windowed like ``import-volumes`` slices, then z-scored per slice."""
+    """Every labelled case under ``root``, windowed like ``import-volumes`` slices, then z-scored
+    per slice."""
     from backend.labelstudio.import_volumes import window_volume
     from sugfw.experiment.dataset import load_msd_dataset
 
@@ -185,12 +205,21 @@ def volume_test_cases(root: Path) -> list[TestCase]:
         pixels = np.moveaxis(window_volume(case.image), -1, 0)
         images = np.stack([normalise_slice(item) for item in pixels])
         row, col, step = case.spacing
-        cases.append(TestCase(case.case_id, images, np.moveaxis(case.label > 0, -1, 0), (step, row, col), "volumes"))
+        cases.append(
+            TestCase(
+                case.case_id,
+                images,
+                np.moveaxis(case.label > 0, -1, 0),
+                (step, row, col),
+                "volumes",
+            )
+        )
     return cases
 
 
 def segment(model: Any, images: np.ndarray, device: str) -> np.ndarray:
-    """(Z, H, W) label map of the UNet on (Z, H, W) slices of any size (zero-padded to a multiple of 16)."""
+    """(Z, H, W) label map of the UNet on (Z, H, W) slices of any size (zero-padded to a multiple
+    of 16)."""
     from sugfw.segmentation import predict_volume
 
     height, width = images.shape[1:]
@@ -202,7 +231,12 @@ def segment(model: Any, images: np.ndarray, device: str) -> np.ndarray:
 
 def evaluate(model: Any, cases: Sequence[TestCase], device: str) -> list[CaseMetrics]:
     """DSC and HD95 (physical rule, mm) of the foreground of each case, in order."""
-    return [case_metrics(segment(model, case.images, device) > 0, case.truth, case.spacing, rule="physical") for case in cases]
+    return [
+        case_metrics(
+            segment(model, case.images, device) > 0, case.truth, case.spacing, rule="physical"
+        )
+        for case in cases
+    ]
 
 
 class TrainJob:
@@ -230,13 +264,18 @@ class TrainJob:
         finally:
             project.close()
 
-    def run(self, project_id: str, project: ProjectClient, progress: Progress) -> dict[str, Any] | None:
-        """One training run; the history record it appended, or None when there was nothing to train on."""
+    def run(
+        self, project_id: str, project: ProjectClient, progress: Progress
+    ) -> dict[str, Any] | None:
+        """One training run; the history record it appended, or None when there was nothing to
+        train on."""
         control = parse_label_config(project.label_config())
         annotated = project.annotated_tasks()
         fingerprint = annotations_fingerprint(annotated)
         if fingerprint == self.states.get(project_id).get("trained_on"):
-            log.info("project %s: annotations unchanged since the last training run; skipped", project_id)
+            log.info(
+                "project %s: annotations unchanged since the last training run; skipped", project_id
+            )
             return None
         tasks = project.tasks()
         annotated_ids = {task["id"] for task in annotated}
@@ -246,7 +285,10 @@ class TrainJob:
         try:
             train_slices, test_slices = self.collect(annotated, control, fetcher, progress)
             if not train_slices:
-                log.info("project %s: no submitted annotation outside the test set; training skipped", project_id)
+                log.info(
+                    "project %s: no submitted annotation outside the test set; training skipped",
+                    project_id,
+                )
                 return None
             cases = group_test_cases(test_slices) + self.configured_test_cases()
             run = len(self.history.records(project_id)) + 1
@@ -258,14 +300,28 @@ class TrainJob:
             self.history.append(project_id, record)
             progress.update(len(annotated) + 2)
             log.info("project %s: %s", project_id, summary_line(record))
-            self.publish(project_id, project, unlabelled, control, model, version, fetcher, progress, len(annotated) + 2)
+            self.publish(
+                project_id,
+                project,
+                unlabelled,
+                control,
+                model,
+                version,
+                fetcher,
+                progress,
+                len(annotated) + 2,
+            )
             self.states.put(project_id, {**self.states.get(project_id), "trained_on": fingerprint})
             return record
         finally:
             fetcher.close()
 
     def collect(
-        self, annotated: Sequence[Mapping[str, Any]], control: SegmentationControl, fetcher: ImageFetcher, progress: Progress
+        self,
+        annotated: Sequence[Mapping[str, Any]],
+        control: SegmentationControl,
+        fetcher: ImageFetcher,
+        progress: Progress,
     ) -> tuple[list[LabelledSlice], list[LabelledSlice]]:
         """(training slices, test slices) from the latest submitted annotation of each task."""
         train, test = [], []
@@ -282,8 +338,12 @@ class TrainJob:
                 log.warning("task %s left out of training and testing: %s", task["id"], error)
                 continue
             item = LabelledSlice(
-                task["id"], normalise_slice(image), labels,
-                str(data.get("case_id", f"task-{task['id']}")), _int(data.get("slice_index"), 0), task_spacing(data),
+                task["id"],
+                normalise_slice(image),
+                labels,
+                str(data.get("case_id", f"task-{task['id']}")),
+                _int(data.get("slice_index"), 0),
+                task_spacing(data),
             )
             (test if is_test_task(data) else train).append(item)
         return train, test
@@ -294,11 +354,16 @@ class TrainJob:
         try:
             return volume_test_cases(self.config.test_data)
         except SugfwError as error:
-            log.error("SUGFW_TEST_DATA=%s cannot be used as a test set: %s", self.config.test_data, error)
+            log.error(
+                "SUGFW_TEST_DATA=%s cannot be used as a test set: %s", self.config.test_data, error
+            )
             return []
 
-    def train(self, project_id: str, run: int, slices: Sequence[LabelledSlice], n_classes: int) -> Any:
-        """The UNet after this run, trained in ``<project dir>/run-<run>`` from ``run-<run - 1>``'s weights."""
+    def train(
+        self, project_id: str, run: int, slices: Sequence[LabelledSlice], n_classes: int
+    ) -> Any:
+        """The UNet after this run, trained in ``<project dir>/run-<run>`` from ``run-<run -
+        1>``'s weights."""
         from sugfw.models import resolve_device
         from sugfw.segmentation import TrainConfig, load_trained_unet, train
 
@@ -307,30 +372,57 @@ class TrainJob:
         shutil.rmtree(run_dir, ignore_errors=True)  # a run cut short by a restart starts over
         device = str(resolve_device(self.config.device))
         config = TrainConfig(
-            iterations=self.config.train_iterations, batch_size=self.config.train_batch_size,
-            crop_size=self.config.train_crop, eval_every=self.config.train_iterations,
-            seed=self.config.seed + run, device=device, n_classes=n_classes,
+            iterations=self.config.train_iterations,
+            batch_size=self.config.train_batch_size,
+            crop_size=self.config.train_crop,
+            eval_every=self.config.train_iterations,
+            seed=self.config.seed + run,
+            device=device,
+            n_classes=n_classes,
         )
         images, masks = [item.image for item in slices], [item.labels for item in slices]
         previous = project_dir / f"run-{run - 1}" / "best.pt"
         init: Path | None = previous if previous.is_file() else None
         try:
             train(images, masks, _keep_last, config, run_dir, init_state=init, progress=False)
-        except CheckpointError as error:  # e.g. labels added to the config: the old head no longer fits
-            log.warning("project %s: cannot warm-start from %s (%s); training from scratch", project_id, init, error)
+        except (
+            CheckpointError
+        ) as error:  # e.g. labels added to the config: the old head no longer fits
+            log.warning(
+                "project %s: cannot warm-start from %s (%s); training from scratch",
+                project_id,
+                init,
+                error,
+            )
             shutil.rmtree(run_dir, ignore_errors=True)
             train(images, masks, _keep_last, config, run_dir, init_state=None, progress=False)
-        log.info("project %s: run %d trained on %d slice(s)%s", project_id, run, len(slices),
-                 f", warm-started from {init}" if init is not None else "")
+        log.info(
+            "project %s: run %d trained on %d slice(s)%s",
+            project_id,
+            run,
+            len(slices),
+            f", warm-started from {init}" if init is not None else "",
+        )
         return load_trained_unet(run_dir / "best.pt", device)
 
     def record(
-        self, version: str, slices: Sequence[LabelledSlice], cases: Sequence[TestCase], model: Any, seconds: float
+        self,
+        version: str,
+        slices: Sequence[LabelledSlice],
+        cases: Sequence[TestCase],
+        model: Any,
+        seconds: float,
     ) -> dict[str, Any]:
         scores = evaluate(model, cases, str(next(model.parameters()).device))
         rows = [
-            {"case_id": case.case_id, "source": case.source, "slices": int(case.images.shape[0]),
-             "dice": item.dice, "hd95": item.hd95, "hd95_unit": item.hd95_unit}
+            {
+                "case_id": case.case_id,
+                "source": case.source,
+                "slices": int(case.images.shape[0]),
+                "dice": item.dice,
+                "hd95": item.hd95,
+                "hd95_unit": item.hd95_unit,
+            }
             for case, item in zip(cases, scores)
         ]
         summary = summarise(scores) if scores else None
@@ -342,7 +434,9 @@ class TrainJob:
             "test_set": sorted({case.source for case in cases}) or None,
             "cases": rows,
             "summary": summary,
-            "note": None if rows else "no test set: mark tasks with data.split = \"test\" or set SUGFW_TEST_DATA",
+            "note": None
+            if rows
+            else 'no test set: mark tasks with data.split = "test" or set SUGFW_TEST_DATA',
         }
 
     def publish(
@@ -360,32 +454,47 @@ class TrainJob:
         """Predictions of ``version`` for the unlabelled tasks, then the project served by it."""
         device = str(next(model.parameters()).device)
         predictions = {}
-        for done, task in enumerate(unlabelled, start=done + 1):
+        for step, task in enumerate(unlabelled, start=done + 1):
             stored = self.predictions.get(task["id"]) or {}
             result = list(stored.get("result") or [])
             if not is_test_task(task.get("data") or {}):
                 try:
                     image = fetcher.fetch(task, control.image_key)
-                    result = labels_to_result(segment(model, normalise_slice(image)[None], device)[0], control)
-                except SugfwError as error:  # keep the SAM mask: the task still needs its place in the queue
+                    result = labels_to_result(
+                        segment(model, normalise_slice(image)[None], device)[0], control
+                    )
+                except (
+                    SugfwError
+                ) as error:  # keep the SAM mask: the task still needs its place in the queue
                     log.warning("task %s keeps its previous pre-annotation: %s", task["id"], error)
             # A task outside the queue (never scored) goes last, never first with a null score.
             score = stored.get("score")
             score = WORST_SCORE if score is None else score
-            predictions[task["id"]] = prefill_prediction(result, version, score, stored.get("cluster"))
-            progress.update(done)
+            predictions[task["id"]] = prefill_prediction(
+                result, version, score, stored.get("cluster")
+            )
+            progress.update(step)
         if not predictions:
             return
         publish_predictions(
-            project, self.predictions, predictions, version,
+            project,
+            self.predictions,
+            predictions,
+            version,
             is_stale=lambda item_version: (item_version or "").startswith(UNET_VERSION_PREFIX),
             after_serving=lambda: self.states.set_served_version(project_id, version),
         )
-        log.info("project %s: %d unlabelled task(s) pre-annotated as %s", project_id, len(predictions), version)
+        log.info(
+            "project %s: %d unlabelled task(s) pre-annotated as %s",
+            project_id,
+            len(predictions),
+            version,
+        )
 
 
 def labels_to_result(labels: np.ndarray, control: SegmentationControl) -> list[dict[str, Any]]:
-    """Result items for every label present in an (H, W) label map (index i → ``control.labels[i - 1]``)."""
+    """Result items for every label present in an (H, W) label map (index i → ``control.labels[i
+    - 1]``)."""
     items = []
     for index, name in enumerate(control.labels, start=1):
         if (labels == index).any():
@@ -399,13 +508,16 @@ def summary_line(record: Mapping[str, Any]) -> str:
     summary = record.get("summary")
     if not summary:
         return f"{head}; {record.get('note')}"
-    return (f"{head}; test DSC {summary['dice_mean']:.3f} ± {summary['dice_std']:.3f}, "
-            f"HD95 {summary['hd95_mean']:.2f} ± {summary['hd95_std']:.2f} {summary['hd95_unit']} "
-            f"over {summary['cases']} case(s)")
+    return (
+        f"{head}; test DSC {summary['dice_mean']:.3f} ± {summary['dice_std']:.3f}, "
+        f"HD95 {summary['hd95_mean']:.2f} ± {summary['hd95_std']:.2f} {summary['hd95_unit']} "
+        f"over {summary['cases']} case(s)"
+    )
 
 
 def _keep_last(model: Any) -> float:
-    """A constant validation score: the one validation, after the last iteration, keeps the last weights."""
+    """A constant validation score: the one validation, after the last iteration, keeps the last
+    weights."""
     return 0.0
 
 

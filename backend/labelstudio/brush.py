@@ -48,19 +48,26 @@ def parse_label_config(label_config: str) -> SegmentationControl:
     if not controls:
         found = ", ".join(sorted({control.tag for control in interface.controls})) or "none"
         raise LabelConfigError(
-            f"labelling config has no BrushLabels or PolygonLabels tag (control tags found: {found}); "
+            "labelling config has no BrushLabels or PolygonLabels tag (control tags found: "
+            f"{found}); "
             "this backend predicts segmentation masks: see label_config.xml for a working config"
         )
     control = min(controls, key=lambda item: list(SEGMENTATION_TAGS).index(item.tag))
     if not control.labels:
-        raise LabelConfigError(f"<{control.tag} name={control.name!r}> has no <Label> children; add at least one label")
+        raise LabelConfigError(
+            f"<{control.tag} name={control.name!r}> has no <Label> children; add at least one label"
+        )
     image = next((obj for obj in interface.objects if obj.name in control.to_name), None)
     if image is None or image.tag != "Image":
         raise LabelConfigError(
-            f"<{control.tag} name={control.name!r}> labels {control.to_name}, which is not an <Image> tag"
+            f"<{control.tag} name={control.name!r}> labels {control.to_name}, which is not an "
+            "<Image> tag"
         )
     if not image.value_is_variable:
-        raise LabelConfigError(f"<Image name={image.name!r}> has value={image.value!r}; expected a task field such as $image")
+        raise LabelConfigError(
+            f"<Image name={image.name!r}> has value={image.value!r}; expected a task field such as "
+            "$image"
+        )
     return SegmentationControl(
         from_name=control.name,
         to_name=image.name,
@@ -70,14 +77,20 @@ def parse_label_config(label_config: str) -> SegmentationControl:
     )
 
 
-def mask_to_result(mask: np.ndarray, control: SegmentationControl, label: str | None = None) -> list[dict[str, Any]]:
+def mask_to_result(
+    mask: np.ndarray, control: SegmentationControl, label: str | None = None
+) -> list[dict[str, Any]]:
     """Result items drawing ``mask`` (bool H×W) with ``label`` (default: the control's first)."""
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.dtype != bool:
-        raise InvalidInputError(f"mask of shape {mask.shape} and dtype {mask.dtype}: expected a 2-D bool array")
+        raise InvalidInputError(
+            f"mask of shape {mask.shape} and dtype {mask.dtype}: expected a 2-D bool array"
+        )
     label = control.labels[0] if label is None else label
     if label not in control.labels:
-        raise LabelConfigError(f"label {label!r} is not one of {control.from_name!r}'s labels {list(control.labels)}")
+        raise LabelConfigError(
+            f"label {label!r} is not one of {control.from_name!r}'s labels {list(control.labels)}"
+        )
     height, width = mask.shape
     common = {
         "from_name": control.from_name,
@@ -103,28 +116,38 @@ def result_to_mask(item: dict[str, Any]) -> np.ndarray:
         height, width = int(item["original_height"]), int(item["original_width"])
         value = item["value"]
     except (KeyError, TypeError, ValueError) as error:
-        raise InvalidInputError(f"result item lacks original_height/original_width/value: {error!r}") from None
+        raise InvalidInputError(
+            f"result item lacks original_height/original_width/value: {error!r}"
+        ) from None
     if item.get("type") == "polygonlabels" or "points" in value:
         return _fill_polygon(value.get("points", []), height, width)
     if value.get("format", "rle") != "rle" or "rle" not in value:
-        raise InvalidInputError(f"brush result has format {value.get('format')!r}; expected 'rle' with an 'rle' list")
+        raise InvalidInputError(
+            f"brush result has format {value.get('format')!r}; expected 'rle' with an 'rle' list"
+        )
     decoded = decode_rle(value["rle"])
     if decoded.size != height * width * 4:
         raise InvalidInputError(
-            f"brush RLE decodes to {decoded.size} values; expected {height}×{width}×4 = {height * width * 4}"
+            f"brush RLE decodes to {decoded.size} values; expected {height}×{width}×4 = "
+            f"{height * width * 4}"
         )
     return decoded.reshape(height, width, 4)[..., 3] > 0
 
 
-def results_to_mask(items: Iterable[dict[str, Any]], control: SegmentationControl, height: int, width: int) -> np.ndarray:
-    """Union of the items that belong to ``control`` (an annotation may hold other controls' results)."""
+def results_to_mask(
+    items: Iterable[dict[str, Any]], control: SegmentationControl, height: int, width: int
+) -> np.ndarray:
+    """Union of the items that belong to ``control`` (an annotation may hold other controls'
+    results)."""
     mask = np.zeros((height, width), dtype=bool)
     for item in items:
         if item.get("from_name") != control.from_name:
             continue
         drawn = result_to_mask(item)
         if drawn.shape != mask.shape:
-            raise InvalidInputError(f"result item of size {drawn.shape} on an image of size {mask.shape}")
+            raise InvalidInputError(
+                f"result item of size {drawn.shape} on an image of size {mask.shape}"
+            )
         mask |= drawn
     return mask
 
@@ -132,18 +155,24 @@ def results_to_mask(items: Iterable[dict[str, Any]], control: SegmentationContro
 def _outer_polygons(mask: np.ndarray) -> list[list[list[float]]]:
     height, width = mask.shape
     # Outer contours only: a polygon result cannot express holes.
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
     polygons = []
     for contour in contours:
         if len(contour) < 3:
             continue  # a one- or two-pixel sliver is not a polygon
-        polygons.append([[100.0 * x / width, 100.0 * y / height] for x, y in contour[:, 0, :].tolist()])
+        polygons.append(
+            [[100.0 * x / width, 100.0 * y / height] for x, y in contour[:, 0, :].tolist()]
+        )
     return polygons
 
 
 def _fill_polygon(points: list[list[float]], height: int, width: int) -> np.ndarray:
     canvas = np.zeros((height, width), dtype=np.uint8)
     if len(points) >= 3:
-        vertices = np.rint(np.asarray(points, dtype=np.float64) * [width / 100.0, height / 100.0]).astype(np.int32)
+        vertices = np.rint(
+            np.asarray(points, dtype=np.float64) * [width / 100.0, height / 100.0]
+        ).astype(np.int32)
         cv2.fillPoly(canvas, [vertices], 1)
     return canvas.astype(bool)

@@ -41,7 +41,10 @@ WRITE_CONCURRENCY = 4
 def require_label_studio(config: BackendConfig) -> tuple[str, str]:
     if config.label_studio_url is None or config.label_studio_api_key is None:
         missing = "LABEL_STUDIO_URL" if config.label_studio_url is None else "LABEL_STUDIO_API_KEY"
-        raise InvalidInputError(f"{missing} is not set: the backend cannot read tasks from or write predictions to Label Studio")
+        raise InvalidInputError(
+            f"{missing} is not set: the backend cannot read tasks from or write predictions to "
+            "Label Studio"
+        )
     return config.label_studio_url, config.label_studio_api_key
 
 
@@ -49,12 +52,20 @@ def image_fetcher(config: BackendConfig) -> ImageFetcher:
     """An image fetcher authenticated with the configured key (or anonymous when none is set)."""
     auth = None
     if config.label_studio_url is not None and config.label_studio_api_key is not None:
-        auth = label_studio_auth(config.label_studio_url, config.label_studio_api_key, config.image_timeout_s)
+        auth = label_studio_auth(
+            config.label_studio_url, config.label_studio_api_key, config.image_timeout_s
+        )
     policy = ImagePolicy.from_config(config)
     return ImageFetcher(
-        config.label_studio_url, auth, config.local_files_document_root, timeout_s=config.image_timeout_s,
-        allowed_hosts=policy.allowed_hosts, allow_private=policy.allow_private,
-        max_bytes=policy.max_bytes, max_pixels=policy.max_pixels, deadline_s=policy.deadline_s,
+        config.label_studio_url,
+        auth,
+        config.local_files_document_root,
+        timeout_s=config.image_timeout_s,
+        allowed_hosts=policy.allowed_hosts,
+        allow_private=policy.allow_private,
+        max_bytes=policy.max_bytes,
+        max_pixels=policy.max_pixels,
+        deadline_s=policy.deadline_s,
     )
 
 
@@ -67,7 +78,7 @@ class ProjectClient:
         self._http = http
 
     @classmethod
-    def connect(cls, config: BackendConfig, project_id: int) -> "ProjectClient":
+    def connect(cls, config: BackendConfig, project_id: int) -> ProjectClient:
         url, key = require_label_studio(config)
         connection = connect(url, key)
         return cls(connection.sdk, project_id, connection.http)
@@ -81,21 +92,29 @@ class ProjectClient:
 
     def tasks(self) -> list[dict[str, Any]]:
         """Every task of the project as ``{"id", "data"}``, in id order."""
-        pager = self.client.tasks.list(project=self.project_id, page_size=PAGE_SIZE, fields="task_only")
+        pager = self.client.tasks.list(
+            project=self.project_id, page_size=PAGE_SIZE, fields="task_only"
+        )
         tasks = [{"id": task.id, "data": dict(task.data or {})} for task in pager]
         return sorted(tasks, key=lambda task: task["id"])
 
     def annotated_tasks(self) -> list[dict[str, Any]]:
-        """Every task with at least one annotation, as ``{"id", "data", "annotations"}``, in id order.
+        """Every task with at least one annotation, as ``{"id", "data", "annotations"}``, in id
+        order.
 
-        Each annotation is ``{"id", "result", "was_cancelled", "updated_at"}`` (``updated_at`` an ISO string).
+        Each annotation is ``{"id", "result", "was_cancelled", "updated_at"}`` (``updated_at`` an
+        ISO string).
         """
         pager = self.client.tasks.list(project=self.project_id, page_size=PAGE_SIZE, fields="all")
         tasks = []
         for task in pager:
             listed = getattr(task, "annotations", None)
-            # Servers that lazy-load annotations list stubs without results: ask for the task's own list then.
-            if not (isinstance(listed, list) and all(isinstance(item, dict) and "result" in item for item in listed)):
+            # Servers that lazy-load annotations list stubs without results: ask for the task's own
+            # list then.
+            if not (
+                isinstance(listed, list)
+                and all(isinstance(item, dict) and "result" in item for item in listed)
+            ):
                 listed = [item.dict() for item in self.client.annotations.list(id=task.id)]
             annotations = [
                 {
@@ -107,7 +126,9 @@ class ProjectClient:
                 for item in listed
             ]
             if annotations:
-                tasks.append({"id": task.id, "data": dict(task.data or {}), "annotations": annotations})
+                tasks.append(
+                    {"id": task.id, "data": dict(task.data or {}), "annotations": annotations}
+                )
         return sorted(tasks, key=lambda task: task["id"])
 
     def prediction_versions(self) -> list[tuple[int, int, str | None]]:
@@ -124,12 +145,16 @@ class ProjectClient:
         ``cluster`` (Label Studio 1.23).
         """
         self._each(
-            lambda item: self.client.predictions.create(task=item[0], project=self.project_id, **item[1]),
+            lambda item: self.client.predictions.create(
+                task=item[0], project=self.project_id, **item[1]
+            ),
             predictions.items(),
         )
 
     def delete_predictions(self, prediction_ids: Iterable[int]) -> None:
-        self._each(lambda prediction_id: self.client.predictions.delete(id=prediction_id), prediction_ids)
+        self._each(
+            lambda prediction_id: self.client.predictions.delete(id=prediction_id), prediction_ids
+        )
 
     def set_task_data(self, task_id: int, data: Mapping[str, Any]) -> None:
         self.client.tasks.update(id=str(task_id), data=dict(data))
@@ -161,7 +186,9 @@ class ProjectClient:
     def serve_by_prediction_score(self, model_version: str) -> None:
         """Label All Tasks serves tasks by ascending score of ``model_version``'s predictions."""
         # The server accepts this version only once predictions carrying it exist.
-        self.client.projects.update(id=self.project_id, sampling=UNCERTAINTY_SAMPLING, model_version=model_version)
+        self.client.projects.update(
+            id=self.project_id, sampling=UNCERTAINTY_SAMPLING, model_version=model_version
+        )
 
     def ensure_priority_view(self) -> None:
         """A Data Manager tab sorted by ascending priority (created once, re-sorted if edited)."""
@@ -169,9 +196,17 @@ class ProjectClient:
             data = dict(view.data or {})
             if data.get("title") == PRIORITY_VIEW_TITLE:
                 if data.get("ordering") != PRIORITY_ORDERING:
-                    self.client.views.update(id=str(view.id), project=self.project_id, data={**data, "ordering": PRIORITY_ORDERING})
+                    self.client.views.update(
+                        id=str(view.id),
+                        project=self.project_id,
+                        data={**data, "ordering": PRIORITY_ORDERING},
+                    )
                 return
         self.client.views.create(
             project=self.project_id,
-            data={"title": PRIORITY_VIEW_TITLE, "ordering": PRIORITY_ORDERING, "filters": {"conjunction": "and", "items": []}},
+            data={
+                "title": PRIORITY_VIEW_TITLE,
+                "ordering": PRIORITY_ORDERING,
+                "filters": {"conjunction": "and", "items": []},
+            },
         )

@@ -39,7 +39,9 @@ class LabelStudioAuth:
         if claims is not None:
             expires = claims.get("exp")
             if expires is None:
-                raise InvalidInputError("the API key is a JWT without an expiry: create a new token")
+                raise InvalidInputError(
+                    "the API key is a JWT without an expiry: create a new token"
+                )
             if float(expires) < time.time():
                 raise InvalidInputError("the API key (a personal access token) has expired")
 
@@ -54,7 +56,9 @@ class LabelStudioAuth:
 
     def _exchange(self) -> tuple[str, float]:
         try:
-            response = self._http.post(f"{self.url}/{REFRESH_PATH}", json={"refresh": self._api_key})
+            response = self._http.post(
+                f"{self.url}/{REFRESH_PATH}", json={"refresh": self._api_key}
+            )
         except httpx.HTTPError as error:
             raise InvalidInputError(
                 f"cannot reach {redact_url(self.url)} to exchange the API key: "
@@ -68,7 +72,9 @@ class LabelStudioAuth:
         try:
             access = str(response.json()["access"])
         except (ValueError, KeyError, TypeError):
-            raise InvalidInputError("Label Studio's token exchange answered without an access token")
+            raise InvalidInputError(
+                "Label Studio's token exchange answered without an access token"
+            ) from None
         claims = _jwt_claims(access) or {}
         return access, float(claims.get("exp", time.time() + 60.0))
 
@@ -88,7 +94,9 @@ class Connection:
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """``method`` on ``<url>/<path>`` with the API key's authorization header."""
         headers = {**kwargs.pop("headers", {}), **self.auth.headers()}
-        return self.http.request(method, f"{self.url}/{path.lstrip('/')}", headers=headers, **kwargs)
+        return self.http.request(
+            method, f"{self.url}/{path.lstrip('/')}", headers=headers, **kwargs
+        )
 
     def close(self) -> None:
         self.http.close()

@@ -3,7 +3,8 @@
 Where an image can live, by the URL in ``task["data"][image_key]``:
 - ``/data/upload/...`` and ``/storage-data/uploaded/...``: files uploaded to Label Studio, fetched
   from it with the API key (legacy tokens go out as ``Token <key>``; a personal access token is a
-  JWT refresh token, exchanged for an access token (``backend.labelstudio.connection``) and sent as ``Bearer``);
+  JWT refresh token, exchanged for an access token (``backend.labelstudio.connection``) and sent as
+  ``Bearer``);
 - ``/data/local-files/?d=<path>``: read from LOCAL_FILES_DOCUMENT_ROOT when set (never outside
   it), else fetched from Label Studio like an upload;
 - ``s3://``, ``gs://``, ``azure-blob://``: through Label Studio's presign endpoint for the task;
@@ -91,10 +92,15 @@ class ImagePolicy:
     deadline_s: float = 60.0
 
     @classmethod
-    def from_config(cls, config: Any) -> "ImagePolicy":
+    def from_config(cls, config: Any) -> ImagePolicy:
         """From a ``BackendConfig`` (SUGFW_IMAGE_* settings)."""
-        return cls(tuple(config.image_hosts), config.image_allow_private, config.image_max_bytes,
-                   config.image_max_pixels, config.image_deadline_s)
+        return cls(
+            tuple(config.image_hosts),
+            config.image_allow_private,
+            config.image_max_bytes,
+            config.image_max_pixels,
+            config.image_deadline_s,
+        )
 
 
 _default_policy = ImagePolicy()
@@ -165,7 +171,8 @@ class ImageFetcher:
         self.client.close()
 
     def fetch(self, task: Mapping[str, Any], image_key: str) -> np.ndarray:
-        """The task's image as a float32 (H, W) slice, or ImageFetchError naming the task and URL."""
+        """The task's image as a float32 (H, W) slice, or ImageFetchError naming the task and
+        URL."""
         task_id = task.get("id", "?") if isinstance(task, Mapping) else "?"
         url = self.image_url(task, image_key)
         try:
@@ -177,11 +184,15 @@ class ImageFetcher:
             _check_pixels(content, self.max_pixels)
             return _decode(content, url)
         except InvalidInputError as error:
-            raise ImageFetchError(f"task {task_id}: image {redact_url(url)} is not a usable slice: {error}") from None
+            raise ImageFetchError(
+                f"task {task_id}: image {redact_url(url)} is not a usable slice: {error}"
+            ) from None
         except ImageFetchError as error:
             raise ImageFetchError(f"task {task_id}: image {redact_url(url)}: {error}") from None
         except (ValueError, httpx.InvalidURL) as error:  # e.g. a bad port or IPv6 host
-            raise ImageFetchError(f"task {task_id}: image {redact_url(url)} is not a valid URL: {error}") from None
+            raise ImageFetchError(
+                f"task {task_id}: image {redact_url(url)} is not a valid URL: {error}"
+            ) from None
 
     @staticmethod
     def image_url(task: Mapping[str, Any], image_key: str) -> str:
@@ -207,14 +218,18 @@ class ImageFetcher:
         relative = values[-1] if values else ""
         if not relative:
             raise ImageFetchError("local-files URL has no ?d=<path>")
-        # As Label Studio does, ?d= is always relative to the document root, even with a leading "/".
+        # As Label Studio does, ?d= is always relative to the document root, even with a leading
+        # "/".
         candidate = (self.local_files_root / PurePosixPath(relative.lstrip("/"))).resolve()
         if not candidate.is_relative_to(self.local_files_root):
             raise ImageFetchError(
-                f"local-files path {relative!r} resolves outside LOCAL_FILES_DOCUMENT_ROOT ({self.local_files_root}); refused"
+                f"local-files path {relative!r} resolves outside LOCAL_FILES_DOCUMENT_ROOT "
+                f"({self.local_files_root}); refused"
             )
         if not candidate.is_file():
-            raise ImageFetchError(f"local file {candidate} does not exist under LOCAL_FILES_DOCUMENT_ROOT")
+            raise ImageFetchError(
+                f"local file {candidate} does not exist under LOCAL_FILES_DOCUMENT_ROOT"
+            )
         return candidate
 
     def _download(self, url: str, task_id: Any) -> bytes:
@@ -377,7 +392,7 @@ def _port(url: httpx.URL) -> int:
 
 
 def _host_entry(entry: str) -> tuple[str, int | None]:
-    """"host", "host:port", "[v6]:port" or "*.domain" → (host pattern, port or None)."""
+    """ "host", "host:port", "[v6]:port" or "*.domain" → (host pattern, port or None)."""
     entry = entry.strip().lower()
     if entry.startswith("["):
         host, _, rest = entry[1:].partition("]")
@@ -412,13 +427,24 @@ class _PinnedBackend(httpcore.NetworkBackend):
         self.inner = inner
         self.pins = pins
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                    local_address: str | None = None, socket_options: Any = None) -> Any:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> Any:
         known, address = self.pins.get(host, port)
         if not known:
             raise httpcore.ConnectError(f"connection to unchecked host {host!r} refused")
-        return self.inner.connect_tcp(address or host, port, timeout=timeout,
-                                      local_address=local_address, socket_options=socket_options)
+        return self.inner.connect_tcp(
+            address or host,
+            port,
+            timeout=timeout,
+            local_address=local_address,
+            socket_options=socket_options,
+        )
 
     def connect_unix_socket(self, *args: Any, **kwargs: Any) -> Any:
         raise httpcore.ConnectError("unix sockets are not used for images")
@@ -471,7 +497,9 @@ def _data_url_bytes(url: str) -> bytes:
 def _decode(content: bytes, url: str) -> np.ndarray:
     # Through a file, so downloaded images obey exactly the rules of `sugfw score` (grey modes,
     # bit depth, no alpha); the suffix only helps people reading a leftover temp file.
-    suffix = PurePosixPath(urlsplit(url).path).suffix[:10] if not url.startswith("data:") else ".img"
+    suffix = (
+        PurePosixPath(urlsplit(url).path).suffix[:10] if not url.startswith("data:") else ".img"
+    )
     with tempfile.NamedTemporaryFile(suffix=suffix or ".img") as handle:
         handle.write(content)
         handle.flush()

@@ -34,7 +34,6 @@ import numpy as np
 from label_studio_sdk.core.api_error import ApiError
 from PIL import Image
 
-from backend.redact import redact_url
 from sugfw.data import MIN_SIDE, VOLUME_SUFFIXES, load_volume
 from sugfw.errors import InvalidInputError, SugfwError
 from sugfw.intensity import window_to_uint8
@@ -45,7 +44,8 @@ WINDOW_PERCENTILES = (0.5, 99.5)
 DEFAULT_BATCH_SIZE = 50
 SPLITS = ("train", "test")
 MEDIA_URL = "/data/"
-"""Where Label Studio serves stored uploads (its ``MEDIA_URL``): ``/data/upload/<project>/<name>``."""
+"""Where Label Studio serves stored uploads (its ``MEDIA_URL``):
+``/data/upload/<project>/<name>``."""
 
 # nnU-Net names channels <case>_0000, <case>_0001, ...; MSD ids like la_003 have 3 digits.
 _CHANNEL = re.compile(r"_(\d{4})$")
@@ -80,7 +80,8 @@ class SlicePng:
         return data
 
 
-# -- volumes → PNG slices ---------------------------------------------------------------------------
+# -- volumes → PNG slices
+# ---------------------------------------------------------------------------
 
 
 def find_volumes(inputs: Sequence[Path | str]) -> list[Path]:
@@ -90,21 +91,31 @@ def find_volumes(inputs: Sequence[Path | str]) -> list[Path]:
     for item in map(Path, inputs):
         if item.is_file():
             if _volume_stem(item) is None:
-                raise InvalidInputError(f"{item}: not a NIfTI volume; expected a name ending in {' or '.join(VOLUME_SUFFIXES)}")
+                raise InvalidInputError(
+                    f"{item}: not a NIfTI volume; expected a name ending in "
+                    f"{' or '.join(VOLUME_SUFFIXES)}"
+                )
             volumes.append(item)
         elif item.is_dir():
             folder = item / "imagesTr" if (item / "imagesTr").is_dir() else item
             found = sorted(path for path in folder.iterdir() if _is_volume_file(path))
             if not found:
-                raise InvalidInputError(f"no NIfTI volumes ({', '.join(VOLUME_SUFFIXES)}) in {folder}")
+                raise InvalidInputError(
+                    f"no NIfTI volumes ({', '.join(VOLUME_SUFFIXES)}) in {folder}"
+                )
             volumes.extend(found)
         else:
-            raise InvalidInputError(f"{item} does not exist; expected a NIfTI file or a folder of them")
+            raise InvalidInputError(
+                f"{item} does not exist; expected a NIfTI file or a folder of them"
+            )
     cases: dict[str, Path] = {}
     for path in volumes:
         case = case_id_of(path)
         if case in cases:
-            raise InvalidInputError(f"case id {case!r} of {path} repeats that of {cases[case]}; expected one volume per case")
+            raise InvalidInputError(
+                f"case id {case!r} of {path} repeats that of {cases[case]}; expected one volume "
+                "per case"
+            )
         cases[case] = path
     return volumes
 
@@ -142,7 +153,8 @@ def window_volume(volume: np.ndarray) -> np.ndarray:
 def reslice(
     volume: np.ndarray, spacing: tuple[float, float, float], found_axis: int, axis: int
 ) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Re-cut a ``load_volume`` result (slices last, cut along file axis ``found_axis``) along file axis ``axis``."""
+    """Re-cut a ``load_volume`` result (slices last, cut along file axis ``found_axis``) along
+    file axis ``axis``."""
     if axis not in (0, 1, 2):
         raise InvalidInputError(f"--axis {axis}: expected 0, 1 or 2 (an axis of the file's array)")
     if axis == found_axis:
@@ -184,10 +196,15 @@ def read_case_list(path: Path | str) -> set[str]:
     return {line.split("#", 1)[0].strip() for line in lines} - {""}
 
 
-def assign_splits(case_ids: Sequence[str], split: str | None = None, test_cases: set[str] | None = None) -> dict[str, str | None]:
-    """Split of each case: ``split`` for all, or "test" for ``test_cases`` and "train" for the rest, or none."""
+def assign_splits(
+    case_ids: Sequence[str], split: str | None = None, test_cases: set[str] | None = None
+) -> dict[str, str | None]:
+    """Split of each case: ``split`` for all, or "test" for ``test_cases`` and "train" for the
+    rest, or none."""
     if split is not None and test_cases is not None:
-        raise InvalidInputError("give either a split for every case or a list of test cases, not both")
+        raise InvalidInputError(
+            "give either a split for every case or a list of test cases, not both"
+        )
     if split is not None and split not in SPLITS:
         raise InvalidInputError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
     if test_cases is None:
@@ -195,7 +212,9 @@ def assign_splits(case_ids: Sequence[str], split: str | None = None, test_cases:
     # A misspelt id would silently put a test case into training: refuse it.
     unknown = sorted(test_cases - set(case_ids))
     if unknown:
-        raise InvalidInputError(f"test case ids {unknown} match no volume; the volumes' case ids are {sorted(case_ids)}")
+        raise InvalidInputError(
+            f"test case ids {unknown} match no volume; the volumes' case ids are {sorted(case_ids)}"
+        )
     return {case: "test" if case in test_cases else "train" for case in case_ids}
 
 
@@ -208,7 +227,8 @@ def write_slices(
     axis: int | None = None,
     splits: Mapping[str, str | None] | None = None,
 ) -> list[SlicePng]:
-    """Write ``<case>_z<index:03d>.png`` for every ``slice_step``-th slice, at most ``limit`` in all."""
+    """Write ``<case>_z<index:03d>.png`` for every ``slice_step``-th slice, at most ``limit`` in
+    all."""
     if slice_step < 1:
         raise InvalidInputError(f"--slice-step {slice_step}: expected at least 1")
     if limit is not None and limit < 1:
@@ -219,7 +239,10 @@ def write_slices(
         case = case_id_of(path)
         stem = stems.setdefault(_UNSAFE.sub("_", case), case)
         if stem != case:
-            raise InvalidInputError(f"case ids {stem!r} and {case!r} ({path}) give the same PNG names; rename one volume")
+            raise InvalidInputError(
+                f"case ids {stem!r} and {case!r} ({path}) give the same PNG names; rename one "
+                "volume"
+            )
 
     def all_slices() -> Iterator[SlicePng]:
         for path in volumes:
@@ -227,12 +250,15 @@ def write_slices(
             for index, pixels, spacing in volume_slices(path, slice_step=slice_step, axis=axis):
                 target = out_dir / f"{_UNSAFE.sub('_', case)}_z{index:03d}.png"
                 Image.fromarray(np.ascontiguousarray(pixels), mode="L").save(target)
-                yield SlicePng(target, case, index, tuple(float(s) for s in spacing), splits.get(case))
+                yield SlicePng(
+                    target, case, index, tuple(float(s) for s in spacing), splits.get(case)
+                )
 
     return list(islice(all_slices(), limit))
 
 
-# -- upload -----------------------------------------------------------------------------------------
+# -- upload
+# -----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -246,9 +272,12 @@ class ImportReport:
         by_case: dict[str, list[int]] = {}
         for item in self.failed:
             by_case.setdefault(item.case_id, []).append(item.slice_index)
-        missing = "; ".join(f"{case}: slices {', '.join(map(str, indices))}" for case, indices in by_case.items())
+        missing = "; ".join(
+            f"{case}: slices {', '.join(map(str, indices))}" for case, indices in by_case.items()
+        )
         return (
-            f"{len(self.failed)} slice(s) were not imported ({self.error}); {len(self.task_ids)} were. "
+            f"{len(self.failed)} slice(s) were not imported ({self.error}); {len(self.task_ids)} "
+            "were. "
             f"Not imported: {missing}"
         )
 
@@ -257,7 +286,9 @@ class ProjectUploader:
     """Upload slices into one Label Studio project (``connection.sdk`` for the API calls the
     SDK has, ``connection.request`` for the multipart upload it has not)."""
 
-    def __init__(self, connection: Any, project_id: int, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self, connection: Any, project_id: int, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> None:
         if batch_size < 1:
             raise InvalidInputError(f"--batch-size {batch_size}: expected at least 1")
         self.connection = connection
@@ -270,12 +301,18 @@ class ProjectUploader:
         try:
             return self.client.projects.get(id=self.project_id).title or ""
         except ApiError as error:
-            raise InvalidInputError(f"Label Studio project {self.project_id}: HTTP {error.status_code} {_short(error.body)}") from None
+            raise InvalidInputError(
+                f"Label Studio project {self.project_id}: HTTP {error.status_code} "
+                f"{_short(error.body)}"
+            ) from None
         except httpx.HTTPError as error:  # refused, DNS, timeout
-            raise InvalidInputError(f"cannot reach Label Studio: {type(error).__name__}: {error}") from None
+            raise InvalidInputError(
+                f"cannot reach Label Studio: {type(error).__name__}: {error}"
+            ) from None
 
     def upload(self, slices: Sequence[SlicePng]) -> ImportReport:
-        """Upload in batches; stop at the first failed batch and report it and the rest as not imported."""
+        """Upload in batches; stop at the first failed batch and report it and the rest as not
+        imported."""
         report = ImportReport()
         for start in range(0, len(slices), self.batch_size):
             batch = slices[start : start + self.batch_size]
@@ -284,7 +321,12 @@ class ProjectUploader:
             except _BATCH_ERRORS as error:  # any of them ends the import, reported below
                 report.error = _describe(error)
                 report.failed = list(slices[start:])
-                log.error("batch of %d slice(s) from %s failed: %s", len(batch), batch[0].path.name, report.error)
+                log.error(
+                    "batch of %d slice(s) from %s failed: %s",
+                    len(batch),
+                    batch[0].path.name,
+                    report.error,
+                )
                 return report
             report.task_ids.update(zip((item.path.name for item in batch), task_ids))
             log.info("imported %d / %d slices", len(report.task_ids), len(slices))
@@ -299,7 +341,8 @@ class ProjectUploader:
             raise
 
     def _forget_files(self, upload_ids: Sequence[int]) -> None:
-        # Stored files without tasks only take disk space; a failed clean-up is not worth masking the real error.
+        # Stored files without tasks only take disk space; a failed clean-up is not worth masking
+        # the real error.
         for upload_id in upload_ids:
             try:
                 self.client.files.delete(id=upload_id)
@@ -307,22 +350,34 @@ class ProjectUploader:
                 log.warning("could not delete uploaded file %d: %s", upload_id, _describe(error))
 
     def _create_tasks(self, batch: Sequence[SlicePng], upload_ids: Sequence[int]) -> list[int]:
-        stored = {item.id: item.file for item in self.client.files.list(id=self.project_id, ids=json.dumps(upload_ids))}
+        stored = {
+            item.id: item.file
+            for item in self.client.files.list(id=self.project_id, ids=json.dumps(upload_ids))
+        }
         tasks = []
         for item, upload_id in zip(batch, upload_ids):
             name = stored.get(upload_id)
             if name is None or not name.endswith(item.path.name):
-                raise ImportFailedError(f"upload {upload_id} of {item.path.name} is stored as {name!r}")
+                raise ImportFailedError(
+                    f"upload {upload_id} of {item.path.name} is stored as {name!r}"
+                )
             tasks.append({"data": item.task_data(MEDIA_URL + name.lstrip("/"))})
-        response = self.client.projects.import_tasks(id=self.project_id, request=tasks, return_task_ids=True)
+        response = self.client.projects.import_tasks(
+            id=self.project_id, request=tasks, return_task_ids=True
+        )
         task_ids = list(getattr(response, "task_ids", None) or [])
         if len(task_ids) != len(batch):
-            raise ImportFailedError(f"server created {len(task_ids)} task(s) for {len(batch)} slices")
+            raise ImportFailedError(
+                f"server created {len(task_ids)} task(s) for {len(batch)} slices"
+            )
         return task_ids
 
     def _store_files(self, batch: Sequence[SlicePng]) -> list[int]:
         # The SDK has no multipart import method.
-        files = {f"file{i}": (item.path.name, item.path.read_bytes(), "image/png") for i, item in enumerate(batch)}
+        files = {
+            f"file{i}": (item.path.name, item.path.read_bytes(), "image/png")
+            for i, item in enumerate(batch)
+        }
         response = self.connection.request(
             "POST",
             f"api/projects/{self.project_id}/import",
@@ -331,10 +386,14 @@ class ProjectUploader:
             timeout=300,
         )
         if response.status_code >= 300:
-            raise ImportFailedError(f"file upload answered HTTP {response.status_code}: {_short(response.text)}")
+            raise ImportFailedError(
+                f"file upload answered HTTP {response.status_code}: {_short(response.text)}"
+            )
         upload_ids = response.json().get("file_upload_ids") or []
         if len(upload_ids) != len(batch):
-            raise ImportFailedError(f"server stored {len(upload_ids)} file(s) for {len(batch)} slices")
+            raise ImportFailedError(
+                f"server stored {len(upload_ids)} file(s) for {len(batch)} slices"
+            )
         return upload_ids
 
 
@@ -365,14 +424,23 @@ def import_volumes(
     test_cases: set[str] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> ImportReport:
-    """Slice ``inputs`` and upload them; raise ImportFailedError unless every slice became a task."""
+    """Slice ``inputs`` and upload them; raise ImportFailedError unless every slice became a
+    task."""
     volumes = find_volumes(inputs)
     splits = assign_splits([case_id_of(path) for path in volumes], split, test_cases)
     uploader = ProjectUploader(connection, project_id, batch_size)
     title = uploader.check_project()
     with tempfile.TemporaryDirectory(prefix="sugfw-slices-") as folder:
-        slices = write_slices(volumes, Path(folder), slice_step=slice_step, limit=limit, axis=axis, splits=splits)
-        log.info("%d slice(s) from %d volume(s) → project %d (%s)", len(slices), len(volumes), project_id, title)
+        slices = write_slices(
+            volumes, Path(folder), slice_step=slice_step, limit=limit, axis=axis, splits=splits
+        )
+        log.info(
+            "%d slice(s) from %d volume(s) → project %d (%s)",
+            len(slices),
+            len(volumes),
+            project_id,
+            title,
+        )
         report = uploader.upload(slices)
     if report.failed:
         raise ImportFailedError(report.failure_message())

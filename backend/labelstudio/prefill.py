@@ -1,4 +1,5 @@
-"""A prediction as Label Studio stores it: the SAM union mask as a brush (or polygon) pre-annotation."""
+"""A prediction as Label Studio stores it: the SAM union mask as a brush (or polygon)
+pre-annotation."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ from typing import Any
 
 
 def prefill_prediction(
-    result: list[dict[str, Any]], model_version: str, score: float | None, cluster: int | None = None
+    result: list[dict[str, Any]],
+    model_version: str,
+    score: float | None,
+    cluster: int | None = None,
 ) -> dict[str, Any]:
-    """``{result, score, model_version[, cluster]}``; ``result`` from ``backend.labelstudio.brush.mask_to_result``.
+    """``{result, score, model_version[, cluster]}``; ``result`` from
+    ``backend.labelstudio.brush.mask_to_result``.
 
     ``score`` is the queue position (lower = label first), or ``None`` for a task outside the queue.
     """

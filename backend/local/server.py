@@ -1,6 +1,7 @@
 """A local Label Studio server in its own virtual environment (SQLite, 127.0.0.1).
 
-Used by the main job (``backend.local.launch``) and by the integration tests. The server pins its own
+Used by the main job (``backend.local.launch``) and by the integration tests. The server pins its
+own
 numpy, Pillow and SDK, so it never shares the backend's environment.
 """
 
@@ -39,7 +40,9 @@ def ensure_label_studio(venv: Path = DEFAULT_VENV) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     install = subprocess.run(
         [str(venv / "bin" / "pip"), "install", "--quiet", f"label-studio=={LABEL_STUDIO_VERSION}"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if install.returncode != 0 or not executable.exists():
         shutil.rmtree(venv, ignore_errors=True)  # a half-installed venv would pass the check above
@@ -56,49 +59,82 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def server_environment(data_dir: Path, files_root: Path, username: str, password: str, token: str,
-                       venv: Path = DEFAULT_VENV) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    env.update({
-        "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
-        "LABEL_STUDIO_USERNAME": username,
-        "LABEL_STUDIO_PASSWORD": password,
-        "LABEL_STUDIO_USER_TOKEN": token,
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",  # must be set when the organisation is created
-        # Both needed for a backend on 127.0.0.1; with only the first its webhook is not created.
-        "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false",
-        "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
-        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(files_root),
-        "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
-        "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
-    })
+def server_environment(
+    data_dir: Path,
+    files_root: Path,
+    username: str,
+    password: str,
+    token: str,
+    venv: Path = DEFAULT_VENV,
+) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
+    }
+    env.update(
+        {
+            "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+            "LABEL_STUDIO_USERNAME": username,
+            "LABEL_STUDIO_PASSWORD": password,
+            "LABEL_STUDIO_USER_TOKEN": token,
+            # Must be set when the organisation is created.
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            # Both needed for a backend on 127.0.0.1; with only the first its webhook is not
+            # created.
+            "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false",
+            "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
+            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(files_root),
+            "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
+            "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
+        }
+    )
     return env
 
 
-def start_label_studio(executable: Path, env: dict[str, str], port: int, workdir: Path, log_path: Path) -> subprocess.Popen:
+def start_label_studio(
+    executable: Path, env: dict[str, str], port: int, workdir: Path, log_path: Path
+) -> subprocess.Popen:
     with log_path.open("ab") as log_file:
         return subprocess.Popen(
-            [str(executable), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)],
-            env=env, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT,
+            [
+                str(executable),
+                "start",
+                "--no-browser",
+                "--internal-host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=workdir,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the server's children stop with it
         )
 
 
-def wait_for_health(url: str, process: subprocess.Popen, log_path: Path, timeout_s: float = 180.0) -> None:
+def wait_for_health(
+    url: str, process: subprocess.Popen, log_path: Path, timeout_s: float = 180.0
+) -> None:
     """Block until ``url``/health answers UP; raise if the process dies or time runs out."""
     deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
-            raise LabelStudioStartError(f"{url}: process exited with {process.returncode}:\n{log_tail(log_path)}")
+            raise LabelStudioStartError(
+                f"{url}: process exited with {process.returncode}:\n{log_tail(log_path)}"
+            )
         try:
             if httpx.get(f"{url}/health", timeout=2.0).json().get("status") == "UP":
                 return
         except (httpx.HTTPError, ValueError):
             pass
         if time.monotonic() > deadline:
-            raise LabelStudioStartError(f"{url} did not answer /health within {timeout_s:.0f} s:\n{log_tail(log_path)}")
+            raise LabelStudioStartError(
+                f"{url} did not answer /health within {timeout_s:.0f} s:\n{log_tail(log_path)}"
+            )
         time.sleep(1.0)
 
 
@@ -114,4 +150,6 @@ def stop_process_group(process: subprocess.Popen) -> None:
 
 
 def log_tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+    return (
+        "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+    )

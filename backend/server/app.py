@@ -18,13 +18,13 @@ import httpx
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from backend.labelstudio.brush import LabelConfigError, parse_label_config
 from backend.config import BackendConfig
 from backend.jobs.queue import JobQueue
+from backend.jobs.training_history import TrainingHistory
+from backend.labelstudio.brush import LabelConfigError, parse_label_config
 from backend.labelstudio.images import ImagePolicy, set_default_policy
 from backend.model import LabelStudioAccessError, SugfwModel
 from backend.redact import redact, redact_url
-from backend.jobs.training_history import TrainingHistory
 
 log = logging.getLogger(__name__)
 REALM = "sugfw"
@@ -65,7 +65,13 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
     @app.get("/")
     @app.get("/health")
     def health() -> Response:
-        return jsonify({"status": "UP", "model_class": type(model).__name__, "model_version": model.model_version})
+        return jsonify(
+            {
+                "status": "UP",
+                "model_class": type(model).__name__,
+                "model_version": model.model_version,
+            }
+        )
 
     @app.post("/setup")
     def setup() -> Response:
@@ -97,7 +103,10 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
         _log_request("predict", payload, project=payload.get("project"), tasks=len(tasks))
         _check_image_urls(tasks, payload.get("label_config"))
         results = model.predict(
-            tasks, context=params.get("context"), project=payload.get("project"), label_config=payload.get("label_config")
+            tasks,
+            context=params.get("context"),
+            project=payload.get("project"),
+            label_config=payload.get("label_config"),
         )
         if len(results) != len(tasks):
             raise RuntimeError(f"model returned {len(results)} predictions for {len(tasks)} tasks")
@@ -123,12 +132,14 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return jsonify({
-            "model_version": model.model_version,
-            "uptime_s": round(time.time() - started, 1),
-            "jobs": jobs.snapshot(),
-            "training": history.all(),
-        })
+        return jsonify(
+            {
+                "model_version": model.model_version,
+                "uptime_s": round(time.time() - started, 1),
+                "jobs": jobs.snapshot(),
+                "training": history.all(),
+            }
+        )
 
     @app.errorhandler(BadRequest)
     def bad_request(error: BadRequest) -> tuple[Response, int]:
@@ -153,7 +164,9 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
     def unexpected(error: Exception) -> tuple[Response, int]:
         # The traceback goes to the log only; the client learns the kind of failure, no internals.
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return jsonify({"error": f"internal error ({type(error).__name__}); see the backend log"}), 500
+        return jsonify(
+            {"error": f"internal error ({type(error).__name__}); see the backend log"}
+        ), 500
 
     return app
 
@@ -182,17 +195,24 @@ def _required(payload: dict[str, Any], key: str, kind: type | tuple[type, ...]) 
         raise BadRequest(f"missing key {key!r} in the request body")
     value = payload[key]
     if not isinstance(value, kind) or isinstance(value, bool):
-        names = " or ".join(item.__name__ for item in (kind if isinstance(kind, tuple) else (kind,)))
+        names = " or ".join(
+            item.__name__ for item in (kind if isinstance(kind, tuple) else (kind,))
+        )
         raise BadRequest(f"key {key!r} must be {names}, got {type(value).__name__}")
     return value
 
 
 def _project_id(payload: dict[str, Any]) -> str:
-    """Project id of a webhook: ``project`` is an object with ``id`` (or, from older servers, the id)."""
+    """Project id of a webhook: ``project`` is an object with ``id`` (or, from older servers, the
+    id)."""
     project = payload.get("project")
     if isinstance(project, dict):
         project = project.get("id")
-    if isinstance(project, bool) or not isinstance(project, (int, str)) or str(project).strip() == "":
+    if (
+        isinstance(project, bool)
+        or not isinstance(project, (int, str))
+        or str(project).strip() == ""
+    ):
         raise BadRequest("webhook has no project id (expected 'project': {'id': ...})")
     return str(_project_number(project, "webhook project id"))
 

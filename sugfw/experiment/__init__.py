@@ -15,7 +15,13 @@ from sugfw.experiment.dataset import (
     split_cases,
 )
 from sugfw.experiment.report import load_results, markdown_table, plot_dsc, write_report
-from sugfw.experiment.runner import Cell, RecordScorer, default_scorer_factory, plan_cells, run_bench
+from sugfw.experiment.runner import (
+    Cell,
+    RecordScorer,
+    default_scorer_factory,
+    plan_cells,
+    run_bench,
+)
 
 __all__ = [
     "CONFIGS",

@@ -36,15 +36,23 @@ from typing import Any
 
 from sugfw.errors import InvalidInputError
 from sugfw.pipeline import ScorerSpec
-from sugfw.selection.budget import check_budget
 from sugfw.segmentation.train import TrainConfig, iterations_for_epochs
+from sugfw.selection.budget import check_budget
 
 RANDOM_STRATEGY = "random"
 FULL_SUPERVISION = "full_supervision"
 """Pseudo-strategy of the reference cell trained on every pool slice."""
 # Fields that choose which cells run (or where), not what a cell computes: a results folder may be
 # resumed with other values for these.
-CELL_LIST_FIELDS = ("name", "strategies", "budgets", "seeds", "random_seeds", "full_supervision", "device")
+CELL_LIST_FIELDS = (
+    "name",
+    "strategies",
+    "budgets",
+    "seeds",
+    "random_seeds",
+    "full_supervision",
+    "device",
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,8 @@ class BenchConfig:
     foreground_margin: int | None = 2
     """Keep the foreground z-range ± this many slices in every case (None: all slices)."""
     slice_step: int = 1
-    """Keep every n-th slice of each training case's range in the pool (validation/test keep all)."""
+    """Keep every n-th slice of each training case's range in the pool (validation/test keep
+    all)."""
     working_size: int | None = 256
     upper_percentile: float = 99.5
     # Scoring.
@@ -98,18 +107,33 @@ class BenchConfig:
             if not getattr(self, name):
                 raise InvalidInputError(f"BenchConfig.{name} is empty; expected at least one value")
         if RANDOM_STRATEGY in self.strategies and not self.random_seeds:
-            raise InvalidInputError("BenchConfig.random_seeds is empty but 'random' is among the strategies")
+            raise InvalidInputError(
+                "BenchConfig.random_seeds is empty but 'random' is among the strategies"
+            )
         for budget in self.budgets:
             check_budget(budget)
-        for name in ("n_val", "n_test", "slice_step", "k", "epochs", "batch_size", "crop_size", "eval_every"):
+        for name in (
+            "n_val",
+            "n_test",
+            "slice_step",
+            "k",
+            "epochs",
+            "batch_size",
+            "crop_size",
+            "eval_every",
+        ):
             if getattr(self, name) < 1:
-                raise InvalidInputError(f"BenchConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise InvalidInputError(
+                    f"BenchConfig.{name} must be >= 1, got {getattr(self, name)}"
+                )
         for name in ("max_train_cases", "iterations"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InvalidInputError(f"BenchConfig.{name} must be >= 1, got {value}")
         if self.foreground_margin is not None and self.foreground_margin < 0:
-            raise InvalidInputError(f"BenchConfig.foreground_margin must be >= 0, got {self.foreground_margin}")
+            raise InvalidInputError(
+                f"BenchConfig.foreground_margin must be >= 0, got {self.foreground_margin}"
+            )
 
     def seeds_for(self, strategy: str) -> tuple[int, ...]:
         return self.random_seeds if strategy == RANDOM_STRATEGY else self.seeds
@@ -127,7 +151,8 @@ class BenchConfig:
         )
 
     def train_config(self, n_train: int, seed: int, device: str) -> TrainConfig:
-        """Training of a cell with selection seed ``seed`` (used only when ``train_seed`` is None)."""
+        """Training of a cell with selection seed ``seed`` (used only when ``train_seed`` is
+        None)."""
         seed = seed if self.train_seed is None else self.train_seed
         iterations = self.iterations or iterations_for_epochs(self.epochs, n_train, self.batch_size)
         return TrainConfig(
@@ -144,9 +169,14 @@ class BenchConfig:
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise InvalidInputError(f"unknown BenchConfig field(s) {unknown}; expected some of {sorted(known)}")
-        changes = {key: tuple(value) if isinstance(value, list) else value
-                   for key, value in overrides.items() if value is not None}
+            raise InvalidInputError(
+                f"unknown BenchConfig field(s) {unknown}; expected some of {sorted(known)}"
+            )
+        changes = {
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in overrides.items()
+            if value is not None
+        }
         return replace(self, **changes)
 
     def result_identity(self) -> dict[str, Any]:
@@ -173,8 +203,16 @@ PAPER = BenchConfig(
 CPU = BenchConfig(
     name="cpu",
     strategies=(
-        "random", "probcover", "fps", "typiclust", "calr", "alps",
-        "gscu", "gscu_no_pgdr", "gscu_no_clustering", "gscu_no_greedy",
+        "random",
+        "probcover",
+        "fps",
+        "typiclust",
+        "calr",
+        "alps",
+        "gscu",
+        "gscu_no_pgdr",
+        "gscu_no_clustering",
+        "gscu_no_greedy",
     ),
     budgets=(0.05, 0.10, 0.15),
     seeds=(2025,),

@@ -66,7 +66,8 @@ class Case:
 
 @dataclass(frozen=True, eq=False)
 class PreparedCase:
-    """A case as the benchmark uses it: normalised slices at the working size, truth at full size."""
+    """A case as the benchmark uses it: normalised slices at the working size, truth at full
+    size."""
 
     case_id: str
     images: np.ndarray
@@ -108,7 +109,9 @@ def find_case_files(root: Path | str) -> list[CaseFiles]:
     ids = [pair.case_id for pair in pairs]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
-        raise InvalidInputError(f"{root}: case ids {repeated} occur more than once; expected unique cases")
+        raise InvalidInputError(
+            f"{root}: case ids {repeated} occur more than once; expected unique cases"
+        )
     return sorted(pairs, key=lambda pair: pair.case_id)
 
 
@@ -118,8 +121,10 @@ def load_case(files: CaseFiles) -> Case:
     label, label_spacing, label_axis = load_volume(files.label)
     if label.shape != image.shape or label_axis != axis:
         raise InvalidInputError(
-            f"label {files.label} (shape {label.shape}, slicing axis {label_axis}) does not match image "
-            f"{files.image} (shape {image.shape}, slicing axis {axis}); expected the same voxel grid"
+            f"label {files.label} (shape {label.shape}, slicing axis {label_axis}) does not match "
+            "image "
+            f"{files.image} (shape {image.shape}, slicing axis {axis}); expected the same voxel "
+            "grid"
         )
     if not np.allclose(label_spacing, spacing, rtol=1e-3):
         raise InvalidInputError(
@@ -127,7 +132,9 @@ def load_case(files: CaseFiles) -> Case:
             "expected the same voxel grid"
         )
     if not np.all(label == np.rint(label)) or label.min() < 0:
-        raise InvalidInputError(f"label {files.label} holds negative or fractional values; expected class ids >= 0")
+        raise InvalidInputError(
+            f"label {files.label} holds negative or fractional values; expected class ids >= 0"
+        )
     return Case(files.case_id, image, label.astype(np.int32), spacing, axis, files.subset)
 
 
@@ -152,7 +159,9 @@ def foreground_slices(label: np.ndarray, margin: int = FOREGROUND_MARGIN) -> np.
     return np.arange(start, stop, dtype=np.int64)
 
 
-def resize_slices(stack: np.ndarray, size: tuple[int, int], mode: Literal["bilinear", "nearest"]) -> np.ndarray:
+def resize_slices(
+    stack: np.ndarray, size: tuple[int, int], mode: Literal["bilinear", "nearest"]
+) -> np.ndarray:
     """Resize a (Z, H, W) stack in-plane: bilinear (antialiased when shrinking) for images, exact
     nearest neighbour for label maps."""
     if stack.shape[1:] == tuple(size):
@@ -160,7 +169,9 @@ def resize_slices(stack: np.ndarray, size: tuple[int, int], mode: Literal["bilin
     tensor = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))[:, None]
     if mode == "bilinear":
         shrinking = size[0] < stack.shape[1] or size[1] < stack.shape[2]
-        resized = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
+        resized = F.interpolate(
+            tensor, size=size, mode="bilinear", align_corners=False, antialias=shrinking
+        )
     else:
         resized = F.interpolate(tensor, size=size, mode="nearest-exact")
     return resized[:, 0].numpy().astype(stack.dtype, copy=False)
@@ -190,7 +201,12 @@ def prepare_case(
         images = resize_slices(images, (working_size, working_size), "bilinear")
         labels = resize_slices(labels, (working_size, working_size), "nearest")
     return PreparedCase(
-        case.case_id, np.ascontiguousarray(images), np.ascontiguousarray(labels), indices, foreground, case.spacing
+        case.case_id,
+        np.ascontiguousarray(images),
+        np.ascontiguousarray(labels),
+        indices,
+        foreground,
+        case.spacing,
     )
 
 
@@ -262,12 +278,14 @@ def _folder_pairs(images_dir: Path, labels_dir: Path, subset: Subset) -> list[Ca
         used.add(image_key)
     # Other channels of a used case, or a _0000 channel whose label is named without it.
     unlabelled = [
-        path for key, path in images.items()
+        path
+        for key, path in images.items()
         if key not in used and _CHANNEL.sub("", key) not in labels
     ]
     if unlabelled and subset == "train":
         raise InvalidInputError(
-            f"{len(unlabelled)} training image(s) without a label in {labels_dir}, e.g. {unlabelled[0]}"
+            f"{len(unlabelled)} training image(s) without a label in {labels_dir}, e.g. "
+            f"{unlabelled[0]}"
         )
     if unlabelled:
         log.info("skipping %d unlabelled image(s) in %s", len(unlabelled), images_dir)
@@ -286,7 +304,9 @@ def _plain_pairs(root: Path) -> list[CaseFiles]:
     missing_image = sorted(str(labels[c]) for c in labels if c not in images)
     missing_label = sorted(str(images[c]) for c in images if c not in labels)
     if missing_image:
-        raise InvalidInputError(f"label file(s) without an image in {root}: {', '.join(missing_image)}")
+        raise InvalidInputError(
+            f"label file(s) without an image in {root}: {', '.join(missing_image)}"
+        )
     if missing_label:
         raise InvalidInputError(
             f"image(s) without a label in {root}: {', '.join(missing_label)}; expected <case>"
@@ -298,8 +318,11 @@ def _plain_pairs(root: Path) -> list[CaseFiles]:
 def _volumes(folder: Path) -> list[Path]:
     # Hidden files skipped: MSD archives carry macOS "._" resource forks beside each volume.
     return sorted(
-        path for path in folder.iterdir()
-        if path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(VOLUME_SUFFIXES)
+        path
+        for path in folder.iterdir()
+        if path.is_file()
+        and not path.name.startswith(".")
+        and path.name.lower().endswith(VOLUME_SUFFIXES)
     )
 
 

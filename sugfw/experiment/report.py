@@ -30,7 +30,10 @@ from sugfw.experiment.runner import RESULT_COLUMNS
 from sugfw.metrics import CaseMetrics, summarise
 
 Rule = Literal["physical", "paper"]
-_COLUMNS = {"physical": ("dice", "hd95_mm", "mm"), "paper": ("dice_paper", "hd95_paper_voxels", "voxel")}
+_COLUMNS = {
+    "physical": ("dice", "hd95_mm", "mm"),
+    "paper": ("dice_paper", "hd95_paper_voxels", "voxel"),
+}
 REPORT_FILE, PLOT_FILE = "report.md", "dsc_vs_budget.png"
 N_BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 0
@@ -83,7 +86,9 @@ def load_results(path: Path | str) -> list[dict[str, str]]:
         reader = csv.DictReader(handle)
         missing = sorted(set(RESULT_COLUMNS) - set(reader.fieldnames or ()))
         if missing:
-            raise InvalidInputError(f"{path} lacks the columns {missing}; expected a results.csv of `sugfw bench`")
+            raise InvalidInputError(
+                f"{path} lacks the columns {missing}; expected a results.csv of `sugfw bench`"
+            )
         rows = list(reader)
     if not rows:
         raise InvalidInputError(f"{path} holds no results yet")
@@ -95,32 +100,42 @@ def summarise_cells(rows: list[dict[str, str]], rule: Rule = "physical") -> list
     dice_column, hd95_column, unit = _rule_columns(rule)
     by_cell: dict[tuple[str, str], dict[str, list[dict[str, str]]]] = {}
     for row in rows:
-        by_cell.setdefault((row["strategy"], row["budget"]), {}).setdefault(row["seed"], []).append(row)
+        by_cell.setdefault((row["strategy"], row["budget"]), {}).setdefault(row["seed"], []).append(
+            row
+        )
     summaries = []
     for (strategy, budget), seeds in by_cell.items():
         per_seed = []
         for seed_rows in seeds.values():
             cases = [
-                CaseMetrics(float(r[dice_column]), float(r[hd95_column]), unit, rule,
-                            r["pred_empty"] == "1", r["truth_empty"] == "1")
+                CaseMetrics(
+                    float(r[dice_column]),
+                    float(r[hd95_column]),
+                    unit,
+                    rule,
+                    r["pred_empty"] == "1",
+                    r["truth_empty"] == "1",
+                )
                 for r in seed_rows
             ]
             share = float(seed_rows[0]["n_selected"]) / float(seed_rows[0]["pool_size"])
             per_seed.append((summarise(cases), share))
         means = np.array([s["dice_mean"] for s, _ in per_seed])
-        summaries.append(CellSummary(
-            strategy=strategy,
-            budget=budget,
-            n_seeds=len(per_seed),
-            share=float(np.mean([share for _, share in per_seed])),
-            dice_mean=float(means.mean()),
-            dice_std=float(np.mean([s["dice_std"] for s, _ in per_seed])),
-            hd95_mean=float(np.mean([s["hd95_mean"] for s, _ in per_seed])),
-            hd95_std=float(np.mean([s["hd95_std"] for s, _ in per_seed])),
-            dice_seed_std=float(means.std()),
-            dice_seed_min=float(means.min()),
-            dice_seed_max=float(means.max()),
-        ))
+        summaries.append(
+            CellSummary(
+                strategy=strategy,
+                budget=budget,
+                n_seeds=len(per_seed),
+                share=float(np.mean([share for _, share in per_seed])),
+                dice_mean=float(means.mean()),
+                dice_std=float(np.mean([s["dice_std"] for s, _ in per_seed])),
+                hd95_mean=float(np.mean([s["hd95_mean"] for s, _ in per_seed])),
+                hd95_std=float(np.mean([s["hd95_std"] for s, _ in per_seed])),
+                dice_seed_std=float(means.std()),
+                dice_seed_min=float(means.min()),
+                dice_seed_max=float(means.max()),
+            )
+        )
     return summaries
 
 
@@ -129,11 +144,16 @@ def markdown_table(rows: list[dict[str, str]], rule: Rule = "physical") -> str:
     followed by a full-supervision line."""
     _, _, unit = _rule_columns(rule)
     summaries = summarise_cells(rows, rule)
-    budgets = sorted({s.budget for s in summaries if s.strategy != FULL_SUPERVISION}, key=_budget_order)
-    strategies = list(dict.fromkeys(s.strategy for s in summaries if s.strategy != FULL_SUPERVISION))
+    budgets = sorted(
+        {s.budget for s in summaries if s.strategy != FULL_SUPERVISION}, key=_budget_order
+    )
+    strategies = list(
+        dict.fromkeys(s.strategy for s in summaries if s.strategy != FULL_SUPERVISION)
+    )
     cell = {(s.strategy, s.budget): s for s in summaries}
     lines = [
-        f"DSC (%) / HD95 ({unit}), mean ± std over test cases ({rule} rule). Several seeds: mean over "
+        f"DSC (%) / HD95 ({unit}), mean ± std over test cases ({rule} rule). Several seeds: mean "
+        "over "
         "seeds of the per-seed mean ± the mean over seeds of the per-seed std.",
         "",
         "| strategy | " + " | ".join(_budget_header(b) for b in budgets) + " |",
@@ -142,12 +162,17 @@ def markdown_table(rows: list[dict[str, str]], rule: Rule = "physical") -> str:
     for strategy in strategies:
         seeds = max(s.n_seeds for s in summaries if s.strategy == strategy)
         name = f"{strategy} (mean of {seeds} seeds)" if seeds > 1 else strategy
-        values = [_format_cell(cell[(strategy, b)]) if (strategy, b) in cell else "–" for b in budgets]
+        values = [
+            _format_cell(cell[(strategy, b)]) if (strategy, b) in cell else "–" for b in budgets
+        ]
         lines.append(f"| {name} | " + " | ".join(values) + " |")
     full = [s for s in summaries if s.strategy == FULL_SUPERVISION]
     if full:
         n_slices = next(r["n_selected"] for r in rows if r["strategy"] == FULL_SUPERVISION)
-        lines += ["", f"Full supervision ({n_slices} slices, the whole pool): {_format_cell(full[0])}"]
+        lines += [
+            "",
+            f"Full supervision ({n_slices} slices, the whole pool): {_format_cell(full[0])}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -184,16 +209,26 @@ def plot_dsc(rows: list[dict[str, str]], path: Path | str, rule: Rule = "physica
         for strategy, curve in dsc_curves(rows, rule).items():
             label = f"{strategy} (mean of {curve.n_seeds} seeds)" if curve.n_seeds > 1 else strategy
             (line,) = axes.plot(curve.share_percent, curve.dice_percent, marker="o", label=label)
-            budgets = sorted((s for s in summarise_cells(rows, rule) if s.strategy == strategy),
-                             key=lambda s: s.share)
+            budgets = sorted(
+                (s for s in summarise_cells(rows, rule) if s.strategy == strategy),
+                key=lambda s: s.share,
+            )
             low = np.array([100 * intervals[(strategy, b.budget)][0] for b in budgets])
             high = np.array([100 * intervals[(strategy, b.budget)][1] for b in budgets])
             yerr = np.vstack([curve.dice_percent - low, high - curve.dice_percent]).clip(min=0)
-            axes.errorbar(curve.share_percent, curve.dice_percent, yerr=yerr, fmt="none",
-                          ecolor=line.get_color(), capsize=3)
+            axes.errorbar(
+                curve.share_percent,
+                curve.dice_percent,
+                yerr=yerr,
+                fmt="none",
+                ecolor=line.get_color(),
+                capsize=3,
+            )
         full = [s for s in summarise_cells(rows, rule) if s.strategy == FULL_SUPERVISION]
         if full:
-            axes.axhline(100 * full[0].dice_mean, color="black", linestyle="--", label="full supervision")
+            axes.axhline(
+                100 * full[0].dice_mean, color="black", linestyle="--", label="full supervision"
+            )
         axes.set_xlabel("annotated slices (% of the pool)")
         axes.set_ylabel("DSC (%), bootstrap 95% interval")
         axes.grid(alpha=0.3)
@@ -217,7 +252,11 @@ def write_report(results_csv: Path | str, out_dir: Path | str) -> ReportFiles:
         + "\n## The authors' convention (HD95 in voxels, empty prediction = 0 / 0)\n\n"
         + markdown_table(rows, "paper")
         + ("\n## Against Random\n\n" + versus if (versus := comparison_table(rows)) else "")
-        + ("\n## What each strategy picked\n\n" + picked if (picked := diagnostics_table(rows)) else "")
+        + (
+            "\n## What each strategy picked\n\n" + picked
+            if (picked := diagnostics_table(rows))
+            else ""
+        )
         + ("\n## Spread across seeds\n\n" + spread if (spread := seed_spread_table(rows)) else "")
     )
     return ReportFiles(markdown, plot_dsc(rows, out_dir / PLOT_FILE))
@@ -235,8 +274,11 @@ def seed_spread_table(rows: list[dict[str, str]], rule: Rule = "physical") -> st
         "|---|---|---|---|---|",
     ]
     for s in sorted(spread, key=lambda s: (s.strategy, _budget_order(s.budget))):
-        lines.append(f"| {s.strategy} | {_budget_header(s.budget)} | {s.n_seeds} | "
-                     f"{100 * s.dice_seed_min:.2f} – {100 * s.dice_seed_max:.2f} | {100 * s.dice_seed_std:.2f} |")
+        lines.append(
+            f"| {s.strategy} | {_budget_header(s.budget)} | {s.n_seeds} | "
+            f"{100 * s.dice_seed_min:.2f} – {100 * s.dice_seed_max:.2f} | "
+            f"{100 * s.dice_seed_std:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -247,8 +289,10 @@ def _rule_columns(rule: str) -> tuple[str, str, str]:
 
 
 def _format_cell(summary: CellSummary) -> str:
-    return (f"{100 * summary.dice_mean:.2f} ± {100 * summary.dice_std:.2f} / "
-            f"{summary.hd95_mean:.2f} ± {summary.hd95_std:.2f}")
+    return (
+        f"{100 * summary.dice_mean:.2f} ± {100 * summary.dice_std:.2f} / "
+        f"{summary.hd95_mean:.2f} ± {summary.hd95_std:.2f}"
+    )
 
 
 def _budget_order(budget: str) -> tuple[int, float]:
@@ -264,8 +308,9 @@ def _budget_header(budget: str) -> str:
     return f"{int(value)} slices" if kind else f"{100 * value:g}%"
 
 
-def dice_matrix(rows: list[dict[str, str]], strategy: str, budget: str,
-                rule: Rule = "physical") -> tuple[list[str], list[str], np.ndarray]:
+def dice_matrix(
+    rows: list[dict[str, str]], strategy: str, budget: str, rule: Rule = "physical"
+) -> tuple[list[str], list[str], np.ndarray]:
     """(seeds, case ids, DSC array seeds × cases) of one cell; cases sorted, seeds as listed."""
     dice_column, _, _ = _rule_columns(rule)
     cell = [r for r in rows if r["strategy"] == strategy and r["budget"] == budget]
@@ -277,8 +322,12 @@ def dice_matrix(rows: list[dict[str, str]], strategy: str, budget: str,
     return seeds, cases, values
 
 
-def bootstrap_difference(strategy: np.ndarray, reference: np.ndarray, n_boot: int = N_BOOTSTRAP,
-                         seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+def bootstrap_difference(
+    strategy: np.ndarray,
+    reference: np.ndarray,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float, float]:
     """Mean of ``strategy`` minus mean of ``reference`` (seeds × the same cases) and its bootstrap
     95 % interval, resampling cases (paired) and each side's seeds independently."""
     if strategy.shape[1] != reference.shape[1]:
@@ -295,8 +344,9 @@ def bootstrap_difference(strategy: np.ndarray, reference: np.ndarray, n_boot: in
     return float(strategy.mean() - reference.mean()), float(low), float(high)
 
 
-def bootstrap_mean(values: np.ndarray, n_boot: int = N_BOOTSTRAP,
-                   seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+def bootstrap_mean(
+    values: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED
+) -> tuple[float, float]:
     """Bootstrap 95 % interval of the mean of seeds × cases, resampling both."""
     rng = np.random.default_rng(seed)
     n_seeds, n_cases = values.shape
@@ -321,8 +371,9 @@ def comparison_table(rows: list[dict[str, str]], rule: Rule = "physical") -> str
     strategies = [s for s in dict.fromkeys(r["strategy"] for r in rows) if s != FULL_SUPERVISION]
     if REFERENCE_STRATEGY not in strategies:
         return ""
-    budgets = sorted({r["budget"] for r in rows if r["strategy"] != FULL_SUPERVISION},
-                     key=_budget_order)
+    budgets = sorted(
+        {r["budget"] for r in rows if r["strategy"] != FULL_SUPERVISION}, key=_budget_order
+    )
     lines = [
         f"DSC (%) per budget: mean ± std over seeds of the per-seed mean over test cases; the "
         f"difference from {REFERENCE_STRATEGY} in points with its bootstrap 95 % interval "
@@ -344,8 +395,10 @@ def comparison_table(rows: list[dict[str, str]], rule: Rule = "physical") -> str
             if strategy != REFERENCE_STRATEGY and reference.size and cases == ref_cases:
                 diff, low, high = bootstrap_difference(values, reference)
                 versus = f"{100 * diff:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
-            lines.append(f"| {_budget_header(budget)} | {strategy} | {len(seeds)} | {len(cases)} | "
-                         f"{per_seed.mean():.2f} ± {spread:.2f} | {versus} |")
+            lines.append(
+                f"| {_budget_header(budget)} | {strategy} | {len(seeds)} | {len(cases)} | "
+                f"{per_seed.mean():.2f} ± {spread:.2f} | {versus} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -368,7 +421,7 @@ def diagnostics_table(rows: list[dict[str, str]]) -> str:
     for (strategy, budget), by_seed in ordered:
         first = next(iter(by_seed.values()))
 
-        def mean(column: str) -> float:
+        def mean(column: str, by_seed: dict = by_seed) -> float:
             return 100 * float(np.mean([float(r[column]) for r in by_seed.values()]))
 
         lines.append(

@@ -22,10 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-
 import numpy as np
 import torch
-
 
 from sugfw.atomic import atomic_path
 from sugfw.data import Slice
@@ -53,10 +51,25 @@ log = logging.getLogger(__name__)
 
 RESULTS_FILE, SETTINGS_FILE, RECORDS_FILE = "results.csv", "bench.json", "records.npz"
 RESULT_COLUMNS = (
-    "strategy", "budget", "seed", "n_selected", "pool_size", "case_id",
-    "dice", "hd95_mm", "dice_paper", "hd95_paper_voxels", "pred_empty", "truth_empty",
-    "best_val_dice", "iterations",
-    "picks_foreground", "first_pick_foreground", "picks_tied", "pool_tied", "pool_foreground",
+    "strategy",
+    "budget",
+    "seed",
+    "n_selected",
+    "pool_size",
+    "case_id",
+    "dice",
+    "hd95_mm",
+    "dice_paper",
+    "hd95_paper_voxels",
+    "pred_empty",
+    "truth_empty",
+    "best_val_dice",
+    "iterations",
+    "picks_foreground",
+    "first_pick_foreground",
+    "picks_tied",
+    "pool_tied",
+    "pool_foreground",
     "cluster_sizes",
 )
 """``dice``/``hd95_mm``: physical rule (spacing-aware, explicit empty-mask rule); ``*_paper``: the
@@ -132,7 +145,9 @@ def plan_split(files: list[CaseFiles], config: BenchConfig) -> CaseSplit:
     split. ``max_train_cases`` keeps the first (sorted) training cases."""
     train_ids = [f.case_id for f in files if f.subset == "train"]
     provided_test = sorted(f.case_id for f in files if f.subset == "test")
-    split = split_cases(train_ids, config.n_val, 0 if provided_test else config.n_test, config.split_seed)
+    split = split_cases(
+        train_ids, config.n_val, 0 if provided_test else config.n_test, config.split_seed
+    )
     test = split.test
     if provided_test:
         order = np.random.default_rng(config.split_seed).permutation(len(provided_test))
@@ -178,8 +193,9 @@ def select_queue(cell: Cell, index: RecordIndex) -> Selection:
     return spec.select(index.features(spec.features), index.uncertainty, budget, cell.seed)
 
 
-def selection_diagnostics(selection: Selection, uncertainty: np.ndarray,
-                          pool_labels: list[np.ndarray]) -> dict[str, object]:
+def selection_diagnostics(
+    selection: Selection, uncertainty: np.ndarray, pool_labels: list[np.ndarray]
+) -> dict[str, object]:
     """What was picked, judged with the labels only after selecting (see ``RESULT_COLUMNS``)."""
     has_foreground = np.array([bool(np.any(label > 0)) for label in pool_labels])
     picks = selection.picks
@@ -195,7 +211,9 @@ def selection_diagnostics(selection: Selection, uncertainty: np.ndarray,
     }
 
 
-def predict_case(model: torch.nn.Module, case: PreparedCase, device: str, batch_size: int = 16) -> np.ndarray:
+def predict_case(
+    model: torch.nn.Module, case: PreparedCase, device: str, batch_size: int = 16
+) -> np.ndarray:
     """(H, W, Z') bool foreground at the original resolution: class scores of each working-size
     slice are resized bilinearly to the original slice size, then the argmax is taken."""
     labels = predict_volume(model, case.images, device, batch_size, output_size=case.original_size)
@@ -223,8 +241,12 @@ def run_bench(
     for strategy in config.strategies:
         get_strategy(strategy)  # unknown names fail before any data is read
     out_dir.mkdir(parents=True, exist_ok=True)
-    _bind_results_folder(config, Path(data_root), out_dir / SETTINGS_FILE,
-                         Path(test_data) if test_data is not None else None)
+    _bind_results_folder(
+        config,
+        Path(data_root),
+        out_dir / SETTINGS_FILE,
+        Path(test_data) if test_data is not None else None,
+    )
     device = str(resolve_device(config.device))
 
     files = {f.case_id: f for f in find_case_files(data_root)}
@@ -242,8 +264,12 @@ def run_bench(
     log.info("cases: %d train, %d val, %d test", len(split.train), len(split.val), len(split.test))
 
     def prepare(case_files: CaseFiles) -> PreparedCase:
-        return prepare_case(load_case(case_files), config.working_size, config.foreground_margin,
-                            config.upper_percentile)
+        return prepare_case(
+            load_case(case_files),
+            config.working_size,
+            config.foreground_margin,
+            config.upper_percentile,
+        )
 
     prepared = {case_id: prepare(files[case_id]) for case_id in (*split.train, *split.val)}
     tested = {case_id: prepare(test_files[case_id]) for case_id in split.test}
@@ -252,12 +278,15 @@ def run_bench(
     if empty:
         # With a foreground margin a case without foreground keeps no slice: nothing to score it on.
         raise InvalidInputError(
-            f"validation/test case(s) {empty} have no foreground slice in {data_root}; expected every "
+            f"validation/test case(s) {empty} have no foreground slice in {data_root}; expected "
+            "every "
             "evaluated case to contain the structure (or set foreground_margin=None)"
         )
     pool = build_pool((prepared[c] for c in split.train), config.slice_step)
     if not pool.images:
-        raise InvalidInputError(f"the training cases {split.train} hold no foreground slices to select from")
+        raise InvalidInputError(
+            f"the training cases {split.train} hold no foreground slices to select from"
+        )
     index = score_pool(pool, scorer_factory(config, out_dir / "cache"), progress)
     index.save(out_dir / RECORDS_FILE)
 
@@ -269,8 +298,17 @@ def run_bench(
             log.info("%s: already in %s, skipped", cell.folder_name, results.path.name)
             continue
         started = time.perf_counter()
-        rows = _run_cell(cell, config, index, pool, val, test_cases,
-                         out_dir / "cells" / cell.folder_name, device, progress)
+        rows = _run_cell(
+            cell,
+            config,
+            index,
+            pool,
+            val,
+            test_cases,
+            out_dir / "cells" / cell.folder_name,
+            device,
+            progress,
+        )
         results.append(rows)
         log.info("%s: done in %.0f s", cell.folder_name, time.perf_counter() - started)
     return results.path
@@ -291,13 +329,21 @@ def _run_cell(
     picks = selection.picks
     diagnostics = selection_diagnostics(selection, index.uncertainty, pool.labels)
     cell_dir.mkdir(parents=True, exist_ok=True)
-    (cell_dir / "picks.json").write_text(json.dumps([str(index.slice_ids[i]) for i in picks], indent=1))
+    (cell_dir / "picks.json").write_text(
+        json.dumps([str(index.slice_ids[i]) for i in picks], indent=1)
+    )
     (cell_dir / "selection.json").write_text(json.dumps(diagnostics, indent=1))
     train_config = config.train_config(len(picks), cell.seed, device)
     # Validation: mean 3-D Dice over the validation cases (an empty prediction of a case scores 0).
     validator = case_dice_validator(val, train_config)
-    result = train([pool.images[i] for i in picks], [pool.labels[i] for i in picks], validator,
-                   train_config, cell_dir / "checkpoints", progress=progress)
+    result = train(
+        [pool.images[i] for i in picks],
+        [pool.labels[i] for i in picks],
+        validator,
+        train_config,
+        cell_dir / "checkpoints",
+        progress=progress,
+    )
     model = UNet(in_channels=1, n_classes=train_config.n_classes)
     model.load_state_dict(result.best_state)
     rows = []
@@ -306,15 +352,25 @@ def _run_cell(
         physical = case_metrics(prediction, case.truth, case.spacing, rule="physical")
         paper = case_metrics(prediction, case.truth, case.spacing, rule="paper")
         strategy, budget, seed = cell.key
-        rows.append({
-            "strategy": strategy, "budget": budget, "seed": seed, "n_selected": len(picks),
-            "pool_size": len(index.slice_ids), "case_id": case.case_id,
-            "dice": physical.dice, "hd95_mm": physical.hd95,
-            "dice_paper": paper.dice, "hd95_paper_voxels": paper.hd95,
-            "pred_empty": int(physical.pred_empty), "truth_empty": int(physical.truth_empty),
-            "best_val_dice": result.best_val_dice, "iterations": train_config.iterations,
-            **diagnostics,
-        })
+        rows.append(
+            {
+                "strategy": strategy,
+                "budget": budget,
+                "seed": seed,
+                "n_selected": len(picks),
+                "pool_size": len(index.slice_ids),
+                "case_id": case.case_id,
+                "dice": physical.dice,
+                "hd95_mm": physical.hd95,
+                "dice_paper": paper.dice,
+                "hd95_paper_voxels": paper.hd95,
+                "pred_empty": int(physical.pred_empty),
+                "truth_empty": int(physical.truth_empty),
+                "best_val_dice": result.best_val_dice,
+                "iterations": train_config.iterations,
+                **diagnostics,
+            }
+        )
     return rows
 
 
@@ -353,7 +409,9 @@ class ResultsTable:
         self._done = {key for key, cases in cases_by_cell.items() if cases == self._test_cases}
         kept = [row for row in rows if (row["strategy"], row["budget"], row["seed"]) in self._done]
         if len(kept) != len(rows):
-            log.warning("%s: dropping %d rows of unfinished cells", self.path, len(rows) - len(kept))
+            log.warning(
+                "%s: dropping %d rows of unfinished cells", self.path, len(rows) - len(kept)
+            )
             with atomic_path(self.path) as tmp, tmp.open("w", newline="") as handle:
                 writer = csv.DictWriter(handle, RESULT_COLUMNS)
                 writer.writeheader()
@@ -372,8 +430,9 @@ class ResultsTable:
             os.fsync(handle.fileno())
 
 
-def _bind_results_folder(config: BenchConfig, data_root: Path, path: Path,
-                         test_data: Path | None = None) -> None:
+def _bind_results_folder(
+    config: BenchConfig, data_root: Path, path: Path, test_data: Path | None = None
+) -> None:
     identity = {"data": str(data_root.resolve()), **config.result_identity()}
     identity["test_data"] = str(test_data.resolve()) if test_data is not None else None
     identity = json.loads(json.dumps(identity))
@@ -388,5 +447,3 @@ def _bind_results_folder(config: BenchConfig, data_root: Path, path: Path,
             f"{path.parent} holds results of other settings ({detail}); use another output folder "
             "or the same settings"
         )
-
-

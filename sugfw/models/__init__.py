@@ -30,13 +30,24 @@ def build_model(
     """Build a model by name. SAM variants need ``checkpoint`` unless ``random_weights`` is set."""
     dev = resolve_device(device)
     if name == "litemedsam":
-        return build_litemedsam(dev, Path(checkpoint) if checkpoint else None, pretrained=not random_weights)
+        return build_litemedsam(
+            dev, Path(checkpoint) if checkpoint else None, pretrained=not random_weights
+        )
     if name in SAM_VARIANTS:
         if not checkpoint and not random_weights:
             official = SAM_VARIANTS[name][1]
-            raise CheckpointError(f"{name} needs a checkpoint path (the official file is {official})")
+            raise CheckpointError(
+                f"{name} needs a checkpoint path (the official file is {official})"
+            )
         return build_sam(name, dev, Path(checkpoint) if checkpoint and not random_weights else None)
     raise InvalidInputError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
 
 
-__all__ = ["CanvasGeometry", "EverythingSettings", "MODEL_NAMES", "SegmenterModel", "build_model", "resolve_device"]
+__all__ = [
+    "CanvasGeometry",
+    "EverythingSettings",
+    "MODEL_NAMES",
+    "SegmenterModel",
+    "build_model",
+    "resolve_device",
+]

@@ -37,7 +37,7 @@ class EverythingSettings:
     multimask: bool
 
     @classmethod
-    def for_model(cls, model: "SegmenterModel", **overrides: object) -> "EverythingSettings":
+    def for_model(cls, model: SegmenterModel, **overrides: object) -> EverythingSettings:
         """The model's defaults with ``overrides`` (keys with value ``None`` are ignored)."""
         return replace(model.defaults, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -60,7 +60,7 @@ class CanvasGeometry:
         return int(self.width * self.scale + 0.5)
 
     @classmethod
-    def fit(cls, height: int, width: int, canvas: int, resize: bool = True) -> "CanvasGeometry":
+    def fit(cls, height: int, width: int, canvas: int, resize: bool = True) -> CanvasGeometry:
         """Resize the longest side to the canvas (SAM's rule); ``resize=False`` keeps the slice's
         own pixel size (the authors' placement), shrinking only what would not fit."""
         longest = max(height, width)
@@ -84,7 +84,8 @@ class SegmenterModel(ABC):
         self.net = net.to(device).eval()
         self.device = device
         self.checkpoint_id = checkpoint_id
-        """Identity of the weights (a SHA-256, or a one-off id for random weights), for cache keys."""
+        """Identity of the weights (a SHA-256, or a one-off id for random weights), for cache
+        keys."""
 
     @property
     def image_encoder(self) -> nn.Module:
@@ -103,13 +104,16 @@ class SegmenterModel(ABC):
         """Map canvases of grey values in [0, 1], shape (B, 3, S, S), to the encoder's input."""
 
     def prepare(self, images: list[torch.Tensor], geometry: list[CanvasGeometry]) -> torch.Tensor:
-        """Grey slices in [0, 1] → one (B, 3, S, S) batch: resized, padded bottom-right, normalised."""
+        """Grey slices in [0, 1] → one (B, 3, S, S) batch: resized, padded bottom-right,
+        normalised."""
         canvases = []
         for image, geo in zip(images, geometry):
             resized = self._quantise(image[None, None].to(self.device, torch.float32))
             size = (geo.content_height, geo.content_width)
             if size != tuple(image.shape):
-                resized = F.interpolate(resized, size=size, mode="bilinear", align_corners=False, antialias=True)
+                resized = F.interpolate(
+                    resized, size=size, mode="bilinear", align_corners=False, antialias=True
+                )
                 resized = self._quantise(resized)
             pad = (0, self.canvas_size - size[1], 0, self.canvas_size - size[0])
             canvases.append(F.pad(resized, pad))
@@ -152,7 +156,9 @@ class SegmenterModel(ABC):
         prompts = prompts.to(self.device, torch.float32)
         if prompts.shape[-1] == 2:
             labels = torch.ones(prompts.shape[0], 1, dtype=torch.int, device=self.device)
-            sparse, dense = self.prompt_encoder(points=(prompts[:, None, :], labels), boxes=None, masks=None)
+            sparse, dense = self.prompt_encoder(
+                points=(prompts[:, None, :], labels), boxes=None, masks=None
+            )
         else:
             sparse, dense = self.prompt_encoder(points=None, boxes=prompts, masks=None)
         image_pe = self.prompt_encoder.get_dense_pe()
@@ -161,8 +167,11 @@ class SegmenterModel(ABC):
                 self.mask_decoder, embedding, image_pe, sparse, dense[:1], multimask, iou_thresh
             )
         if share_image:
-            # Without a mask prompt the dense embedding is the same "no mask" vector for every prompt.
-            return decode_prompts_on_one_image(self.mask_decoder, embedding, image_pe, sparse, dense[:1], multimask)
+            # Without a mask prompt the dense embedding is the same "no mask" vector for every
+            # prompt.
+            return decode_prompts_on_one_image(
+                self.mask_decoder, embedding, image_pe, sparse, dense[:1], multimask
+            )
         return self.mask_decoder(
             image_embeddings=embedding,
             image_pe=image_pe,
@@ -171,7 +180,9 @@ class SegmenterModel(ABC):
             multimask_output=multimask,
         )
 
-    def prompt_grid(self, geometry: CanvasGeometry, grid: tuple[int, ...], kind: PromptKind) -> torch.Tensor:
+    def prompt_grid(
+        self, geometry: CanvasGeometry, grid: tuple[int, ...], kind: PromptKind
+    ) -> torch.Tensor:
         """Everything-mode prompts covering the slice's content area, in canvas pixels."""
         h, w = geometry.content_height, geometry.content_width
         if kind == "points":
@@ -223,7 +234,13 @@ def transform_prompts(
     mapped = torch.stack([x, y], dim=1).reshape(prompts.shape)
     if prompts.shape[-1] == 4:
         # Corners may swap under a flip or rotation: keep xyxy with x0 <= x1, y0 <= y1.
-        x0, x1 = torch.minimum(mapped[:, 0], mapped[:, 2]), torch.maximum(mapped[:, 0], mapped[:, 2])
-        y0, y1 = torch.minimum(mapped[:, 1], mapped[:, 3]), torch.maximum(mapped[:, 1], mapped[:, 3])
+        x0, x1 = (
+            torch.minimum(mapped[:, 0], mapped[:, 2]),
+            torch.maximum(mapped[:, 0], mapped[:, 2]),
+        )
+        y0, y1 = (
+            torch.minimum(mapped[:, 1], mapped[:, 3]),
+            torch.maximum(mapped[:, 1], mapped[:, 3]),
+        )
         mapped = torch.stack([x0, y0, x1, y1], dim=1)
     return mapped.to(prompts.dtype)

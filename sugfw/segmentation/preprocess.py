@@ -16,7 +16,9 @@ CODE_UPPER_PERCENTILE = 99.0
 ZSCORE_EPS = 1e-6
 
 
-def clip_upper_percentile(volume: np.ndarray, percentile: float = README_UPPER_PERCENTILE) -> np.ndarray:
+def clip_upper_percentile(
+    volume: np.ndarray, percentile: float = README_UPPER_PERCENTILE
+) -> np.ndarray:
     """Clip intensities above the given percentile (linear interpolation, numpy's default)."""
     _check_volume(volume)
     if not 0 < percentile <= 100:
@@ -31,7 +33,9 @@ def zscore(volume: np.ndarray, eps: float = ZSCORE_EPS) -> np.ndarray:
     return ((values - values.mean()) / (values.std() + eps)).astype(np.float32)
 
 
-def normalise_volume(volume: np.ndarray, upper_percentile: float = README_UPPER_PERCENTILE) -> np.ndarray:
+def normalise_volume(
+    volume: np.ndarray, upper_percentile: float = README_UPPER_PERCENTILE
+) -> np.ndarray:
     """Percentile clip then z-score of one volume (any number of dimensions), float32."""
     return zscore(clip_upper_percentile(volume, upper_percentile))
 
@@ -40,4 +44,6 @@ def _check_volume(volume: np.ndarray) -> None:
     if volume.size == 0:
         raise InvalidInputError(f"cannot normalise an empty volume of shape {volume.shape}")
     if not np.all(np.isfinite(volume)):
-        raise InvalidInputError("volume contains NaN or infinite intensities; expected finite values")
+        raise InvalidInputError(
+            "volume contains NaN or infinite intensities; expected finite values"
+        )

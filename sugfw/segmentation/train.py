@@ -73,7 +73,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "crop_size", "eval_every"):
             if getattr(self, name) < 1:
-                raise InvalidInputError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise InvalidInputError(
+                    f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}"
+                )
         if self.n_classes < 2:
             raise InvalidInputError(f"TrainConfig.n_classes must be >= 2, got {self.n_classes}")
         if self.lr <= 0:
@@ -82,18 +84,23 @@ class TrainConfig:
     @classmethod
     def paper(cls, n_train: int, **overrides: Any) -> TrainConfig:
         """The paper's schedule: batch 8 for 1000 epochs over ``n_train`` slices."""
-        return cls._from_epochs(PAPER_EPOCHS, n_train, {"batch_size": PAPER_BATCH_SIZE, **overrides})
+        return cls._from_epochs(
+            PAPER_EPOCHS, n_train, {"batch_size": PAPER_BATCH_SIZE, **overrides}
+        )
 
     @classmethod
     def authors_code(cls, n_train: int, **overrides: Any) -> TrainConfig:
-        """The authors' code: batch 16 for 400 epochs over ``n_train`` slices (last batch partial)."""
+        """The authors' code: batch 16 for 400 epochs over ``n_train`` slices (last batch
+        partial)."""
         return cls._from_epochs(
             AUTHORS_CODE_EPOCHS, n_train, {"batch_size": AUTHORS_CODE_BATCH_SIZE, **overrides}
         )
 
     @classmethod
     def _from_epochs(cls, epochs: int, n_train: int, fields: dict[str, Any]) -> TrainConfig:
-        fields.setdefault("iterations", iterations_for_epochs(epochs, n_train, fields["batch_size"]))
+        fields.setdefault(
+            "iterations", iterations_for_epochs(epochs, n_train, fields["batch_size"])
+        )
         return cls(**fields)
 
 
@@ -140,16 +147,23 @@ def train(
             _load_weights(model, _state_from(init_state), "init_state")
         model.to(device)
         optimizer = torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            model.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
         )
         run = _RunState(rng=np.random.default_rng(config.seed))
         last_path = checkpoint_dir / LAST_CHECKPOINT
         if last_path.exists():
             run.restore(last_path, model, optimizer, config, len(images), device)
-        _fit(model, optimizer, run, images, masks, evaluate, config, checkpoint_dir, device, progress)
+        _fit(
+            model, optimizer, run, images, masks, evaluate, config, checkpoint_dir, device, progress
+        )
 
     if run.best_state is None:  # every validation returned NaN
-        raise InvalidInputError(f"validation gave no finite score in {len(run.history)} evaluations")
+        raise InvalidInputError(
+            f"validation gave no finite score in {len(run.history)} evaluations"
+        )
     return TrainResult(run.best_state, run.best_val_dice, run.history)
 
 
@@ -159,7 +173,9 @@ def load_trained_unet(path: str | os.PathLike, device: str | torch.device = "cpu
     try:
         n_classes = checkpoint["config"]["n_classes"]
     except (KeyError, TypeError) as error:
-        raise CheckpointError(f"{path} has no training config; expected best.pt or last.pt") from error
+        raise CheckpointError(
+            f"{path} has no training config; expected best.pt or last.pt"
+        ) from error
     model = UNet(in_channels=1, n_classes=n_classes)
     _load_weights(model, checkpoint.get("model", {}), str(path))
     return model.to(device).eval()
@@ -185,26 +201,43 @@ class _RunState:
         batch, self.queue = self.queue[:batch_size], self.queue[batch_size:]
         return batch
 
-    def save(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-             config: TrainConfig, n_train: int, device: torch.device) -> None:
-        _atomic_save({
-            "config": asdict(config),
-            "n_train": n_train,
-            "iteration": self.iteration,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "numpy_rng": self.rng.bit_generator.state,
-            "queue": list(self.queue),
-            "best_state": self.best_state,
-            "best_val_dice": self.best_val_dice,
-            "best_iteration": self.best_iteration,
-            "history": self.history,
-        }, path)
+    def save(
+        self,
+        path: Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        config: TrainConfig,
+        n_train: int,
+        device: torch.device,
+    ) -> None:
+        _atomic_save(
+            {
+                "config": asdict(config),
+                "n_train": n_train,
+                "iteration": self.iteration,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "numpy_rng": self.rng.bit_generator.state,
+                "queue": list(self.queue),
+                "best_state": self.best_state,
+                "best_val_dice": self.best_val_dice,
+                "best_iteration": self.best_iteration,
+                "history": self.history,
+            },
+            path,
+        )
 
-    def restore(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                config: TrainConfig, n_train: int, device: torch.device) -> None:
+    def restore(
+        self,
+        path: Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        config: TrainConfig,
+        n_train: int,
+        device: torch.device,
+    ) -> None:
         saved = read_checkpoint(path)
         _check_same_run(path, saved, config, n_train)
         _load_weights(model, saved.get("model", {}), str(path))
@@ -215,7 +248,9 @@ class _RunState:
                 torch.cuda.set_rng_state(saved["cuda_rng"], device)
             self.rng.bit_generator.state = saved["numpy_rng"]
         except (KeyError, ValueError, TypeError, RuntimeError) as error:
-            raise CheckpointError(f"{path} has an unreadable optimizer or RNG state: {error}") from error
+            raise CheckpointError(
+                f"{path} has an unreadable optimizer or RNG state: {error}"
+            ) from error
         self.iteration = saved["iteration"]
         self.queue = list(saved["queue"])
         self.best_state = saved["best_state"]
@@ -224,9 +259,18 @@ class _RunState:
         self.history = list(saved["history"])
 
 
-def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, run: _RunState,
-         images: Sequence[np.ndarray], masks: Sequence[np.ndarray], evaluate: Validator,
-         config: TrainConfig, checkpoint_dir: Path, device: torch.device, progress: bool) -> None:
+def _fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    run: _RunState,
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    evaluate: Validator,
+    config: TrainConfig,
+    checkpoint_dir: Path,
+    device: torch.device,
+    progress: bool,
+) -> None:
     losses: list[float] = []
     bar = tqdm(total=config.iterations, initial=run.iteration, disable=not progress, desc="UNet")
     model.train()
@@ -236,19 +280,37 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, run: _RunState,
             bar.update(1)
             if run.iteration % config.eval_every and run.iteration < config.iterations:
                 continue
-            _checkpoint(model, optimizer, run, float(np.mean(losses)), _validate(model, evaluate),
-                        config, checkpoint_dir, len(images), device)
+            _checkpoint(
+                model,
+                optimizer,
+                run,
+                float(np.mean(losses)),
+                _validate(model, evaluate),
+                config,
+                checkpoint_dir,
+                len(images),
+                device,
+            )
             losses.clear()
             record = run.history[-1]
-            bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_dice=f"{record['val_dice']:.3f}",
-                            best=f"{run.best_val_dice:.3f}")
+            bar.set_postfix(
+                loss=f"{record['train_loss']:.3f}",
+                val_dice=f"{record['val_dice']:.3f}",
+                best=f"{run.best_val_dice:.3f}",
+            )
     finally:
         bar.close()
 
 
-def _step(model: nn.Module, optimizer: torch.optim.Optimizer, run: _RunState,
-          images: Sequence[np.ndarray], masks: Sequence[np.ndarray], config: TrainConfig,
-          device: torch.device) -> float:
+def _step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    run: _RunState,
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    config: TrainConfig,
+    device: torch.device,
+) -> float:
     """One SGD step at the poly-decayed learning rate; returns the batch loss."""
     run.lr = poly_lr(config.lr, run.iteration, config.iterations, config.poly_power)
     for group in optimizer.param_groups:
@@ -263,17 +325,33 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, run: _RunState,
     return loss.item()
 
 
-def _checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, run: _RunState,
-                train_loss: float, dice: float, config: TrainConfig, checkpoint_dir: Path,
-                n_train: int, device: torch.device) -> None:
+def _checkpoint(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    run: _RunState,
+    train_loss: float,
+    dice: float,
+    config: TrainConfig,
+    checkpoint_dir: Path,
+    n_train: int,
+    device: torch.device,
+) -> None:
     """Record a validation, keep the model if it is the best so far, and write the checkpoints."""
-    run.history.append({"iteration": run.iteration, "lr": run.lr, "train_loss": train_loss,
-                        "val_dice": dice})
+    run.history.append(
+        {"iteration": run.iteration, "lr": run.lr, "train_loss": train_loss, "val_dice": dice}
+    )
     if dice > run.best_val_dice:
         run.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         run.best_val_dice, run.best_iteration = dice, run.iteration
-        _atomic_save({"config": asdict(config), "model": run.best_state, "val_dice": dice,
-                      "iteration": run.iteration}, checkpoint_dir / BEST_CHECKPOINT)
+        _atomic_save(
+            {
+                "config": asdict(config),
+                "model": run.best_state,
+                "val_dice": dice,
+                "iteration": run.iteration,
+            },
+            checkpoint_dir / BEST_CHECKPOINT,
+        )
     run.save(checkpoint_dir / LAST_CHECKPOINT, model, optimizer, config, n_train, device)
 
 
@@ -286,8 +364,9 @@ def _validate(model: nn.Module, evaluate: Validator) -> float:
         model.train()
 
 
-def _slice_dice_validator(images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-                          config: TrainConfig) -> Validator:
+def _slice_dice_validator(
+    images: Sequence[np.ndarray], masks: Sequence[np.ndarray], config: TrainConfig
+) -> Validator:
     """Mean over validation slices of the mean foreground-class Dice (1 where both are empty)."""
     _check_labelled_slices(images, masks, config.n_classes, "validation")
     by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -299,14 +378,17 @@ def _slice_dice_validator(images: Sequence[np.ndarray], masks: Sequence[np.ndarr
         for indices in by_shape.values():
             volume = np.stack([images[i] for i in indices]).astype(np.float32, copy=False)
             predictions = predict_volume(model, volume, config.device, batch_size=config.batch_size)
-            scores.extend(foreground_dice(p, masks[i], config.n_classes)
-                          for p, i in zip(predictions, indices))
+            scores.extend(
+                foreground_dice(p, masks[i], config.n_classes) for p, i in zip(predictions, indices)
+            )
         return float(np.mean(scores))
 
     return evaluate
 
 
-def case_dice_validator(cases: Sequence[tuple[np.ndarray, np.ndarray]], config: TrainConfig) -> Validator:
+def case_dice_validator(
+    cases: Sequence[tuple[np.ndarray, np.ndarray]], config: TrainConfig
+) -> Validator:
     """Mean over validation cases of the 3-D foreground Dice of each case's slice stack.
 
     ``cases`` holds one (images (Z, H, W), labels (Z, H, W)) pair per case. Dice pools every
@@ -343,16 +425,24 @@ def foreground_dice(prediction: np.ndarray, target: np.ndarray, n_classes: int) 
     return float(np.mean(scores))
 
 
-def _augmented_batch(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], batch: list[int],
-                     crop_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    pairs = [_random_rot_flip(*_random_crop(images[i], masks[i], crop_size, rng), rng) for i in batch]
+def _augmented_batch(
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    batch: list[int],
+    crop_size: int,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [
+        _random_rot_flip(*_random_crop(images[i], masks[i], crop_size, rng), rng) for i in batch
+    ]
     x = torch.from_numpy(np.stack([image for image, _ in pairs]).astype(np.float32))[:, None]
     y = torch.from_numpy(np.stack([mask for _, mask in pairs]).astype(np.int64))
     return x, y
 
 
-def _random_crop(image: np.ndarray, mask: np.ndarray, size: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _random_crop(
+    image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """A size × size window at a uniform offset; sides shorter than ``size`` are zero-padded
     evenly (0 is the z-scored mean intensity and the background label)."""
     pad_h, pad_w = max(size - image.shape[0], 0), max(size - image.shape[1], 0)
@@ -364,8 +454,9 @@ def _random_crop(image: np.ndarray, mask: np.ndarray, size: int,
     return image[top : top + size, left : left + size], mask[top : top + size, left : left + size]
 
 
-def _random_rot_flip(image: np.ndarray, mask: np.ndarray,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _random_rot_flip(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """One of the 8 symmetries of the square, uniformly: rot90 by k ∈ 0..3, then a left-right flip
     with probability 1/2 (the authors' always-flip on a random axis gives the same distribution)."""
     k = int(rng.integers(4))
@@ -375,8 +466,9 @@ def _random_rot_flip(image: np.ndarray, mask: np.ndarray,
     return image, mask
 
 
-def _check_labelled_slices(images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-                           n_classes: int, role: str) -> None:
+def _check_labelled_slices(
+    images: Sequence[np.ndarray], masks: Sequence[np.ndarray], n_classes: int, role: str
+) -> None:
     if len(images) == 0 or len(images) != len(masks):
         raise InvalidInputError(
             f"{role} data needs as many masks as images (at least one), got {len(images)} images "
@@ -389,10 +481,13 @@ def _check_labelled_slices(images: Sequence[np.ndarray], masks: Sequence[np.ndar
                 f"image {image.shape} and mask {mask.shape}"
             )
         if not np.issubdtype(mask.dtype, np.integer) and mask.dtype != np.bool_:
-            raise InvalidInputError(f"{role} mask {index} has dtype {mask.dtype}; expected integer labels")
+            raise InvalidInputError(
+                f"{role} mask {index} has dtype {mask.dtype}; expected integer labels"
+            )
         if mask.size and (mask.min() < 0 or mask.max() >= n_classes):
             raise InvalidInputError(
-                f"{role} mask {index} has labels {mask.min()}..{mask.max()}; expected 0..{n_classes - 1} "
+                f"{role} mask {index} has labels {mask.min()}..{mask.max()}; expected "
+                f"0..{n_classes - 1} "
                 f"for n_classes={n_classes}"
             )
         if not np.all(np.isfinite(image)):
@@ -409,12 +504,15 @@ def _check_same_run(path: Path, saved: dict[str, Any], config: TrainConfig, n_tr
     if differences:
         detail = ", ".join(differences)
         raise CheckpointError(
-            f"{path} belongs to a different run ({detail}); pass the same data and config to resume, "
+            f"{path} belongs to a different run ({detail}); pass the same data and config to "
+            "resume, "
             f"or use an empty checkpoint_dir"
         )
 
 
-def _state_from(source: Mapping[str, torch.Tensor] | str | os.PathLike) -> Mapping[str, torch.Tensor]:
+def _state_from(
+    source: Mapping[str, torch.Tensor] | str | os.PathLike,
+) -> Mapping[str, torch.Tensor]:
     if isinstance(source, Mapping):
         return source
     checkpoint = read_checkpoint(Path(source))
@@ -425,7 +523,9 @@ def _load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], origin: s
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{origin} does not fit UNet(n_classes={model.n_classes}): {error}") from error
+        raise CheckpointError(
+            f"{origin} does not fit UNet(n_classes={model.n_classes}): {error}"
+        ) from error
 
 
 def _atomic_save(payload: dict[str, Any], path: Path) -> None:

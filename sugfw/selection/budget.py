@@ -63,7 +63,7 @@ def _count_from_ratio(ratio: float, n: int) -> int:
 
 
 def parse_budget(text: str, name: str = "budget", check: bool = True) -> int | float:
-    """"35" → a count, "0.01" → a ratio of the pool; with ``check``, ``check_budget`` on it."""
+    """ "35" → a count, "0.01" → a ratio of the pool; with ``check``, ``check_budget`` on it."""
     try:
         budget: int | float = int(text)
     except ValueError:

@@ -56,7 +56,6 @@ from sugfw.selection.base import Selection
 from sugfw.selection.clustering import cluster_features
 from sugfw.selection.inputs import check_inputs
 
-
 TIED_UNCERTAINTY = 0.5
 """Û of a slice on which every augmented view agreed (U = 0.5 everywhere under either sign)."""
 
@@ -160,9 +159,7 @@ def _members_by_cluster(clusters: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(clusters == c) for c in range(int(clusters.max()) + 1)]
 
 
-def _queue_by_rounds(
-    members: list[np.ndarray], choose: Callable[[np.ndarray], int]
-) -> np.ndarray:
+def _queue_by_rounds(members: list[np.ndarray], choose: Callable[[np.ndarray], int]) -> np.ndarray:
     """Queue by rounds: each cluster (in list order) with members left adds ``choose(left)``.
 
     ``left`` is always sorted ascending, so first-of-ties in ``choose`` means lowest slice index.
