@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from sugfw.everything import EverythingSettings
+from sugfw.metrics import mask_iou
 from sugfw.models import build_model
 from sugfw.scoring import Scorer, ScoringSettings, build_views, finish_record
 
@@ -177,11 +178,6 @@ def child(name: str, slices, points: int, k: int, device: str, queue) -> None:
     queue.put(result)
 
 
-def union_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -225,7 +221,7 @@ def main() -> None:
         if "authors" not in results or name not in results:
             continue
         pairs = zip(results["authors"]["unions"], results[name]["unions"])
-        ious = [union_iou(a, b) for sa, sb in pairs for a, b in zip(sa, sb)]
+        ious = [mask_iou(a, b) for sa, sb in pairs for a, b in zip(sa, sb)]
         speedup = results["authors"]["seconds"] / results[name]["seconds"]
         print(
             f"speed-up {name}/authors: {speedup:.2f}x; union-mask IoU authors vs {name}: "

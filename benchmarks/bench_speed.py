@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sugfw.metrics import mask_iou
+
 PATHS = ("reference", "default")
 
 
@@ -124,11 +126,6 @@ def run_child(ctx, path: str, image: np.ndarray, k: int, opts: dict) -> dict:
     return result
 
 
-def union_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -156,7 +153,7 @@ def main() -> None:
             for path in PATHS:
                 results[path].append(run_child(ctx, path, image, k, opts))
         ious = [
-            union_iou(a, b)
+            mask_iou(a, b)
             for ref, new in zip(results["reference"], results["default"])
             for a, b in zip(ref["unions"], new["unions"])
         ]

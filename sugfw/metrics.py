@@ -66,6 +66,13 @@ def dice(pred: np.ndarray, truth: np.ndarray, empty_value: float = 1.0) -> float
     return 2.0 * intersection / (pred_size + truth_size)
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two masks of one shape; two empty masks agree (1.0)."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
 def hd95(
     pred: np.ndarray,
     truth: np.ndarray,

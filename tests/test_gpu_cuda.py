@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from sugfw.everything import EverythingSettings
+from sugfw.metrics import mask_iou
 from sugfw.models import build_model
 from sugfw.models.base import CanvasGeometry
 from sugfw.models.decoder import decode_prompts_on_one_image
@@ -37,11 +38,6 @@ def disk_slice(height: int = 160, width: int = 200, seed: int = 0) -> np.ndarray
     return image.astype(np.float32)
 
 
-def union_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
 @pytest.fixture(scope="module")
 def models():
     return build_model("litemedsam", device="cpu"), build_model("litemedsam", device="cuda")
@@ -54,7 +50,7 @@ def test_cuda_records_equal_cpu_records_on_litemedsam(models) -> None:
     on_cpu = Scorer(cpu, settings).score_image(image)
     on_cuda = Scorer(cuda, settings).score_image(image)
     assert on_cpu.masks_kept >= 1
-    assert union_iou(on_cpu.union_mask, on_cuda.union_mask) >= 0.99
+    assert mask_iou(on_cpu.union_mask, on_cuda.union_mask) >= 0.99
     assert abs(on_cpu.uncertainty - on_cuda.uncertainty) <= 1e-3
     np.testing.assert_allclose(on_cpu.features_pgdr, on_cuda.features_pgdr, rtol=1e-2, atol=1e-3)
 

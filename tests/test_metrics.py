@@ -288,3 +288,14 @@ def test_unknown_options_raise() -> None:
         case_metrics(CUBE, CUBE, SPACING, rule="lenient")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="pooled HD95"):
         case_metrics(CUBE, CUBE, SPACING, rule="paper", definition="max_directed")
+
+
+def test_mask_iou_on_hand_computed_masks():
+    from sugfw.metrics import mask_iou
+
+    a = np.array([[1, 1, 0], [0, 0, 0]], dtype=bool)
+    b = np.array([[0, 1, 1], [0, 0, 0]], dtype=bool)
+    assert mask_iou(a, b) == pytest.approx(1 / 3)  # one shared pixel of three covered
+    assert mask_iou(a, a) == 1.0
+    assert mask_iou(np.zeros((2, 3), bool), np.zeros((2, 3), bool)) == 1.0
+    assert mask_iou(a, np.zeros((2, 3), bool)) == 0.0
