@@ -9,49 +9,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from test_experiment import TINY, StubRecordScorer
 
 import sugfw.experiment.runner as runner
-from sugfw.experiment import BenchConfig, run_bench
+from sugfw.experiment import run_bench
 from sugfw.experiment.runner import FULL_SUPERVISION, RECORDS_FILE
-from sugfw.records import RecordIndex, SliceRecord, content_hash
+from sugfw.records import RecordIndex, content_hash
 from sugfw.selection import get_strategy, resolve_budget
 
 STRATEGIES = ("gscu", "gscu_no_pgdr", "random", "fps")
-CONFIG = BenchConfig(
-    name="cells",
-    strategies=STRATEGIES,
-    budgets=(3,),
-    seeds=(7,),
-    random_seeds=(0, 1),
-    n_val=1,
-    n_test=1,
-    foreground_margin=1,
-    working_size=16,
-    k=1,
-    iterations=2,
-    batch_size=2,
-    crop_size=16,
-    eval_every=2,
-    device="cpu",
-)
-
-
-class StubRecordScorer:
-    """Deterministic random records seeded by the slice's content (no SAM in this test)."""
-
-    def score_image(self, image: np.ndarray, slice_id: str = "") -> SliceRecord:
-        digest = content_hash(image)
-        rng = np.random.default_rng(int(digest[:12], 16))
-        return SliceRecord(
-            slice_id,
-            digest,
-            rng.normal(size=8).astype(np.float32),
-            rng.normal(size=8).astype(np.float32),
-            float(rng.uniform(0.5, 0.75)),
-            np.zeros(image.shape, bool),
-            np.zeros(image.shape, np.float16),
-            0,
-        )
+CONFIG = TINY.with_overrides(name="cells", strategies=STRATEGIES, n_test=1)
 
 
 @pytest.fixture
