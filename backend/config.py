@@ -82,6 +82,8 @@ class BackendConfig:
     max_request_bytes: int = 8 * 1024 * 1024
     ray_address: str | None = None
     """Score new tasks on this Ray cluster (``auto``, or ``host:port``); None: in this process."""
+    ray_actors: int | None = None
+    """At most this many Ray actors (default: one per GPU, else one per CPU of the cluster)."""
     allow_unauthenticated: bool = False
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = None
@@ -202,6 +204,7 @@ class BackendConfig:
             "image_max_pixels": _setting(env, "SUGFW_IMAGE_MAX_PIXELS", int),
             "max_request_bytes": _setting(env, "SUGFW_MAX_REQUEST_BYTES", int),
             "ray_address": text("SUGFW_RAY_ADDRESS"),
+            "ray_actors": _number(text("SUGFW_RAY_ACTORS"), "SUGFW_RAY_ACTORS", int),
             "allow_unauthenticated": _setting(env, "SUGFW_ALLOW_UNAUTHENTICATED", bool),
             # Passwords are taken verbatim: surrounding spaces may be part of them.
             "basic_auth_user": env.get("BASIC_AUTH_USER") or None,

@@ -269,6 +269,7 @@ def test_the_backend_score_job_on_ray_publishes_the_local_queue(ray_cluster, tmp
                 grid=SPEC.grid,
                 device="cpu",
                 ray_address=address,
+                ray_actors=1,  # the module's pool holds two of the cluster's four CPUs
             )
             project = FakeProject([dict(task) for task in tasks])
             job = ScoreJob(

@@ -357,6 +357,7 @@ class ScoreJob:
                 slices,
                 self.config.state_dir / SCORE_CACHE_DIR,
                 self.config.ray_address,
+                actors=self.config.ray_actors,
                 keep_maps=True,
                 progress=False,
             )
