@@ -21,6 +21,8 @@ from sugfw.records import SliceRecord
 
 log = logging.getLogger(__name__)
 _SCALARS = ("slice_id", "content_hash", "uncertainty", "masks_kept")
+# Read from the pixels on every scoring (cheap), so entries written before it existed stay valid.
+_NOT_CACHED = ("content",)
 
 
 def settings_key(settings: dict) -> str:
@@ -44,7 +46,9 @@ class RecordCache:
             return None
         try:
             with np.load(path, allow_pickle=False) as data:
-                values = {f.name: data[f.name] for f in fields(SliceRecord)}
+                values = {
+                    f.name: data[f.name] for f in fields(SliceRecord) if f.name not in _NOT_CACHED
+                }
         except Exception as err:  # a damaged cache entry is recomputed, never trusted
             log.warning("discarding unreadable cache entry %s (%s)", path, err)
             path.unlink(missing_ok=True)
@@ -58,7 +62,9 @@ class RecordCache:
     def put(self, record: SliceRecord) -> None:
         path = self._path(record.content_hash)
         arrays = {
-            f.name: getattr(record, f.name) for f in fields(SliceRecord) if f.name not in _SCALARS
+            f.name: getattr(record, f.name)
+            for f in fields(SliceRecord)
+            if f.name not in _SCALARS + _NOT_CACHED
         }
         scalars = {name: np.asarray(getattr(record, name)) for name in _SCALARS}
         with atomic_path(path) as tmp:

@@ -198,7 +198,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     index = RecordIndex.load(args.records)
     budget = resolve_budget(args.budget, len(index.slice_ids))
     spec = get_strategy(args.strategy)
-    selection = spec.select(index.features(spec.features), index.uncertainty, budget, args.seed)
+    selection = spec.run(index, budget, args.seed)
     ranks = selection.ranks()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as handle:

@@ -28,6 +28,9 @@ class SliceRecord:
     """(H, W) float16: U (Eq. 3) at the slice's resolution."""
     masks_kept: int
     """Number of masks in ``union_mask``."""
+    content: float = float("nan")
+    """Central brightness of the slice as given (``sugfw.content``); read from the pixels on every
+    scoring, never cached: NaN where unknown."""
 
 
 def content_hash(image: np.ndarray) -> str:
@@ -54,6 +57,12 @@ class RecordIndex:
     features_pgdr: np.ndarray
     features_mean: np.ndarray
     uncertainty: np.ndarray
+    content: np.ndarray | None = None
+    """(N,) float64 central brightness (``sugfw.content``); NaN where unknown."""
+
+    def __post_init__(self) -> None:
+        if self.content is None:
+            self.content = np.full(len(self.slice_ids), np.nan)
 
     @classmethod
     def from_records(
@@ -73,6 +82,7 @@ class RecordIndex:
             features_pgdr=np.stack([r.features_pgdr for r in records]).astype(np.float32),
             features_mean=np.stack([r.features_mean for r in records]).astype(np.float32),
             uncertainty=np.array([r.uncertainty for r in records], dtype=np.float64),
+            content=np.array([r.content for r in records], dtype=np.float64),
         )
 
     def features(self, kind: str) -> np.ndarray:
@@ -85,4 +95,5 @@ class RecordIndex:
     @classmethod
     def load(cls, path: Path) -> RecordIndex:
         with np.load(path, allow_pickle=False) as data:
-            return cls(**{f.name: data[f.name] for f in fields(cls)})
+            # Indexes saved before the content column load with it unknown.
+            return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data.files})

@@ -26,6 +26,7 @@ from sugfw.augment import (
     sample_augmentations,
 )
 from sugfw.cache import RecordCache
+from sugfw.content import central_brightness
 from sugfw.data import validate_slice
 from sugfw.everything import EverythingSettings, everything_union
 from sugfw.intensity import scale_intensities
@@ -210,14 +211,14 @@ class Scorer:
 
     def score_image(self, image: np.ndarray, slice_id: str = "") -> SliceRecord:
         image = validate_slice(image, slice_id or "slice")
-        if self.cache is not None:
-            cached = self.cache.get(content_hash(image))
-            if cached is not None:
-                cached.slice_id = slice_id
-                return cached
-        record = self._compute(image, slice_id)
-        if self.cache is not None:
-            self.cache.put(record)
+        record = self.cache.get(content_hash(image)) if self.cache is not None else None
+        if record is not None:
+            record.slice_id = slice_id
+        else:
+            record = self._compute(image, slice_id)
+            if self.cache is not None:
+                self.cache.put(record)
+        record.content = central_brightness(image)
         return record
 
     def _compute(self, image: np.ndarray, slice_id: str) -> SliceRecord:

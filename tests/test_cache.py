@@ -40,6 +40,9 @@ def make_record(seed: int = 0) -> SliceRecord:
 
 def assert_same_record(actual: SliceRecord, expected: SliceRecord) -> None:
     for f in fields(SliceRecord):
+        if f.name == "content":  # NaN straight from the cache: read from the pixels at scoring
+            assert np.isclose(actual.content, expected.content, equal_nan=True)
+            continue
         a, b = getattr(actual, f.name), getattr(expected, f.name)
         if isinstance(b, np.ndarray):
             assert a.dtype == b.dtype and a.shape == b.shape, f.name

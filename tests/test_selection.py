@@ -18,8 +18,26 @@ from sugfw.selection import (
     tie_share,
 )
 
+
+def _with_content(select):
+    """A content-using strategy under the common signature: content = the first feature."""
+
+    def bound(features, uncertainty, budget, seed):
+        try:  # bad inputs must meet the common checks, not fail here
+            content = np.linspace(0.0, 1.0, len(uncertainty))
+        except TypeError:
+            content = np.zeros(0)
+        return select(features, uncertainty, budget, seed, content)
+
+    bound.__name__ = select.__name__
+    return bound
+
+
 # Every registered strategy (GSCU, its ablations and the baselines) shares the input checks.
-ALL_STRATEGIES = list({id(spec.select): spec.select for spec in STRATEGIES.values()}.values())
+ALL_STRATEGIES = [
+    _with_content(spec.select) if spec.uses_content else spec.select
+    for spec in {id(spec.select): spec for spec in STRATEGIES.values()}.values()
+]
 
 # Eight slices in three far-apart groups, so k-means with C = 3 finds them for any seed.
 # Group A near (0, 0): slices 0, 3, 5. Group B near (100, 0): slices 1, 4, 7.
@@ -474,7 +492,7 @@ def test_registry_pairs_each_strategy_with_its_features():
 def test_unknown_strategy_lists_the_known_names():
     with pytest.raises(
         InvalidInputError,
-        match="'no_such_strategy' is unknown.*gscu, gscu_index_order, gscu_no_clustering",
+        match="'no_such_strategy' is unknown.*gscu, gscu_content_aware, gscu_index_order",
     ):
         get_strategy("no_such_strategy")
 

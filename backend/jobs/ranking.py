@@ -47,5 +47,4 @@ def plan_queue(records: Sequence[SliceRecord], budget: int | float, seed: int) -
     cluster."""
     spec = get_strategy(STRATEGY)
     index = RecordIndex.from_records(records)
-    features = index.features(spec.features)
-    return spec.select(features, index.uncertainty, cluster_count(budget, features), seed)
+    return spec.run(index, cluster_count(budget, index.features(spec.features)), seed)

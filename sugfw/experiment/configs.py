@@ -242,7 +242,7 @@ PAPER_LA2018 = replace(
 # training volumes with no foreground range; validation and test cases are whole volumes too.
 CPU_REALISTIC = BenchConfig(
     name="cpu_realistic",
-    strategies=("random", "gscu", "gscu_tie_aware"),
+    strategies=("random", "gscu", "gscu_content_aware"),
     budgets=(4, 8),
     seeds=(0, 1, 2, 3, 4),
     random_seeds=tuple(range(10)),

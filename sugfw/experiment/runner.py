@@ -43,7 +43,7 @@ from sugfw.models import resolve_device
 from sugfw.pipeline import RecordScorer, score_to_index
 from sugfw.records import RecordIndex
 from sugfw.segmentation.infer import predict_volume
-from sugfw.segmentation.train import case_dice_validator, train
+from sugfw.segmentation.train import TrainConfig, case_dice_validator, train
 from sugfw.segmentation.unet import UNet
 from sugfw.selection import Selection, get_strategy, resolve_budget, tie_share
 
@@ -190,7 +190,7 @@ def select_queue(cell: Cell, index: RecordIndex) -> Selection:
         return Selection(np.arange(n), np.full(n, -1, dtype=np.int64), n)
     spec = get_strategy(cell.strategy)
     budget = resolve_budget(cell.budget, n)
-    return spec.select(index.features(spec.features), index.uncertainty, budget, cell.seed)
+    return spec.run(index, budget, cell.seed)
 
 
 def selection_diagnostics(
@@ -293,6 +293,7 @@ def run_bench(
     val = [(prepared[c].images, prepared[c].labels) for c in split.val]
     test_cases = [tested[c] for c in split.test]
     results = ResultsTable(out_dir / RESULTS_FILE, split.test)
+    trained: dict[tuple[int, tuple[int, ...]], list[dict[str, object]]] = {}
     for cell in plan_cells(config):
         if results.is_done(cell):
             log.info("%s: already in %s, skipped", cell.folder_name, results.path.name)
@@ -308,6 +309,7 @@ def run_bench(
             out_dir / "cells" / cell.folder_name,
             device,
             progress,
+            trained,
         )
         results.append(rows)
         log.info("%s: done in %.0f s", cell.folder_name, time.perf_counter() - started)
@@ -324,7 +326,10 @@ def _run_cell(
     cell_dir: Path,
     device: str,
     progress: bool,
+    trained: dict[tuple[int, tuple[int, ...]], list[dict[str, object]]] | None = None,
 ) -> list[dict[str, object]]:
+    """Select, train on the picks, test. ``trained`` maps (training seed, pick set) to test
+    metrics: the same set trained with the same seed gives the same model, so it is reused."""
     selection = select_queue(cell, index)
     picks = selection.picks
     diagnostics = selection_diagnostics(selection, index.uncertainty, pool.labels)
@@ -333,12 +338,48 @@ def _run_cell(
         json.dumps([str(index.slice_ids[i]) for i in picks], indent=1)
     )
     (cell_dir / "selection.json").write_text(json.dumps(diagnostics, indent=1))
-    train_config = config.train_config(len(picks), cell.seed, device)
+    # Trained in pool order, so cells that picked the same set in another order train the same.
+    chosen = tuple(sorted(int(i) for i in picks))
+    train_config = config.train_config(len(chosen), cell.seed, device)
+    key = (train_config.seed, chosen)
+    trained = {} if trained is None else trained
+    if key not in trained:
+        trained[key] = _train_and_test(
+            chosen, train_config, config.batch_size, pool, val, test_cases, cell_dir, progress
+        )
+    else:
+        log.info("%s: same picks as an earlier cell; its test results reused", cell.folder_name)
+    strategy, budget, seed = cell.key
+    return [
+        {
+            "strategy": strategy,
+            "budget": budget,
+            "seed": seed,
+            "n_selected": len(picks),
+            "pool_size": len(index.slice_ids),
+            **metrics,
+            **diagnostics,
+        }
+        for metrics in trained[key]
+    ]
+
+
+def _train_and_test(
+    chosen: tuple[int, ...],
+    train_config: TrainConfig,
+    batch_size: int,
+    pool: TrainingPool,
+    val: list[tuple[np.ndarray, np.ndarray]],
+    test_cases: list[PreparedCase],
+    cell_dir: Path,
+    progress: bool,
+) -> list[dict[str, object]]:
+    """Per test case: DSC/HD95 of a UNet trained on the pool slices ``chosen``."""
     # Validation: mean 3-D Dice over the validation cases (an empty prediction of a case scores 0).
     validator = case_dice_validator(val, train_config)
     result = train(
-        [pool.images[i] for i in picks],
-        [pool.labels[i] for i in picks],
+        [pool.images[i] for i in chosen],
+        [pool.labels[i] for i in chosen],
         validator,
         train_config,
         cell_dir / "checkpoints",
@@ -348,17 +389,11 @@ def _run_cell(
     model.load_state_dict(result.best_state)
     rows = []
     for case in test_cases:
-        prediction = predict_case(model, case, device, config.batch_size)
+        prediction = predict_case(model, case, train_config.device, batch_size)
         physical = case_metrics(prediction, case.truth, case.spacing, rule="physical")
         paper = case_metrics(prediction, case.truth, case.spacing, rule="paper")
-        strategy, budget, seed = cell.key
         rows.append(
             {
-                "strategy": strategy,
-                "budget": budget,
-                "seed": seed,
-                "n_selected": len(picks),
-                "pool_size": len(index.slice_ids),
                 "case_id": case.case_id,
                 "dice": physical.dice,
                 "hd95_mm": physical.hd95,
@@ -368,7 +403,6 @@ def _run_cell(
                 "truth_empty": int(physical.truth_empty),
                 "best_val_dice": result.best_val_dice,
                 "iterations": train_config.iterations,
-                **diagnostics,
             }
         )
     return rows

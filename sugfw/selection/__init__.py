@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+import numpy as np
+
 from sugfw.errors import InvalidInputError
+from sugfw.records import RecordIndex
 from sugfw.selection.alps import alps
 from sugfw.selection.base import Selection, SelectionStrategy
 from sugfw.selection.budget import check_budget, parse_budget, resolve_budget
@@ -17,6 +20,7 @@ from sugfw.selection.calr import calr
 from sugfw.selection.fps import fps
 from sugfw.selection.gscu import (
     gscu,
+    gscu_content_aware,
     gscu_index_order,
     gscu_tie_aware,
     gscu_without_clustering,
@@ -36,6 +40,8 @@ pooling of the patch features."""
 class StrategySpec:
     select: SelectionStrategy
     features: FeatureKind
+    uses_content: bool = False
+    """The strategy takes each slice's central brightness as a fifth argument."""
 
     def __post_init__(self) -> None:
         if self.features not in get_args(FeatureKind):
@@ -44,6 +50,18 @@ class StrategySpec:
                 f"expected one of {get_args(FeatureKind)}"
             )
 
+    def run(self, index: RecordIndex, budget: int, seed: int) -> Selection:
+        """The strategy on a scored pool, with the inputs it declares."""
+        features = index.features(self.features)
+        if self.uses_content:
+            if index.content is None or not np.isfinite(index.content).all():
+                raise InvalidInputError(
+                    "this strategy needs each slice's central brightness; the scored index has "
+                    "none (rescore the slices with this version)"
+                )
+            return self.select(features, index.uncertainty, budget, seed, index.content)
+        return self.select(features, index.uncertainty, budget, seed)
+
 
 STRATEGIES: dict[str, StrategySpec] = {
     "gscu": StrategySpec(gscu, "pgdr"),
@@ -51,6 +69,9 @@ STRATEGIES: dict[str, StrategySpec] = {
     "gscu_index_order": StrategySpec(gscu_index_order, "pgdr"),
     # GSCU with the slices at Û = 0.5 (no disagreement between views) queued last.
     "gscu_tie_aware": StrategySpec(gscu_tie_aware, "pgdr"),
+    # Tie-aware GSCU that also queues the darkest-centred third of the pool last (label-free
+    # prior for organ-centred scans; sugfw/content.py).
+    "gscu_content_aware": StrategySpec(gscu_content_aware, "pgdr", uses_content=True),
     # "w/o PGDR" changes the features, not the selection rule.
     "gscu_no_pgdr": StrategySpec(gscu, "mean"),
     "gscu_no_clustering": StrategySpec(gscu_without_clustering, "pgdr"),
@@ -90,6 +111,7 @@ __all__ = [
     "fps",
     "get_strategy",
     "gscu",
+    "gscu_content_aware",
     "gscu_index_order",
     "gscu_tie_aware",
     "gscu_without_clustering",

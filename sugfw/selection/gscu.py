@@ -30,6 +30,11 @@ pick makes every other one score 0) are deferred. Rounds first run over the unti
 every cluster (the median of the first pick too), and only then over the tied ones, with the
 same Eq. 7 bookkeeping.
 
+``gscu_content_aware`` (ours, label-free, needs each slice's central brightness): ``gscu_tie_aware``
+whose deferred set also holds the slices below the pool's lower third of central brightness
+(``sugfw.content``: slices beyond the imaged structure, dark in the centre of the field of view).
+Undeferred members of every cluster are queued first, then the deferred ones.
+
 k-means cannot form C non-empty clusters from fewer than C distinct feature rows; that raises
 BudgetError. Should k-means still leave a cluster empty, that cluster has no id and the picks it
 would have made come from the next round.
@@ -52,6 +57,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from sugfw.content import low_content
+from sugfw.errors import InvalidInputError
 from sugfw.selection.base import Selection
 from sugfw.selection.clustering import cluster_features
 from sugfw.selection.inputs import check_inputs
@@ -74,14 +81,32 @@ def tie_share(uncertainty: np.ndarray) -> float:
 def gscu(features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int) -> Selection:
     """GSCU (Eq. 6-7): one slice per k-means cluster, greedily spread over uncertainty; cluster
     order and ties independent of the order of the pool."""
-    return _gscu_order_free(features, uncertainty, budget, seed, defer_tied=False)
+    return _gscu_order_free(features, uncertainty, budget, seed, deferred=None)
 
 
 def gscu_tie_aware(
     features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int
 ) -> Selection:
     """``gscu`` with the slices at Û = 0.5 queued after every other slice."""
-    return _gscu_order_free(features, uncertainty, budget, seed, defer_tied=True)
+    return _gscu_order_free(features, uncertainty, budget, seed, deferred=tied(uncertainty))
+
+
+def gscu_content_aware(
+    features: np.ndarray,
+    uncertainty: np.ndarray,
+    budget: int,
+    seed: int,
+    content: np.ndarray,
+) -> Selection:
+    """``gscu_tie_aware`` that also defers the pool's low-content slices (``sugfw.content``)."""
+    features, uncertainty, budget = check_inputs(features, uncertainty, budget, seed)
+    content = np.asarray(content, dtype=np.float64)
+    if content.shape != (len(uncertainty),):
+        raise InvalidInputError(
+            f"content has shape {content.shape}; expected one value per slice ({len(uncertainty)},)"
+        )
+    deferred = tied(uncertainty) | low_content(content)
+    return _gscu_order_free(features, uncertainty, budget, seed, deferred=deferred)
 
 
 def gscu_index_order(
@@ -96,7 +121,11 @@ def gscu_index_order(
 
 
 def _gscu_order_free(
-    features: np.ndarray, uncertainty: np.ndarray, budget: int, seed: int, defer_tied: bool
+    features: np.ndarray,
+    uncertainty: np.ndarray,
+    budget: int,
+    seed: int,
+    deferred: np.ndarray | None,
 ) -> Selection:
     features, uncertainty, budget = check_inputs(features, uncertainty, budget, seed)
     clusters = cluster_features(features, budget, seed)
@@ -107,12 +136,11 @@ def _gscu_order_free(
     visit = canonical[np.random.default_rng(seed).permutation(len(members))]
     members = [members[c] for c in visit]
     choose = _greedy_uncertainty_chooser(uncertainty, tie_key=to_centroid)
-    if not defer_tied:
+    if deferred is None:
         order = _queue_by_rounds(members, choose)
     else:
-        is_tied = tied(uncertainty)
-        first = _queue_by_rounds([m[~is_tied[m]] for m in members], choose)
-        order = np.concatenate([first, _queue_by_rounds([m[is_tied[m]] for m in members], choose)])
+        first = _queue_by_rounds([m[~deferred[m]] for m in members], choose)
+        order = np.concatenate([first, _queue_by_rounds([m[deferred[m]] for m in members], choose)])
     return Selection(order=order.astype(np.int64), clusters=clusters, n_selected=budget)
 
 
