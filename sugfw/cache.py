@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from sugfw.atomic import atomic_path, atomic_write_json, is_temporary
-from sugfw.records import SliceRecord
+from sugfw.records import SliceRecord, pack_regions
 
 log = logging.getLogger(__name__)
 _SCALARS = ("slice_id", "content_hash", "uncertainty", "masks_kept")
 # Read from the pixels on every scoring (cheap), so entries written before it existed stay valid.
 _NOT_CACHED = ("content",)
+# Written by every put, but absent from entries written before records kept separate regions.
+_OPTIONAL = ("region_bits",)
 
 
 def settings_key(settings: dict) -> str:
@@ -47,7 +49,10 @@ class RecordCache:
         try:
             with np.load(path, allow_pickle=False) as data:
                 values = {
-                    f.name: data[f.name] for f in fields(SliceRecord) if f.name not in _NOT_CACHED
+                    f.name: data[f.name]
+                    for f in fields(SliceRecord)
+                    if f.name not in _NOT_CACHED
+                    and (f.name in data.files or f.name not in _OPTIONAL)
                 }
         except Exception as err:  # a damaged cache entry is recomputed, never trusted
             log.warning("discarding unreadable cache entry %s (%s)", path, err)
@@ -57,6 +62,10 @@ class RecordCache:
         values["content_hash"] = str(values["content_hash"])
         values["uncertainty"] = float(values["uncertainty"])
         values["masks_kept"] = int(values["masks_kept"])
+        if "region_bits" not in values:
+            # An entry from before separate regions: its scores are unchanged (SCORING_VERSION
+            # stays), so it is not rescored; its pre-annotation is the union as the single region.
+            values["region_bits"] = pack_regions(values["union_mask"][None])
         return SliceRecord(**values)
 
     def put(self, record: SliceRecord) -> None:

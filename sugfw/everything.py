@@ -8,7 +8,8 @@ non-maximum suppression at
 which drops background-sized masks. The union of what is left is the slice's mask M_i.
 
 Everything here stays on the model's device: prompts are decoded in chunks, survivors are kept as
-boolean masks at the slice's resolution, and only the union leaves this module.
+boolean masks at the slice's resolution, and only the union leaves this module (plus, when asked,
+the largest few kept masks one by one: the pre-annotation's separate regions).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class EverythingResult:
     """(H, W) bool union of the kept masks."""
     kept: int
     """Number of masks in the union."""
+    regions: torch.Tensor | None = None
+    """(M, H, W) bool: the ``regions`` largest kept masks, largest first (ties in kept order),
+    when asked for; their OR is ``union`` when ``kept <= regions``."""
 
 
 def everything_union(
@@ -67,11 +71,14 @@ def everything_union(
     prompt_batch_size: int,
     iou_first: bool = True,
     prompts: torch.Tensor | None = None,
+    regions: int = 0,
 ) -> EverythingResult:
     """Run everything mode on one encoded slice (embedding (1, 256, 64, 64)) and return its union.
 
     With the IoU filter on, ``iou_first`` predicts IoU before decoding masks and upscales only
     the prompts that pass (same union; ``iou_first=False`` decodes every mask, for comparison).
+    ``regions`` > 0 also returns up to that many kept masks, largest first; the union and the
+    count do not depend on it.
     """
     if prompts is None:  # else: the view's own prompts (the original grid mapped onto the view)
         prompts = model.prompt_grid(geometry, settings.grid, settings.prompt_kind)
@@ -101,8 +108,9 @@ def everything_union(
         masks.append(logits > model.mask_threshold)
         scores.append(iou)
     empty = torch.zeros(geometry.height, geometry.width, dtype=torch.bool, device=embedding.device)
+    none = empty.new_zeros(0, geometry.height, geometry.width) if regions > 0 else None
     if not masks:
-        return EverythingResult(empty, 0)
+        return EverythingResult(empty, 0, none)
     kept_masks = torch.cat(masks)
     kept_scores = torch.cat(scores)
     if settings.box_nms_thresh < 1.0 and len(kept_masks) > 1:
@@ -112,7 +120,12 @@ def everything_union(
         )
         kept_masks = kept_masks[order]
     area = kept_masks.flatten(1).sum(1)
-    kept_masks = kept_masks[area < settings.max_area_fraction * geometry.height * geometry.width]
+    small = area < settings.max_area_fraction * geometry.height * geometry.width
+    kept_masks, area = kept_masks[small], area[small]
     if len(kept_masks) == 0:
-        return EverythingResult(empty, 0)
-    return EverythingResult(kept_masks.any(0), len(kept_masks))
+        return EverythingResult(empty, 0, none)
+    largest = None
+    if regions > 0:
+        order = torch.argsort(area, descending=True, stable=True)[:regions]
+        largest = kept_masks[order]
+    return EverythingResult(kept_masks.any(0), len(kept_masks), largest)

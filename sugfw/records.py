@@ -6,10 +6,17 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from sugfw.atomic import atomic_path
+
+REGION_CAP = 8
+"""Most kept masks a record holds as separate regions (the largest). Eight fit one bit each in a
+uint8 per pixel, so a record's regions cost what its union mask costs (in memory, in the cache and
+across Ray), whatever the count; and past a handful, deleting wrong regions one by one in Label
+Studio is slower for the annotator than drawing the structure."""
 
 
 @dataclass
@@ -31,6 +38,52 @@ class SliceRecord:
     content: float = float("nan")
     """Central brightness of the slice as given (``sugfw.content``); read from the pixels on every
     scoring, never cached: NaN where unknown."""
+    region_bits: np.ndarray | None = None
+    """(H, W) uint8: bit i is set where region i covers the pixel; the regions are the (at most
+    ``REGION_CAP``) largest kept masks of the un-augmented slice, largest first, each as drawn
+    (they may overlap). ``regions()`` unpacks them. Their OR is ``union_mask`` when
+    ``masks_kept <= REGION_CAP``, part of it otherwise. Pre-annotation only: scoring, U and
+    selection use the union. Not given (records from before regions existed): the union as the
+    single region."""
+
+    def __post_init__(self) -> None:
+        if self.region_bits is None and self.union_mask is not None:
+            self.region_bits = pack_regions(np.asarray(self.union_mask, dtype=bool)[None])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        # The regions are parts of the union: code that drops the union to save memory (scoring
+        # streams, the Ray pool, the backend job) drops them with it, one byte per pixel each.
+        if name == "union_mask" and value is None and "region_bits" in self.__dict__:
+            super().__setattr__("region_bits", None)
+
+    def regions(self) -> np.ndarray:
+        """(M, H, W) bool: the record's regions, largest first (M = 0 for an empty union)."""
+        if self.region_bits is None:
+            raise ValueError(f"record {self.slice_id!r} carries no masks (dropped to save memory)")
+        return unpack_regions(self.region_bits)
+
+
+def pack_regions(masks: np.ndarray) -> np.ndarray:
+    """(M, H, W) bool, M <= ``REGION_CAP`` → (H, W) uint8 with bit i = mask i."""
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 3 or len(masks) > REGION_CAP:
+        raise ValueError(f"regions of shape {masks.shape}: expected (M <= {REGION_CAP}, H, W)")
+    bits = np.zeros(masks.shape[1:], dtype=np.uint8)
+    for i, mask in enumerate(masks):
+        bits |= mask.astype(np.uint8) << i
+    return bits
+
+
+def unpack_regions(bits: np.ndarray) -> np.ndarray:
+    """Inverse of ``pack_regions``, without trailing empty regions (largest first, so an empty
+    one is last: it draws nothing)."""
+    bits = np.asarray(bits, dtype=np.uint8)
+    count = int(bits.max()).bit_length() if bits.size else 0  # highest bit set anywhere, + 1
+    masks = np.zeros((count, *bits.shape), dtype=bool)
+    for i in range(count):
+        masks[i] = (bits >> i) & 1
+    return masks
 
 
 def content_hash(image: np.ndarray) -> str:

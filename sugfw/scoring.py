@@ -3,7 +3,9 @@
 For one slice: scale intensities to [0, 1], draw K augmentations from a seed derived from the
 slice's content, encode the original and its K copies as one batch, run everything mode on each,
 undo each copy's spatial transform on its union mask, average (M̄), form U (Eq. 3), and pool the
-original's patch features with U (Eq. 4–5). Records are cached by content + settings.
+original's patch features with U (Eq. 4–5). The original's largest kept masks also go into the
+record one by one (the pre-annotation's regions); they change no score. Records are cached by
+content + settings.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from sugfw.data import validate_slice
 from sugfw.everything import EverythingSettings, everything_union
 from sugfw.intensity import scale_intensities
 from sugfw.models.base import CanvasGeometry, SegmenterModel, transform_prompts
-from sugfw.records import SliceRecord, content_hash, slice_seed
+from sugfw.records import REGION_CAP, SliceRecord, content_hash, pack_regions, slice_seed
 from sugfw.uncertainty import GridAlignment, UncertaintySign, mean_mask, pgdr, uncertainty_map
 
 log = logging.getLogger(__name__)
@@ -160,8 +162,13 @@ def finish_record(
     kept: int,
     features: torch.Tensor,
     settings: ScoringSettings,
+    regions: torch.Tensor | None = None,
 ) -> SliceRecord:
-    """Register the augmented unions back, form U, pool the features: the record (Eq. 3–5)."""
+    """Register the augmented unions back, form U, pool the features: the record (Eq. 3–5).
+
+    ``regions``: view 0's largest kept masks, (M <= ``REGION_CAP``, H, W) bool, largest first;
+    without them the record holds the union as its single region.
+    """
     registered = torch.stack([invert_spatial(u, p) for u, p in zip(unions[1:], views.params[1:])])
     u_map = uncertainty_map(mean_mask(registered), settings.uncertainty_sign)
     f_pgdr, f_mean, u_scalar = pgdr(
@@ -176,6 +183,7 @@ def finish_record(
         union_mask=unions[0].cpu().numpy().astype(bool),
         uncertainty_map=u_map.cpu().numpy().astype(np.float16),
         masks_kept=kept,
+        region_bits=None if regions is None else pack_regions(regions.cpu().numpy()),
     )
 
 
@@ -249,12 +257,20 @@ class Scorer:
                     settings.everything,
                     self.batching.prompt_batch_size,
                     prompts=views.prompts[i],
+                    regions=REGION_CAP if i == 0 else 0,  # the pre-annotation's, view 0 only
                 )
                 for i in range(len(views.images))
             ]
         features = embeddings[-1] if views.extra else embeddings[0]
         unions = [r.union for r in results]
         record = finish_record(
-            slice_id, image_hash, views, unions, results[0].kept, features, settings
+            slice_id,
+            image_hash,
+            views,
+            unions,
+            results[0].kept,
+            features,
+            settings,
+            regions=results[0].regions,
         )
         return record, [u.cpu().numpy() for u in unions]
