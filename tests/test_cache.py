@@ -14,7 +14,7 @@ from sugfw.cache import RecordCache
 from sugfw.everything import EverythingSettings
 from sugfw.models import build_model
 from sugfw.models.base import SegmenterModel
-from sugfw.records import SliceRecord, content_hash
+from sugfw.records import SliceRecord, content_hash, pack_regions
 from sugfw.scoring import Scorer, ScoringSettings
 
 # The tiny SAM on two threads spin-waits on a shared 2-core machine (conftest.one_torch_thread).
@@ -82,6 +82,37 @@ def test_corrupt_entry_is_discarded(tmp_path: Path) -> None:
     assert cache.get(record.content_hash) is None
     assert not entry.exists()
     assert len(cache) == 0
+
+
+def test_separate_regions_round_trip(tmp_path: Path) -> None:
+    cache = RecordCache(tmp_path, SETTINGS)
+    record = make_record()
+    regions = np.zeros((3, 5, 7), dtype=bool)
+    regions[0, :3] = regions[1, 2:4, 1:] = regions[2, 4, :2] = True  # the first two overlap
+    record.region_bits = pack_regions(regions)
+    cache.put(record)
+    loaded = cache.get(record.content_hash)
+    assert_same_record(loaded, record)
+    np.testing.assert_array_equal(loaded.regions(), regions)
+
+
+def test_entry_from_before_separate_regions_loads_with_the_union_as_its_one_region(
+    tmp_path: Path,
+) -> None:
+    cache = RecordCache(tmp_path, SETTINGS)
+    record = make_record()
+    cache.put(record)
+    entry = cache.folder / f"{record.content_hash}.npz"
+    with np.load(entry) as data:  # rewritten as the cache wrote it before: no region bits
+        old = {name: data[name] for name in data.files if name != "region_bits"}
+    np.savez_compressed(entry, **old)
+    loaded = cache.get(record.content_hash)
+    assert loaded is not None and entry.exists()  # valid: neither discarded nor rescored
+    (region,) = loaded.regions()
+    np.testing.assert_array_equal(region, record.union_mask)
+    for name in ("features_pgdr", "features_mean", "union_mask", "uncertainty_map"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(record, name))
+    assert (loaded.uncertainty, loaded.masks_kept) == (record.uncertainty, record.masks_kept)
 
 
 def test_leftover_temporary_file_is_not_counted_as_an_entry(tmp_path: Path) -> None:

@@ -80,11 +80,16 @@ def settings(**overrides: object) -> EverythingSettings:
 
 
 def run(
-    designs: list[tuple[torch.Tensor, float]], prompt_batch_size: int = 2, **overrides: object
+    designs: list[tuple[torch.Tensor, float]],
+    prompt_batch_size: int = 2,
+    regions: int = 0,
+    **overrides: object,
 ) -> EverythingResult:
     model = DesignedModel(designs)
     embedding = torch.zeros(1, 1, 1, 1)  # the stub ignores it
-    return everything_union(model, embedding, GEOMETRY, settings(**overrides), prompt_batch_size)
+    return everything_union(
+        model, embedding, GEOMETRY, settings(**overrides), prompt_batch_size, regions=regions
+    )
 
 
 def assert_union(result: EverythingResult, expected: torch.Tensor, kept: int) -> None:
@@ -203,6 +208,54 @@ def test_nothing_kept_gives_an_empty_union() -> None:
     result = run(designs, pred_iou_thresh=0.5)
     assert_union(result, torch.zeros(SIZE, SIZE, dtype=torch.bool), kept=0)
     assert result.union.shape == (SIZE, SIZE)
+
+
+# --- the kept masks one by one (the pre-annotation's regions) -------------------------------------
+
+# Four disjoint kept masks of areas 6, 12, 4 and 12 (in prompt order), plus one the area filter
+# drops (48 px >= 36) and one the IoU filter drops: neither may appear among the regions.
+SIX = block(slice(0, 2), slice(0, 3))
+TWELVE_A = block(slice(3, 5), slice(0, 6))
+FOUR = block(slice(6, 8), slice(0, 2))
+TWELVE_B = block(slice(9, 11), slice(0, 6))
+HUGE = block(slice(0, 12), slice(8, 12))
+DOUBTFUL = block(slice(6, 8), slice(4, 6))
+REGION_DESIGNS = [
+    (confident(SIX), 0.9),
+    (confident(TWELVE_A), 0.9),
+    (confident(FOUR), 0.9),
+    (confident(TWELVE_B), 0.9),
+    (confident(HUGE), 0.9),
+    (confident(DOUBTFUL), 0.1),
+]
+
+
+def test_regions_are_the_kept_masks_largest_first_and_their_or_is_the_union() -> None:
+    result = run(REGION_DESIGNS, regions=10)
+    assert result.kept == 4
+    assert result.regions.dtype == torch.bool and result.regions.shape == (4, SIZE, SIZE)
+    # By area, descending; the two 12-pixel masks stay in kept (prompt) order.
+    for region, expected in zip(result.regions, [TWELVE_A, TWELVE_B, SIX, FOUR]):
+        assert torch.equal(region, expected)
+    assert torch.equal(result.regions.any(0), result.union)
+
+
+def test_asking_for_regions_changes_neither_the_union_nor_the_count() -> None:
+    plain = run(REGION_DESIGNS)
+    assert plain.regions is None
+    for cap in (1, 2, 4, 10):
+        capped = run(REGION_DESIGNS, regions=cap)
+        assert torch.equal(capped.union, plain.union) and capped.kept == plain.kept
+        assert len(capped.regions) == min(cap, plain.kept)
+    two = run(REGION_DESIGNS, regions=2).regions
+    assert torch.equal(two[0], TWELVE_A) and torch.equal(two[1], TWELVE_B)
+
+
+def test_nothing_kept_gives_no_regions() -> None:
+    result = run([(confident(HUGE), 0.9)], regions=8)  # dropped by the area filter
+    assert result.kept == 0 and result.regions.shape == (0, SIZE, SIZE)
+    result = run([(confident(LEFT5), 0.2)], pred_iou_thresh=0.5, regions=8)  # nothing decoded
+    assert result.kept == 0 and result.regions.shape == (0, SIZE, SIZE)
 
 
 # --- prompt grids ---------------------------------------------------------------------------------

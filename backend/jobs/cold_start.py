@@ -9,7 +9,8 @@ Steps, each safe to repeat after a restart:
 3. GSCU over every scored task (``backend.jobs.ranking``);
 4. publish (``backend.jobs.publish``):
    - first time, or after a change of settings (model, K, grid, budget, seed): a new batch, one
-     prediction per task (its UNet mask when it has one, else the SAM union) with ``score`` =
+     prediction per task (its UNet mask when it has one, else SAM's kept masks, each its own
+     region: ``backend.labelstudio.prefill.region_results``) with ``score`` =
      queue position / number of tasks (Label Studio refuses scores outside [0, 1]) and
      ``cluster`` = GSCU cluster, under a ``model_version`` naming the batch; the project serves
      it, and predictions of earlier batches are deleted (Label Studio reads a task's cluster as
@@ -41,10 +42,10 @@ from backend.jobs.ranking import STRATEGY, plan_queue
 from backend.jobs.slice_scorer import SliceScorer
 from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
 from backend.jobs.training_history import UNET_VERSION_PREFIX
-from backend.labelstudio.brush import SegmentationControl, mask_to_result, parse_label_config
+from backend.labelstudio.brush import SegmentationControl, parse_label_config
 from backend.labelstudio.client import PRIORITY_FIELD, ProjectClient, image_fetcher
 from backend.labelstudio.images import ImageFetcher
-from backend.labelstudio.prefill import prefill_prediction
+from backend.labelstudio.prefill import prefill_prediction, region_results
 from sugfw.cache import settings_key
 from sugfw.data import Slice
 from sugfw.errors import SugfwError
@@ -68,8 +69,8 @@ def queue_score(rank: int, n: int) -> float:
 class ScoredTask(NamedTuple):
     task_id: int
     record: SliceRecord
-    """Without its union mask and uncertainty map: thousands of full-size masks would not fit in
-    memory."""
+    """Without its union mask, regions and uncertainty map: thousands of full-size masks would not
+    fit in memory."""
 
 
 def place_new_tasks(
@@ -110,10 +111,10 @@ def _is_number(value: Any) -> bool:
 
 
 class _LazyResults:
-    """Label Studio result items of each task's SAM union.
+    """Label Studio result items of each task's SAM regions (``region_results``).
 
-    A freshly scored task's mask is encoded at once (the RLE is far smaller than the mask); a task
-    reused from an earlier run is encoded from the record cache only if a prediction needs it.
+    A freshly scored task's masks are encoded at once (the RLE is far smaller than the masks); a
+    task reused from an earlier run is encoded from the record cache only if a prediction needs it.
     """
 
     def __init__(self, job: ScoreJob, control: SegmentationControl) -> None:
@@ -124,13 +125,13 @@ class _LazyResults:
     def remember(self, task_id: int, record: SliceRecord) -> None:
         self.hashes[task_id] = record.content_hash
         if record.union_mask is not None:
-            self.results[task_id] = mask_to_result(record.union_mask, self.control)
+            self.results[task_id] = region_results(record, self.control)
 
     def __getitem__(self, task_id: int) -> list[dict[str, Any]]:
         if task_id not in self.results:
             cached = self.job.scorer.cached(self.hashes[task_id], task_slice_id(task_id))
-            mask = cached.union_mask if cached is not None else None
-            self.results[task_id] = mask_to_result(mask, self.control) if mask is not None else []
+            found = cached is not None and cached.union_mask is not None
+            self.results[task_id] = region_results(cached, self.control) if found else []
         return self.results[task_id]
 
 
@@ -289,7 +290,7 @@ class ScoreJob:
 
     def best_result(self, task_id: int) -> list[dict[str, Any]]:
         """Pre-annotation of a task in a new batch: its UNet mask when it has one (never worse
-        than what the annotator sees now), else the SAM union."""
+        than what the annotator sees now), else SAM's regions."""
         stored = self.predictions.get(task_id) or {}
         if str(stored.get("model_version", "")).startswith(UNET_VERSION_PREFIX):
             return list(stored.get("result") or [])
@@ -334,7 +335,7 @@ class ScoreJob:
                 continue
             images[str(task["id"])] = [task["data"].get(control.image_key), record.content_hash]
             self._results.remember(task["id"], record)
-            record.union_mask = record.uncertainty_map = None
+            record.union_mask = record.uncertainty_map = None  # the regions go with the union
             scored.append(ScoredTask(task["id"], record))
         return scored, skipped, images
 
