@@ -15,9 +15,17 @@
 | SUGFW_PREDICT_DEADLINE_S    | seconds /predict may spend scoring slices not scored yet (60)    |
 | SUGFW_STATE_DIR             | job state, score cache, pre-annotations (default .sugfw-backend) |
 | SUGFW_TEST_DATA             | held-out labelled volumes for evaluating the retrained UNet      |
-| SUGFW_TRAIN_ITERATIONS      | SGD iterations of one UNet retraining run (200)                  |
+| SUGFW_TRAIN_EPOCHS          | epochs over the training slices per retraining run (100)         |
+| SUGFW_TRAIN_MAX_ITERATIONS  | cap on the SGD iterations of one run (400)                       |
+| SUGFW_TRAIN_ITERATIONS      | deprecated: a fixed iteration count per run instead of the epoch |
+|                             | schedule and its cap (unset by default)                          |
 | SUGFW_TRAIN_CROP            | side of the random training crops in pixels (128)                |
 | SUGFW_TRAIN_BATCH           | slices per training batch (8)                                    |
+| SUGFW_VAL_FRACTION          | share of the annotated cases held out for validation (0.2; 0:    |
+|                             | none). Tasks with ``data.split = "val"`` are used instead if any |
+| SUGFW_VAL_EVERY             | SGD iterations between validations (20)                          |
+| SUGFW_EARLY_STOP_PATIENCE   | stop after this many validations without a better Dice (5; 0:    |
+|                             | never stop early, still keep the best)                           |
 | SUGFW_DEBOUNCE_S            | quiet seconds before a burst of events becomes one job (5)       |
 | SUGFW_IMAGE_TIMEOUT_S       | per-request timeout when downloading task images (30)            |
 | SUGFW_IMAGE_DEADLINE_S      | whole download of one image, redirects included (60)             |
@@ -65,11 +73,17 @@ class BackendConfig:
     """Label Studio gives up on /predict after ~100 s: stop scoring new slices after this long."""
     state_dir: Path = Path(".sugfw-backend")
     test_data: Path | None = None
-    train_iterations: int = 200
-    """Short on purpose: a run follows every burst of annotations, and warm-starts from the last
-    one."""
+    train_epochs: int = 100
+    train_max_iterations: int = 400
+    """Short on purpose: a run follows every burst of annotations, and warm-starts from the best
+    weights of the last one."""
+    train_iterations: int | None = None
+    """Deprecated: when set, every run takes exactly this many iterations (no epochs, no cap)."""
     train_crop: int = 128
     train_batch_size: int = 8
+    val_fraction: float = 0.2
+    val_every: int = 20
+    early_stop_patience: int = 5
     debounce_s: float = 5.0
     image_timeout_s: float = 30.0
     image_deadline_s: float = 60.0
@@ -110,11 +124,23 @@ class BackendConfig:
             )
         for name, value in (
             ("SUGFW_TRAIN_ITERATIONS", self.train_iterations),
+            ("SUGFW_TRAIN_EPOCHS", self.train_epochs),
+            ("SUGFW_TRAIN_MAX_ITERATIONS", self.train_max_iterations),
             ("SUGFW_TRAIN_CROP", self.train_crop),
             ("SUGFW_TRAIN_BATCH", self.train_batch_size),
+            ("SUGFW_VAL_EVERY", self.val_every),
         ):
-            if value < 1:
+            if value is not None and value < 1:
                 raise InvalidInputError(f"{name}={value}: expected a positive integer")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise InvalidInputError(
+                f"SUGFW_VAL_FRACTION={self.val_fraction}: expected a share in [0, 1), e.g. 0.2"
+            )
+        if self.early_stop_patience < 0:
+            raise InvalidInputError(
+                f"SUGFW_EARLY_STOP_PATIENCE={self.early_stop_patience}: expected validations >= 0"
+                " (0: never stop early)"
+            )
         if self.predict_deadline_s < 0:
             raise InvalidInputError(
                 f"SUGFW_PREDICT_DEADLINE_S={self.predict_deadline_s}: expected seconds >= 0"
@@ -191,6 +217,11 @@ class BackendConfig:
             "train_iterations": _number(
                 text("SUGFW_TRAIN_ITERATIONS"), "SUGFW_TRAIN_ITERATIONS", int
             ),
+            "train_epochs": _setting(env, "SUGFW_TRAIN_EPOCHS", int),
+            "train_max_iterations": _setting(env, "SUGFW_TRAIN_MAX_ITERATIONS", int),
+            "val_fraction": _setting(env, "SUGFW_VAL_FRACTION", float),
+            "val_every": _setting(env, "SUGFW_VAL_EVERY", int),
+            "early_stop_patience": _setting(env, "SUGFW_EARLY_STOP_PATIENCE", int),
             "train_crop": _number(text("SUGFW_TRAIN_CROP"), "SUGFW_TRAIN_CROP", int),
             "train_batch_size": _number(text("SUGFW_TRAIN_BATCH"), "SUGFW_TRAIN_BATCH", int),
             "debounce_s": _number(text("SUGFW_DEBOUNCE_S"), "SUGFW_DEBOUNCE_S", float),

@@ -139,6 +139,8 @@ def world(tmp_path, one_torch_thread, monkeypatch):
         train_crop=32,
         train_batch_size=2,
         device="cpu",
+        # Every annotated slice is trained on here; tests/test_training_trust.py covers validation.
+        val_fraction=0.0,
     )
     store = PredictionStore(config.state_dir / "predictions")
     project = FakeProject(tasks)
@@ -247,6 +249,14 @@ def test_history_holds_the_metrics_of_the_test_case(world):
     (record,) = TrainingHistory(world.config.state_dir).records(PROJECT)
     assert record["model_version"] == "sugfw-unet-1"
     assert record["annotations"] == 4
+    assert (record["train_slices"], record["train_cases"]) == (4, 4)
+    assert record["validation"]["source"] == "none"
+    assert "SUGFW_VAL_FRACTION=0" in record["validation"]["note"]
+    assert (record["iterations"], record["iterations_planned"], record["stopped_early"]) == (
+        6,
+        6,
+        False,
+    )
     assert record["test_set"] == ["tasks"]
     # Case t1 = task 6 (slice 0) then task 5 (slice 1); spacing (slice, row, col) = (2.0, 0.5,
     # 0.75).

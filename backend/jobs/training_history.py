@@ -1,14 +1,16 @@
 """What each training run scored, per project: a JSON history and a learning-curve PNG.
 
 Files under ``<state dir>/training/<project id>/``: ``metrics.json`` (a list of run records,
-oldest first, rewritten atomically) and ``learning_curve.png`` (mean test DSC ± std against the
-number of annotated slices the run trained on). Kept free of torch so that ``GET /metrics`` is
-cheap.
+oldest first, rewritten atomically) and ``learning_curve.png`` (mean test DSC and HD95 ± std
+against the number of annotated slices of each run; ``GET /metrics/plot`` draws the same). Kept
+free of torch so that ``GET /metrics`` is cheap.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,32 +65,56 @@ class TrainingHistory:
 
 
 def draw_learning_curve(records: list[dict[str, Any]], path: Path) -> None:
-    """Mean test DSC (± std) against annotated slices, one point per run with a test summary."""
-    import matplotlib
+    """The learning curve of one project's runs (see :func:`learning_curve_png`) as a PNG file."""
+    png = learning_curve_png({"": records})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(png)
 
-    matplotlib.use("Agg")  # no display on a server
-    import matplotlib.pyplot as plt
 
-    points = [
-        (r["annotations"], r["summary"]["dice_mean"], r["summary"]["dice_std"])
-        for r in records
-        if r.get("summary")
-    ]
-    figure, axes = plt.subplots(figsize=(6, 4))
-    try:
-        if points:
-            x, y, err = zip(*points)
-            axes.errorbar(x, y, yerr=err, marker="o", capsize=3)
-        else:
+def learning_curve_png(histories: Mapping[str, list[dict[str, Any]]]) -> bytes:
+    """PNG: mean test DSC and HD95 (± std) against annotated slices, one point per run with a test
+    summary (labelled with its run number), one line per project (named when there are several).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # A Figure of its own, not pyplot: no global state, so concurrent requests cannot interfere.
+    figure = Figure(figsize=(10, 4))
+    FigureCanvasAgg(figure)
+    dsc_axes, hd_axes = figure.subplots(1, 2)
+    units, plotted = set(), False
+    for name, records in histories.items():
+        points = [(run, r) for run, r in enumerate(records, start=1) if r.get("summary")]
+        if not points:
+            continue
+        plotted = True
+        label = f"project {name}" if name and len(histories) > 1 else None
+        x = [r.get("annotations", 0) for _, r in points]
+        for axes, key in ((dsc_axes, "dice"), (hd_axes, "hd95")):
+            y = [float(r["summary"][f"{key}_mean"]) for _, r in points]
+            err = [float(r["summary"][f"{key}_std"]) for _, r in points]
+            axes.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
+            for (run, _), xi, yi in zip(points, x, y):
+                axes.annotate(
+                    str(run), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7
+                )
+        units |= {str(r["summary"].get("hd95_unit", "mm")) for _, r in points}
+    if not plotted:
+        for axes in (dsc_axes, hd_axes):
             axes.text(
                 0.5, 0.5, "no test set yet", ha="center", va="center", transform=axes.transAxes
             )
-        axes.set_xlabel("annotated slices")
-        axes.set_ylabel("test DSC (mean ± std)")
-        axes.set_ylim(0.0, 1.0)
+    dsc_axes.set_ylabel("test DSC (mean ± std)")
+    dsc_axes.set_ylim(0.0, 1.0)
+    hd_axes.set_ylabel(f"test HD95 (mean ± std, {'/'.join(sorted(units)) or 'mm'})")
+    hd_axes.set_ylim(bottom=0.0)
+    for axes in (dsc_axes, hd_axes):
+        axes.set_xlabel("annotated slices (numbers: training run)")
         axes.grid(alpha=0.3)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            figure.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(figure)
+        if plotted and len(histories) > 1:
+            axes.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=100, format="png")
+    return buffer.getvalue()

@@ -9,13 +9,27 @@ Steps of one run for a project:
    ((row, col, slice) mm, as ``sugfw import-volumes`` writes it) or 1 mm. When ``SUGFW_TEST_DATA``
    names labelled volumes (MSD/nnU-Net layout or plain folder), every case found there is tested
    *as well*, windowed exactly as ``import-volumes`` windows slices, so it meets the network in
-   the form annotators saw;
-3. train ``SUGFW_TRAIN_ITERATIONS`` SGD iterations, warm-started from the previous run's weights,
-   keeping the last weights (the few annotated slices leave no validation split to select on);
-4. per test case DSC and HD95 (``sugfw.metrics.case_metrics``, physical rule, mm) on the
+   the form annotators saw (the main job, ``backend.local.launch``, holds a few labelled volumes
+   out of the import and points ``SUGFW_TEST_DATA`` at them);
+3. validation, by case (``data.case_id``; a task without one is a case of its own), never trained
+   on: when any annotated task has ``split == "val"`` (a user can mark tasks so), the cases of
+   those tasks are the validation set; otherwise ``SUGFW_VAL_FRACTION`` of the annotated cases
+   (at least one), picked by a seeded hash of the case id, so the same cases stay held out as
+   annotations grow. With fewer than ``MIN_CASES_FOR_VALIDATION`` annotated cases (or a fraction
+   of 0) nothing is held out, the last weights are kept, and the record says why;
+4. train ``SUGFW_TRAIN_EPOCHS`` epochs over the training slices (ceil(slices / batch) iterations
+   each), at most ``SUGFW_TRAIN_MAX_ITERATIONS`` (the deprecated ``SUGFW_TRAIN_ITERATIONS``, when
+   set, fixes the count instead), warm-started from the previous run's kept weights. With
+   validation: mean per-case 3-D Dice (``sugfw.segmentation.train.case_dice_validator``: an empty
+   prediction of a case with foreground scores 0) every ``SUGFW_VAL_EVERY`` iterations and after
+   the last, the best checkpoint kept, and the run stopped once ``SUGFW_EARLY_STOP_PATIENCE``
+   validations in a row brought no improvement;
+5. per test case DSC and HD95 (``sugfw.metrics.case_metrics``, physical rule, mm) on the
    foreground (every label > 0), mean ± std, appended to the project's history
-   (``backend.jobs.training_history``) under ``sugfw-unet-<run>``;
-5. every task without an annotation gets a prediction of the new version: the UNet's mask, with
+   (``backend.jobs.training_history``) under ``sugfw-unet-<run>``, with the sizes of the training
+   and validation sets (slices and cases), the iterations run, the best validation Dice and
+   whether the run stopped early;
+6. every task without an annotation gets a prediction of the new version: the UNet's mask, with
    the ``score`` and ``cluster`` its cold-start prediction carries (the rule after cold start: the
    queue order stays GSCU's, only the masks improve). Unlabelled test tasks keep their SAM mask
    under the new version, so the model under test never pre-draws its own test truth. The project
@@ -24,7 +38,9 @@ Steps of one run for a project:
 
 A run with no annotated training slice is logged and skipped. The job queue runs one job at a time,
 so two trainings never overlap; a run interrupted by a restart starts again from the last
-finished run's weights.
+finished run's weights. Warm starts carry what earlier runs learnt: a case that moves into the
+validation set (a new case hashing before it, or a larger share) was trained on by those runs, so
+its first validation scores are optimistic.
 """
 
 from __future__ import annotations
@@ -38,7 +54,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -60,9 +76,15 @@ from sugfw.errors import CheckpointError, InvalidInputError, SugfwError
 from sugfw.metrics import CaseMetrics, case_metrics, summarise
 from sugfw.segmentation.preprocess import zscore
 
+if TYPE_CHECKING:  # torch is imported only when a run trains
+    from sugfw.segmentation.train import TrainResult
+
 log = logging.getLogger(__name__)
 
 TEST_SPLIT = "test"
+VAL_SPLIT = "val"
+MIN_CASES_FOR_VALIDATION = 3
+"""Fewer annotated cases than this: nothing is held out (two cases would halve the training set)."""
 UNIT_SPACING = (1.0, 1.0, 1.0)
 _UNET_STRIDE = 16
 """The UNet pools four times: sides must be multiples of 16."""
@@ -79,6 +101,8 @@ class LabelledSlice:
     slice_index: int
     spacing: tuple[float, float, float]
     """(row, col, slice) mm."""
+    split: str | None = None
+    """``data.split`` of the task ("val" marks a validation task)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,7 +200,7 @@ def group_test_cases(slices: Sequence[LabelledSlice]) -> list[TestCase]:
         members.sort(key=lambda item: (item.slice_index, item.task_id))
         if len({item.image.shape for item in members}) > 1:
             log.warning(
-                "test case %s mixes slice sizes %s; left out",
+                "case %s mixes slice sizes %s; left out",
                 case_id,
                 sorted({m.image.shape for m in members}),
             )
@@ -192,6 +216,75 @@ def group_test_cases(slices: Sequence[LabelledSlice]) -> list[TestCase]:
             )
         )
     return cases
+
+
+@dataclass(frozen=True, eq=False)
+class ValidationSplit:
+    """The annotated non-test slices divided by case into training and validation."""
+
+    train: list[LabelledSlice]
+    val: list[LabelledSlice]
+    cases: list[TestCase]
+    """``val`` stacked per case: what the validator scores."""
+    source: str
+    """"marked" (tasks with ``split == "val"``), "held_out" (``SUGFW_VAL_FRACTION``) or "none"."""
+    note: str | None = None
+    """Why there is no validation, when there is none."""
+
+    @property
+    def val_case_ids(self) -> list[str]:
+        return [case.case_id for case in self.cases]
+
+
+def case_ids_of(slices: Sequence[LabelledSlice]) -> list[str]:
+    return sorted({item.case_id for item in slices})
+
+
+def split_validation(
+    slices: Sequence[LabelledSlice], fraction: float, seed: int
+) -> ValidationSplit:
+    """Hold out validation cases: those of tasks marked ``split == "val"`` when there are any (a
+    case with one marked task goes whole, so no case is on both sides), else ``fraction`` of the
+    cases (at least one, leaving at least one for training), the first by a seeded hash of their
+    id; nothing with fewer than ``MIN_CASES_FOR_VALIDATION`` cases or a fraction of 0."""
+    slices = list(slices)
+    marked = {item.case_id for item in slices if item.split == VAL_SPLIT}
+    if marked:
+        chosen, source = marked, "marked"
+    else:
+        cases = case_ids_of(slices)
+        if fraction <= 0:
+            return ValidationSplit(
+                slices, [], [], "none", "no validation (SUGFW_VAL_FRACTION=0): last weights kept"
+            )
+        if len(cases) < MIN_CASES_FOR_VALIDATION:
+            return ValidationSplit(
+                slices,
+                [],
+                [],
+                "none",
+                f"no validation: {len(cases)} annotated case(s), {MIN_CASES_FOR_VALIDATION} "
+                "needed to hold one out; last weights kept",
+            )
+        n_val = min(len(cases) - 1, max(1, round(fraction * len(cases))))
+        # A hash per case rather than a shuffle of the list: a new case does not reshuffle the rest.
+        ranked = sorted(
+            cases, key=lambda case: hashlib.sha256(f"{seed}:{case}".encode()).hexdigest()
+        )
+        chosen, source = set(ranked[:n_val]), "held_out"
+    val = [item for item in slices if item.case_id in chosen]
+    stacked = group_test_cases(val)
+    if not stacked:  # every validation case mixed slice sizes: train on everything instead
+        return ValidationSplit(
+            slices, [], [], "none", "no validation: no stackable validation case; last weights kept"
+        )
+    kept = {case.case_id for case in stacked}
+    return ValidationSplit(
+        [item for item in slices if item.case_id not in chosen],
+        [item for item in val if item.case_id in kept],
+        stacked,
+        source,
+    )
 
 
 def volume_test_cases(root: Path) -> list[TestCase]:
@@ -290,13 +383,20 @@ class TrainJob:
                     project_id,
                 )
                 return None
+            split = split_validation(train_slices, self.config.val_fraction, self.config.seed)
+            if not split.train:
+                log.info(
+                    "project %s: every annotated case is marked for validation; training skipped",
+                    project_id,
+                )
+                return None
             cases = group_test_cases(test_slices) + self.configured_test_cases()
             run = len(self.history.records(project_id)) + 1
             version = unet_version(run)
             started = time.monotonic()
-            model = self.train(project_id, run, train_slices, len(control.labels) + 1)
+            model, result = self.train(project_id, run, split, len(control.labels) + 1)
             progress.update(len(annotated) + 1)
-            record = self.record(version, train_slices, cases, model, time.monotonic() - started)
+            record = self.record(version, split, cases, model, time.monotonic() - started, result)
             self.history.append(project_id, record)
             progress.update(len(annotated) + 2)
             log.info("project %s: %s", project_id, summary_line(record))
@@ -344,6 +444,7 @@ class TrainJob:
                 str(data.get("case_id", f"task-{task['id']}")),
                 _int(data.get("slice_index"), 0),
                 task_spacing(data),
+                data.get("split") if isinstance(data.get("split"), str) else None,
             )
             (test if is_test_task(data) else train).append(item)
         return train, test
@@ -359,35 +460,59 @@ class TrainJob:
             )
             return []
 
+    def schedule(self, n_train: int) -> int:
+        """SGD iterations of a run on ``n_train`` slices: the epoch schedule within its cap, or the
+        deprecated fixed ``SUGFW_TRAIN_ITERATIONS``."""
+        from sugfw.segmentation.train import iterations_for_epochs
+
+        if self.config.train_iterations is not None:
+            return self.config.train_iterations
+        epochs = iterations_for_epochs(
+            self.config.train_epochs, n_train, self.config.train_batch_size
+        )
+        return min(epochs, self.config.train_max_iterations)
+
     def train(
-        self, project_id: str, run: int, slices: Sequence[LabelledSlice], n_classes: int
-    ) -> Any:
-        """The UNet after this run, trained in ``<project dir>/run-<run>`` from ``run-<run -
-        1>``'s weights."""
+        self, project_id: str, run: int, split: ValidationSplit, n_classes: int
+    ) -> tuple[Any, TrainResult]:
+        """The UNet after this run (best on validation, else the last weights) and its training
+        result, trained in ``<project dir>/run-<run>`` from ``run-<run - 1>``'s kept weights."""
         from sugfw.models import resolve_device
         from sugfw.segmentation import TrainConfig, load_trained_unet, train
+        from sugfw.segmentation.train import case_dice_validator
 
         project_dir = self.history.project_dir(project_id)
         run_dir = project_dir / f"run-{run}"
         shutil.rmtree(run_dir, ignore_errors=True)  # a run cut short by a restart starts over
         device = str(resolve_device(self.config.device))
+        iterations = self.schedule(len(split.train))
+        validated = bool(split.cases)
+        patience = self.config.early_stop_patience
         config = TrainConfig(
-            iterations=self.config.train_iterations,
+            iterations=iterations,
             batch_size=self.config.train_batch_size,
             crop_size=self.config.train_crop,
-            eval_every=self.config.train_iterations,
+            # Without validation, one evaluation after the last iteration: the last weights kept.
+            eval_every=min(self.config.val_every, iterations) if validated else iterations,
             seed=self.config.seed + run,
             device=device,
             n_classes=n_classes,
+            patience=patience if validated and patience > 0 else None,
         )
-        images, masks = [item.image for item in slices], [item.labels for item in slices]
+        validator = (
+            case_dice_validator([(case.images, case.truth) for case in split.cases], config)
+            if validated
+            else _keep_last
+        )
+        images, masks = [item.image for item in split.train], [item.labels for item in split.train]
         previous = project_dir / f"run-{run - 1}" / "best.pt"
         init: Path | None = previous if previous.is_file() else None
         try:
-            train(images, masks, _keep_last, config, run_dir, init_state=init, progress=False)
-        except (
-            CheckpointError
-        ) as error:  # e.g. labels added to the config: the old head no longer fits
+            result = train(
+                images, masks, validator, config, run_dir, init_state=init, progress=False
+            )
+        except CheckpointError as error:
+            # e.g. labels added to the config: the old head no longer fits
             log.warning(
                 "project %s: cannot warm-start from %s (%s); training from scratch",
                 project_id,
@@ -395,23 +520,38 @@ class TrainJob:
                 error,
             )
             shutil.rmtree(run_dir, ignore_errors=True)
-            train(images, masks, _keep_last, config, run_dir, init_state=None, progress=False)
+            result = train(
+                images, masks, validator, config, run_dir, init_state=None, progress=False
+            )
+        if validated:
+            kept = (
+                f"best validation Dice {result.best_val_dice:.3f} at iteration "
+                f"{result.best_iteration} on {len(split.cases)} case(s)"
+                f"{' (stopped early)' if result.stopped_early else ''}"
+            )
+        else:
+            kept = split.note or "last weights kept"
         log.info(
-            "project %s: run %d trained on %d slice(s)%s",
+            "project %s: run %d trained on %d slice(s) of %d case(s), %d of %d iteration(s); %s%s",
             project_id,
             run,
-            len(slices),
-            f", warm-started from {init}" if init is not None else "",
+            len(split.train),
+            len(case_ids_of(split.train)),
+            result.iterations,
+            iterations,
+            kept,
+            f"; warm-started from {init}" if init is not None else "",
         )
-        return load_trained_unet(run_dir / "best.pt", device)
+        return load_trained_unet(run_dir / "best.pt", device), result
 
     def record(
         self,
         version: str,
-        slices: Sequence[LabelledSlice],
+        split: ValidationSplit,
         cases: Sequence[TestCase],
         model: Any,
         seconds: float,
+        result: TrainResult,
     ) -> dict[str, Any]:
         scores = evaluate(model, cases, str(next(model.parameters()).device))
         rows = [
@@ -426,10 +566,27 @@ class TrainJob:
             for case, item in zip(cases, scores)
         ]
         summary = summarise(scores) if scores else None
+        validated = bool(split.cases)
         return {
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "model_version": version,
-            "annotations": len(slices),
+            # Every annotated slice outside the test set, validation ones included: the x of the
+            # learning curve is what annotators have done.
+            "annotations": len(split.train) + len(split.val),
+            "train_slices": len(split.train),
+            "train_cases": len(case_ids_of(split.train)),
+            "validation": {
+                "source": split.source,
+                "slices": len(split.val),
+                "cases": len(split.cases),
+                "case_ids": split.val_case_ids,
+                "best_dice": result.best_val_dice if validated else None,
+                "best_iteration": result.best_iteration if validated else None,
+                "note": split.note,
+            },
+            "iterations": result.iterations,
+            "iterations_planned": self.schedule(len(split.train)),
+            "stopped_early": result.stopped_early,
             "train_seconds": round(seconds, 1),
             "test_set": sorted({case.source for case in cases}) or None,
             "cases": rows,
@@ -505,6 +662,12 @@ def labels_to_result(labels: np.ndarray, control: SegmentationControl) -> list[d
 def summary_line(record: Mapping[str, Any]) -> str:
     """One log line: version, annotations, and DSC / HD95 mean ± std (or why there is none)."""
     head = f"{record['model_version']} trained on {record['annotations']} annotated slice(s)"
+    validation = record.get("validation") or {}
+    if validation.get("cases"):
+        head += (
+            f" ({validation['slices']} of them held out for validation: "
+            f"{validation['cases']} case(s), best Dice {validation['best_dice']:.3f})"
+        )
     summary = record.get("summary")
     if not summary:
         return f"{head}; {record.get('note')}"

@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from backend.config import BackendConfig
 from backend.jobs.queue import JobQueue
-from backend.jobs.training_history import TrainingHistory
+from backend.jobs.training_history import TrainingHistory, learning_curve_png
 from backend.labelstudio.brush import LabelConfigError, parse_label_config
 from backend.labelstudio.images import ImagePolicy, set_default_policy
 from backend.model import LabelStudioAccessError, SugfwModel
@@ -140,6 +140,22 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
                 "training": history.all(),
             }
         )
+
+    @app.get("/metrics/plot")
+    def metrics_plot() -> Response | tuple[Response, int]:
+        """The learning curve (PNG) of ``?project=<id>``, or of every project that has trained."""
+        project = request.args.get("project")
+        if project is None:
+            histories = history.all()
+        else:
+            project_id = _project_number(project, "'project'")
+            records = history.records(project_id)
+            if not records:
+                return jsonify({"error": f"project {project_id} has no training run yet"}), 404
+            histories = {str(project_id): records}
+        response = Response(learning_curve_png(histories), mimetype="image/png")
+        response.headers["Cache-Control"] = "no-store"  # a new run changes it
+        return response
 
     @app.errorhandler(BadRequest)
     def bad_request(error: BadRequest) -> tuple[Response, int]:

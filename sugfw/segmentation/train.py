@@ -3,7 +3,9 @@
 Protocol (paper and authors' code): SGD lr 0.01, momentum 0.9, weight decay 1e-4,
 lr = lr0 · (1 − it / max_it)^0.9, random crop (224 Promise12, 480 UTAH) plus random rot90/flip,
 validation every 200 iterations keeping the best model. Here validation also runs after the last
-iteration, so a run shorter than ``eval_every`` still yields a best model.
+iteration, so a run shorter than ``eval_every`` still yields a best model. With
+``TrainConfig.patience`` set, a run also stops early once that many validations in a row brought no
+new best (the poly schedule stays that of ``iterations``); unset, every iteration runs.
 
 Reproducibility: model init and dropout draw from torch's global generator, seeded with
 ``config.seed`` inside a forked RNG scope (the caller's state is left untouched); sampling and
@@ -69,6 +71,8 @@ class TrainConfig:
     seed: int = 2025
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
     n_classes: int = 2
+    patience: int | None = None
+    """Stop after this many validations in a row without a new best; None: never stop early."""
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "crop_size", "eval_every"):
@@ -80,6 +84,10 @@ class TrainConfig:
             raise InvalidInputError(f"TrainConfig.n_classes must be >= 2, got {self.n_classes}")
         if self.lr <= 0:
             raise InvalidInputError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if self.patience is not None and self.patience < 1:
+            raise InvalidInputError(
+                f"TrainConfig.patience must be >= 1 or None, got {self.patience}"
+            )
 
     @classmethod
     def paper(cls, n_train: int, **overrides: Any) -> TrainConfig:
@@ -111,6 +119,10 @@ class TrainResult:
     best_state: StateDict
     best_val_dice: float
     history: list[dict[str, float]]
+    iterations: int = 0
+    """SGD iterations run (fewer than ``TrainConfig.iterations`` when stopped early)."""
+    best_iteration: int = 0
+    stopped_early: bool = False
 
 
 def poly_lr(base_lr: float, iteration: int, max_iterations: int, power: float = 0.9) -> float:
@@ -164,7 +176,14 @@ def train(
         raise InvalidInputError(
             f"validation gave no finite score in {len(run.history)} evaluations"
         )
-    return TrainResult(run.best_state, run.best_val_dice, run.history)
+    return TrainResult(
+        run.best_state,
+        run.best_val_dice,
+        run.history,
+        iterations=run.iteration,
+        best_iteration=run.best_iteration,
+        stopped_early=run.iteration < config.iterations and _patience_spent(run, config),
+    )
 
 
 def load_trained_unet(path: str | os.PathLike, device: str | torch.device = "cpu") -> UNet:
@@ -275,7 +294,8 @@ def _fit(
     bar = tqdm(total=config.iterations, initial=run.iteration, disable=not progress, desc="UNet")
     model.train()
     try:
-        while run.iteration < config.iterations:
+        # Checked before each step, so a resumed run that had already stopped stops again at once.
+        while run.iteration < config.iterations and not _patience_spent(run, config):
             losses.append(_step(model, optimizer, run, images, masks, config, device))
             bar.update(1)
             if run.iteration % config.eval_every and run.iteration < config.iterations:
@@ -353,6 +373,14 @@ def _checkpoint(
             checkpoint_dir / BEST_CHECKPOINT,
         )
     run.save(checkpoint_dir / LAST_CHECKPOINT, model, optimizer, config, n_train, device)
+
+
+def _patience_spent(run: _RunState, config: TrainConfig) -> bool:
+    """Whether the last ``config.patience`` validations all failed to beat the best so far."""
+    if config.patience is None:
+        return False
+    since_best = sum(1 for record in run.history if record["iteration"] > run.best_iteration)
+    return since_best >= config.patience
 
 
 def _validate(model: nn.Module, evaluate: Validator) -> float:
