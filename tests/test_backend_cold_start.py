@@ -18,17 +18,25 @@ from backend.jobs.queue import Job, Progress
 from backend.jobs.ranking import cluster_count
 from backend.jobs.slice_scorer import SCORE_CACHE_DIR, SliceScorer
 from backend.jobs.storage import PredictionStore
-from backend.labelstudio.brush import LabelConfigError, result_to_mask
+from backend.labelstudio.brush import (
+    LabelConfigError,
+    parse_label_config,
+    result_to_mask,
+    results_to_mask,
+)
 from backend.labelstudio.images import ImageFetcher
+from backend.labelstudio.prefill import region_results
 from backend.model import SugfwModel
 from sugfw.data import load_image_file
 from sugfw.errors import BudgetError, InvalidInputError
 from sugfw.everything import EverythingSettings
+from sugfw.records import REGION_CAP
 from sugfw.scoring import Scorer, ScoringSettings
 from sugfw.selection import gscu
 
 REPO = Path(__file__).resolve().parents[1]
 LABEL_CONFIG = (REPO / "label_config.xml").read_text()
+CONTROL = parse_label_config(LABEL_CONFIG)
 PROJECT = 7
 BUDGET = 2
 
@@ -210,9 +218,11 @@ def test_job_writes_the_gscu_queue_and_skips_broken_tasks(world, caplog):
     for task_id, prediction in written.items():
         assert prediction["score"] == ranks[task_id] / 4  # queue position over the 4 scored tasks
         assert prediction["cluster"] == clusters[task_id]
-        (item,) = prediction["result"]
-        assert item["value"]["brushlabels"] == ["left_atrium"]
-        np.testing.assert_array_equal(result_to_mask(item), masks[task_id])
+        items = prediction["result"]
+        assert all(item["value"]["brushlabels"] == ["left_atrium"] for item in items)
+        # The tiny SAM keeps no mask under these settings: nothing drawn, not an empty region.
+        drawn = results_to_mask(items, CONTROL, *masks[task_id].shape)
+        np.testing.assert_array_equal(drawn, masks[task_id])
         stored = world.store.get(task_id)
         assert {key: stored[key] for key in ("score", "cluster", "model_version", "result")} == {
             key: prediction[key] for key in ("score", "cluster", "model_version", "result")
@@ -230,6 +240,43 @@ def test_job_writes_the_gscu_queue_and_skips_broken_tasks(world, caplog):
         r"skipping task 13: task 13: image .*s13\.png is not a usable slice", caplog.text
     )
     assert "skipping task 14: task 14 has no image under data['image']" in caplog.text
+
+
+@pytest.mark.parametrize(("grid", "kept"), [(2, 4), (4, 16)])
+def test_each_kept_mask_is_published_as_its_own_brush_region(world, grid, kept):
+    # Box NMS off: the tiny SAM keeps every mask of a grid² × 3 prompt grid that passes the area
+    # filter (4 or 16 here), so the published result must hold min(kept, cap) regions.
+    settings = ScoringSettings(
+        EverythingSettings.for_model(
+            world.model,
+            grid=(grid,),
+            pred_iou_thresh=0.0,
+            stability_thresh=0.0,
+            box_nms_thresh=1.0,
+        ),
+        k=1,
+    )
+    scorer = Scorer(world.model, settings, cache_dir=world.config.state_dir / SCORE_CACHE_DIR)
+    run(world.job(SliceScorer(world.config, scorer=scorer)))
+    written = world.project.predictions_of(world.project.model_version)
+    assert sorted(written) == [10, 11, 12, 15]
+    fresh = Scorer(world.model, settings)  # no cache: the library's own record
+    for task_id, prediction in written.items():
+        record = fresh.score_image(load_image_file(world.root / f"s{task_id}.png"))
+        assert record.masks_kept == kept
+        items = prediction["result"]
+        assert len(items) == min(kept, REGION_CAP)
+        assert len({item["id"] for item in items}) == len(items)  # one click deletes one region
+        assert all(item["value"]["brushlabels"] == ["left_atrium"] for item in items)
+        drawn = np.stack([result_to_mask(item) for item in items])
+        np.testing.assert_array_equal(drawn, record.regions())
+        areas = drawn.reshape(len(drawn), -1).sum(1)
+        assert (np.diff(areas) <= 0).all()  # largest first
+        if kept <= REGION_CAP:
+            np.testing.assert_array_equal(drawn.any(0), record.union_mask)
+        else:  # the cap leaves the smallest masks out
+            assert not (drawn.any(0) & ~record.union_mask).any()
+            assert drawn.any(0).sum() < record.union_mask.sum()
 
 
 class CountingFetcher(ImageFetcher):
@@ -486,7 +533,11 @@ def test_an_import_writes_only_the_new_tasks_and_keeps_unet_masks(world, texture
     assert project.model_version == unet
     served = project.predictions_of(unet)
     assert sorted(served) == [10, 11, 12, 15, 16]
-    assert served[16]["result"] and served[16]["result"][0]["type"] == "brushlabels"  # a SAM mask
+    # SAM's regions (none: the tiny SAM keeps no mask under these settings), not a UNet result.
+    new = Scorer(world.model, tiny_settings(world.model)).score_image(
+        load_image_file(world.root / "s16.png")
+    )
+    assert served[16]["result"] == region_results(new, CONTROL)
     assert 0.0 <= served[16]["score"] <= 1.0
     assert project.predictions_of(version).keys() == {10, 11, 12, 15}  # the SAM batch, untouched
 
@@ -526,7 +577,8 @@ def test_predict_scores_a_new_task_once_outside_the_queue(world):
     assert (first["score"], first["model_version"]) == (None, "sugfw-litemedsam")
     assert "cluster" not in first
     (record,) = library_records(world, [11])
-    np.testing.assert_array_equal(result_to_mask(first["result"][0]), record.union_mask)
+    drawn = results_to_mask(first["result"], CONTROL, *record.union_mask.shape)
+    np.testing.assert_array_equal(drawn, record.union_mask)
 
     again = on_demand_model(world)
     assert again.predict([task], label_config=LABEL_CONFIG) == [first]
