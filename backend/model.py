@@ -11,6 +11,10 @@ about 100 s); later tasks of that call get an empty prediction. One slice costs 
 everything-mode passes (seconds on a CPU, well under one on a GPU); a slice scored before, by the
 job or an earlier call, is read from the record cache. ``fit`` only decides which background job
 an event calls for; the jobs themselves are handlers of ``backend.jobs.queue.JobQueue``.
+
+An interactive call (``context`` with a ``result``: a box or points drawn with a smart tool) is
+answered instead with the model's mask for that prompt on the task's slice
+(``backend.interactive``), never stored.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 import httpx
 
 from backend.config import BackendConfig
+from backend.interactive import DEFAULT_CACHE_SLICES, InteractivePredictor, context_regions
 from backend.jobs.slice_scorer import SliceScorer
 from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
 from backend.labelstudio.brush import SegmentationControl, mask_to_result, parse_label_config
@@ -86,6 +91,7 @@ class SugfwModel:
         self._http: httpx.Client | None = None
         self._auth: LabelStudioAuth | None = None
         self._access_ok: dict[int, float] = {}
+        self._interactive: InteractivePredictor | None = None
 
     @property
     def model_version(self) -> str:
@@ -109,7 +115,18 @@ class SugfwModel:
         label_config: str | None = None,
         **kwargs: Any,
     ) -> list[dict[str, Any]]:
-        """One prediction per task, in order: stored, scored on demand, or empty."""
+        """One prediction per task, in order: stored, scored on demand, or empty.
+
+        With an interactive ``context`` the first task gets the mask for the drawn prompt (empty
+        when the prompt is unusable) and any further task an empty prediction.
+        """
+        try:
+            regions = context_regions(context)
+        except SugfwError as error:
+            log.warning("interactive context refused: %s", error)
+            return [self.empty_prediction() for _ in tasks]
+        if regions is not None:
+            return self._interactive_predict(tasks, regions, label_config)
         deadline = self.clock() + self.config.predict_deadline_s
         on_demand = _OnDemand(self, label_config)
         try:
@@ -122,6 +139,28 @@ class SugfwModel:
             return results
         finally:
             on_demand.close()
+
+    def _interactive_predict(
+        self, tasks: list[Mapping[str, Any]], regions: list[Any], label_config: str | None
+    ) -> list[dict[str, Any]]:
+        results = [self.empty_prediction() for _ in tasks]
+        if not tasks or not regions:
+            return results
+        if self.scorer is None or label_config is None:
+            log.warning("interactive prompt not answered: no model or no label config")
+            return results
+        with self._lock:
+            if self._interactive is None:
+                slices = getattr(self.config, "interactive_cache_slices", DEFAULT_CACHE_SLICES)
+                self._interactive = InteractivePredictor(self.scorer, slices)
+        config = self.config
+        fetcher = self.fetcher or (lambda: _default_fetcher(config))
+        answer = self._interactive.predict(
+            tasks[0], regions, label_config, fetcher, self.model_version
+        )
+        if answer is not None:
+            results[0] = answer
+        return results
 
     def check_access(self, project_id: int) -> None:
         """One authenticated GET of the project, so that a wrong key, URL or project id fails

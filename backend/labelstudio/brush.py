@@ -19,6 +19,13 @@ from label_studio_sdk.label_interface import LabelInterface
 from sugfw.errors import InvalidInputError, SugfwError
 
 SEGMENTATION_TAGS = {"BrushLabels": "brushlabels", "PolygonLabels": "polygonlabels"}
+PROMPT_TAGS = {
+    "RectangleLabels": "rectanglelabels",
+    "Rectangle": "rectangle",
+    "KeyPointLabels": "keypointlabels",
+    "KeyPoint": "keypoint",
+}
+"""Controls whose drawn regions can prompt the model (a box, or points) in interactive mode."""
 
 
 class LabelConfigError(SugfwError, ValueError):
@@ -38,12 +45,58 @@ class SegmentationControl:
     labels: tuple[str, ...]
 
 
-def parse_label_config(label_config: str) -> SegmentationControl:
-    """The first BrushLabels (else PolygonLabels) control of ``label_config`` and its Image."""
+@dataclass(frozen=True)
+class PromptControl:
+    """A box or keypoint control whose regions are prompts for the model (interactive mode)."""
+
+    from_name: str
+    to_name: str
+    result_type: str
+    """"rectanglelabels", "rectangle", "keypointlabels" or "keypoint" (a result item's type)."""
+    labels: tuple[str, ...]
+    smart: bool
+    """Whether the tag offers Label Studio's smart tool (``smart`` or ``smartOnly``), which sends
+    each drawn region to the backend."""
+
+    @property
+    def kind(self) -> str:
+        """ "box" or "point"."""
+        return "box" if self.result_type.startswith("rectangle") else "point"
+
+
+def _interface(label_config: str) -> LabelInterface:
     try:
-        interface = LabelInterface(label_config)
+        return LabelInterface(label_config)
     except Exception as error:  # the SDK raises bare Exception subclasses for XML errors
         raise LabelConfigError(f"labelling config is not valid XML: {error}") from error
+
+
+def parse_prompt_controls(label_config: str) -> tuple[PromptControl, ...]:
+    """The box and keypoint controls of ``label_config`` (in config order), each on an Image.
+
+    Does not require a brush tag: ``parse_label_config`` says what a prompt's mask is drawn with.
+    """
+    controls = []
+    for control in _interface(label_config).controls:
+        if control.tag not in PROMPT_TAGS:
+            continue
+        attrs = getattr(control, "attr", None) or {}
+        smart = any(str(attrs.get(key, "")).lower() == "true" for key in ("smart", "smartOnly"))
+        controls.append(
+            PromptControl(
+                from_name=control.name,
+                to_name=control.to_name[0] if control.to_name else "",
+                result_type=PROMPT_TAGS[control.tag],
+                labels=tuple(control.labels or ()),
+                smart=smart,
+            )
+        )
+    return tuple(controls)
+
+
+def parse_label_config(label_config: str) -> SegmentationControl:
+    """The first BrushLabels (else PolygonLabels) control of ``label_config`` and its Image."""
+    interface = _interface(label_config)
     controls = [control for control in interface.controls if control.tag in SEGMENTATION_TAGS]
     if not controls:
         found = ", ".join(sorted({control.tag for control in interface.controls})) or "none"

@@ -79,6 +79,8 @@ class SegmenterModel(ABC):
     """Round the input to 8-bit grey levels before and after resizing, as SAM's own predictor
     does with its uint8 images (keeps this path's masks identical to SAM's generator)."""
     defaults: EverythingSettings
+    prompt_kinds: tuple[PromptKind, ...] = ("points", "boxes")
+    """Interactive prompts the model was trained for (LiteMedSAM: boxes only)."""
 
     def __init__(self, net: nn.Module, device: torch.device, checkpoint_id: str) -> None:
         self.net = net.to(device).eval()
@@ -179,6 +181,42 @@ class SegmenterModel(ABC):
             dense_prompt_embeddings=dense,
             multimask_output=multimask,
         )
+
+    @torch.inference_mode()
+    def decode_prompt(
+        self,
+        embedding: torch.Tensor,
+        box: torch.Tensor | None = None,
+        points: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        multimask: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode one interactive prompt on one image embedding (1, 256, 64, 64).
+
+        ``box`` is one xyxy box (4,) and ``points`` (N, 2) xy points with ``point_labels`` (N,)
+        (1 foreground, 0 background), all in canvas pixel indices; either or both. Unlike
+        ``decode``, box and points are one prompt, as an annotator combines them. Returns
+        low-resolution logits (M, 256, 256) and predicted IoU (M,), M = 3 with ``multimask``.
+        """
+        if box is None and points is None:
+            raise ValueError("decode_prompt needs a box, points, or both")
+        point_input = None
+        if points is not None:
+            coords = points.reshape(1, -1, 2).to(self.device, torch.float32)
+            if point_labels is None:
+                point_labels = torch.ones(coords.shape[1])
+            labels = point_labels.reshape(1, -1).to(self.device, torch.int)
+            point_input = (coords, labels)
+        boxes = None if box is None else box.reshape(1, 4).to(self.device, torch.float32)
+        sparse, dense = self.prompt_encoder(points=point_input, boxes=boxes, masks=None)
+        logits, iou = self.mask_decoder(
+            image_embeddings=embedding,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+        return logits[0], iou[0]
 
     def prompt_grid(
         self, geometry: CanvasGeometry, grid: tuple[int, ...], kind: PromptKind

@@ -71,6 +71,7 @@ class LiteMedSAM(SegmenterModel):
     name = "litemedsam"
     canvas_size = 256
     defaults = LITEMEDSAM_DEFAULTS
+    prompt_kinds = ("boxes",)  # trained with box prompts only
 
     def normalise(self, canvas: torch.Tensor) -> torch.Tensor:
         return canvas  # trained on min-max scaled [0, 1] input, no mean/std
