@@ -145,6 +145,22 @@ def case_id_of(path: Path) -> str:
     return stem[: channel.start()] if channel and channel.group(1) == "0000" else stem
 
 
+def label_volume_of(path: Path) -> Path | None:
+    """The label map of an MSD / nnU-Net image ``<root>/imagesTr/<case>[_0000].nii[.gz]``:
+    ``<root>/labelsTr/<case>.nii[.gz]`` (``imagesTs`` → ``labelsTs``), or None when there is
+    none."""
+    path = Path(path)
+    if path.parent.name not in ("imagesTr", "imagesTs"):
+        return None
+    labels = path.parent.parent / path.parent.name.replace("images", "labels", 1)
+    case = case_id_of(path)
+    for suffix in VOLUME_SUFFIXES:
+        candidate = labels / f"{case}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def window_volume(volume: np.ndarray) -> np.ndarray:
     """``volume`` as 0..255 through the window [P_low, P_high] of its own voxels."""
     return window_to_uint8(volume, WINDOW_PERCENTILES)
