@@ -236,15 +236,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
         n_test=args.n_test,
         train_seed=args.train_seed,
     )
-    results = run_bench(
-        config, args.data, args.out, progress=not args.quiet, test_data=args.test_data
-    )
-    report = write_report(results, args.out)
+    if args.rounds is not None:
+        from sugfw.experiment.rounds import run_rounds
+
+        results = run_rounds(
+            config,
+            args.data,
+            args.out,
+            args.rounds,
+            args.round_budget,
+            args.round_strategy,
+            cold_start=args.cold_start,
+            progress=not args.quiet,
+            test_data=args.test_data,
+        )
+        report = write_report(results, args.out / "rounds")
+    else:
+        results = run_bench(
+            config, args.data, args.out, progress=not args.quiet, test_data=args.test_data
+        )
+        report = write_report(results, args.out)
     print(f"results -> {results}\ntable -> {report.markdown}\nplot -> {report.plot}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sugfw.active import ROUND_STRATEGIES
     from sugfw.selection import STRATEGIES
 
     parser = argparse.ArgumentParser(prog="sugfw", description=__doc__)
@@ -358,6 +375,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--iterations", type=int, help="UNet training iterations per cell")
     bench.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    rounds = bench.add_argument_group(
+        "multi-round run",
+        "with --rounds: a cold start of the first budget by --cold-start, then R rounds of "
+        "--round-budget slices by --round-strategy against random rounds, retraining each round, "
+        "per seed of --seeds; rows in OUT/rounds.csv, report in OUT/rounds/",
+    )
+    rounds.add_argument("--rounds", type=int, help="rounds after the cold start")
+    rounds.add_argument("--round-budget", type=int, default=4, help="slices per round (default 4)")
+    rounds.add_argument(
+        "--round-strategy",
+        choices=[name for name in ROUND_STRATEGIES if name != "random"],
+        default="entropy",
+        help="how each round picks from the unlabelled pool (default entropy)",
+    )
+    rounds.add_argument(
+        "--cold-start",
+        default="gscu_content_aware",
+        help="strategy of the cold start (default gscu_content_aware)",
+    )
     bench.set_defaults(func=cmd_bench)
 
     return parser

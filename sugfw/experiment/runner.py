@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from sugfw.models import resolve_device
 from sugfw.pipeline import RecordScorer, score_to_index
 from sugfw.records import RecordIndex
 from sugfw.segmentation.infer import predict_volume
-from sugfw.segmentation.train import TrainConfig, case_dice_validator, train
+from sugfw.segmentation.train import TrainConfig, TrainResult, case_dice_validator, train
 from sugfw.segmentation.unet import UNet
 from sugfw.selection import Selection, get_strategy, resolve_budget, tie_share
 
@@ -225,30 +225,29 @@ def default_scorer_factory(config: BenchConfig, cache_dir: Path) -> RecordScorer
     return config.scorer_spec().build(cache_dir)
 
 
-def run_bench(
+@dataclass
+class BenchData:
+    """What every cell reads: the scored pool, the validation volumes and the test cases."""
+
+    split: CaseSplit
+    pool: TrainingPool
+    index: RecordIndex
+    val: list[tuple[np.ndarray, np.ndarray]]
+    test_cases: list[PreparedCase]
+    device: str
+
+
+def prepare_bench(
     config: BenchConfig,
     data_root: Path | str,
-    out_dir: Path | str,
+    out_dir: Path,
     scorer_factory: ScorerFactory = default_scorer_factory,
     progress: bool = True,
     test_data: Path | str | None = None,
-) -> Path:
-    """Run (or resume) every cell of ``config`` on the data set at ``data_root``; returns the
-    path of results.csv. With ``test_data`` (a labelled folder of the same layouts), every cell
-    is tested on ``n_test`` of its cases (a seeded choice) and ``data_root`` gives only the
-    training and validation cases."""
-    out_dir = Path(out_dir)
-    for strategy in config.strategies:
-        get_strategy(strategy)  # unknown names fail before any data is read
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _bind_results_folder(
-        config,
-        Path(data_root),
-        out_dir / SETTINGS_FILE,
-        Path(test_data) if test_data is not None else None,
-    )
+) -> BenchData:
+    """Split the cases, prepare them, score the pool (cached in ``out_dir/cache``) and save its
+    index: the shared first step of the strategy benchmark and the multi-round one."""
     device = str(resolve_device(config.device))
-
     files = {f.case_id: f for f in find_case_files(data_root)}
     test_files = files
     if test_data is not None:
@@ -279,8 +278,7 @@ def run_bench(
         # With a foreground margin a case without foreground keeps no slice: nothing to score it on.
         raise InvalidInputError(
             f"validation/test case(s) {empty} have no foreground slice in {data_root}; expected "
-            "every "
-            "evaluated case to contain the structure (or set foreground_margin=None)"
+            "every evaluated case to contain the structure (or set foreground_margin=None)"
         )
     pool = build_pool((prepared[c] for c in split.train), config.slice_step)
     if not pool.images:
@@ -289,10 +287,34 @@ def run_bench(
         )
     index = score_pool(pool, scorer_factory(config, out_dir / "cache"), progress)
     index.save(out_dir / RECORDS_FILE)
-
     val = [(prepared[c].images, prepared[c].labels) for c in split.val]
-    test_cases = [tested[c] for c in split.test]
-    results = ResultsTable(out_dir / RESULTS_FILE, split.test)
+    return BenchData(split, pool, index, val, [tested[c] for c in split.test], device)
+
+
+def run_bench(
+    config: BenchConfig,
+    data_root: Path | str,
+    out_dir: Path | str,
+    scorer_factory: ScorerFactory = default_scorer_factory,
+    progress: bool = True,
+    test_data: Path | str | None = None,
+) -> Path:
+    """Run (or resume) every cell of ``config`` on the data set at ``data_root``; returns the
+    path of results.csv. With ``test_data`` (a labelled folder of the same layouts), every cell
+    is tested on ``n_test`` of its cases (a seeded choice) and ``data_root`` gives only the
+    training and validation cases."""
+    out_dir = Path(out_dir)
+    for strategy in config.strategies:
+        get_strategy(strategy)  # unknown names fail before any data is read
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _bind_results_folder(
+        config,
+        Path(data_root),
+        out_dir / SETTINGS_FILE,
+        Path(test_data) if test_data is not None else None,
+    )
+    data = prepare_bench(config, data_root, out_dir, scorer_factory, progress, test_data)
+    results = ResultsTable(out_dir / RESULTS_FILE, data.split.test)
     trained: dict[tuple[int, tuple[int, ...]], list[dict[str, object]]] = {}
     for cell in plan_cells(config):
         if results.is_done(cell):
@@ -302,12 +324,12 @@ def run_bench(
         rows = _run_cell(
             cell,
             config,
-            index,
-            pool,
-            val,
-            test_cases,
+            data.index,
+            data.pool,
+            data.val,
+            data.test_cases,
             out_dir / "cells" / cell.folder_name,
-            device,
+            data.device,
             progress,
             trained,
         )
@@ -375,7 +397,20 @@ def _train_and_test(
     progress: bool,
 ) -> list[dict[str, object]]:
     """Per test case: DSC/HD95 of a UNet trained on the pool slices ``chosen``."""
-    # Validation: mean 3-D Dice over the validation cases (an empty prediction of a case scores 0).
+    model, result = train_on_picks(chosen, train_config, pool, val, cell_dir, progress)
+    return case_result_rows(model, result, train_config, test_cases, batch_size)
+
+
+def train_on_picks(
+    chosen: Sequence[int],
+    train_config: TrainConfig,
+    pool: TrainingPool,
+    val: list[tuple[np.ndarray, np.ndarray]],
+    cell_dir: Path,
+    progress: bool,
+) -> tuple[UNet, TrainResult]:
+    """A UNet trained on the pool slices ``chosen``, with its best validation weights loaded
+    (mean 3-D Dice over the validation cases; an empty prediction of a case scores 0)."""
     validator = case_dice_validator(val, train_config)
     result = train(
         [pool.images[i] for i in chosen],
@@ -387,6 +422,17 @@ def _train_and_test(
     )
     model = UNet(in_channels=1, n_classes=train_config.n_classes)
     model.load_state_dict(result.best_state)
+    return model, result
+
+
+def case_result_rows(
+    model: UNet,
+    result: TrainResult,
+    train_config: TrainConfig,
+    test_cases: list[PreparedCase],
+    batch_size: int,
+) -> list[dict[str, object]]:
+    """One results row (metrics columns) per test case."""
     rows = []
     for case in test_cases:
         prediction = predict_case(model, case, train_config.device, batch_size)
