@@ -1,4 +1,4 @@
-"""The README's main job, ``python -m backend.local.launch``, end to end on a tiny NIfTI folder.
+"""The README's main job, ``python -m backend.local.launch``, end to end on a tiny MSD folder.
 
 It starts its own Label Studio (from ``.venv-ls``, as the integration tests do) and the backend as
 a subprocess, imports the slices, connects the backend and prints the URL and login; the test then
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 N_SLICES, SLICE_STEP, DEPTH = 4, 2, 4
-"""Two volumes of DEPTH axial slices, every SLICE_STEP-th imported: N_SLICES tasks."""
+"""Two imported volumes of DEPTH axial slices, every SLICE_STEP-th imported: N_SLICES tasks."""
 START_S, QUEUE_S = 420.0, 420.0
 
 
@@ -43,10 +43,16 @@ def phantom(seed: int, size: int = 64) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def volumes(tmp_path_factory) -> Path:
+    """MSD layout: three labelled phantoms; the main job holds the last one out as its test set."""
     folder = tmp_path_factory.mktemp("volumes")
     affine = np.diag([0.8, 0.8, 2.5, 1.0])  # RAS: the last axis is the axial one
-    for seed in range(2):
-        nib.save(nib.Nifti1Image(phantom(seed), affine), folder / f"case_{seed}.nii.gz")
+    for sub in ("imagesTr", "labelsTr"):
+        (folder / sub).mkdir()
+    for seed in range(3):
+        image = phantom(seed)
+        nib.save(nib.Nifti1Image(image, affine), folder / "imagesTr" / f"case_{seed}.nii.gz")
+        label = (image > 300).astype(np.uint8)  # the ellipsoid (400 above noise of σ = 20)
+        nib.save(nib.Nifti1Image(label, affine), folder / "labelsTr" / f"case_{seed}.nii.gz")
     return folder
 
 
@@ -95,6 +101,7 @@ def launched(volumes, tmp_path_factory):
         SUGFW_DEBOUNCE_S="0.5",
         PYTHONUNBUFFERED="1",
     )
+    env.pop("SUGFW_TEST_DATA", None)  # the main job's own test set, not one from outside
     command = [
         sys.executable,
         "-m",
@@ -114,6 +121,8 @@ def launched(volumes, tmp_path_factory):
         "1",
         "--budget",
         "2",
+        "--test-volumes",
+        "1",
     ]
     with out.open("wb") as handle:
         process = subprocess.Popen(
@@ -158,6 +167,14 @@ def test_main_job_prints_the_url_and_login_and_publishes_the_queue(launched):
     assert credentials["username"] == username
     assert stat.S_IMODE(Path(credentials_path).stat().st_mode) == 0o600  # the password is private
     assert f"backend: http://127.0.0.1:{backend_port}" in out.read_text()
+    # The last labelled volume is the backend's test set, never imported (checked below).
+    test_data = workdir / "test-data"
+    assert f"tested on {test_data})" in out.read_text()
+    assert sorted(p.name for p in (test_data / "imagesTr").iterdir()) == ["case_2.nii.gz"]
+    assert sorted(p.name for p in (test_data / "labelsTr").iterdir()) == ["case_2.nii.gz"]
+    assert f"'test_data': '{test_data}'" in (workdir / "backend.log").read_text()
+    plot = httpx.get(f"http://127.0.0.1:{backend_port}/metrics/plot", timeout=60.0)
+    assert plot.status_code == 200 and plot.content[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The printed page answers once logged in with the printed login.
     with httpx.Client(base_url=f"http://127.0.0.1:{ls_port}", timeout=30.0) as browser:
@@ -180,7 +197,7 @@ def test_main_job_prints_the_url_and_login_and_publishes_the_queue(launched):
     assert project.id == int(project_id)
     tasks = sorted(ls.tasks.list(project=project.id), key=lambda task: task.id)
     assert len(tasks) == N_SLICES
-    # Every SLICE_STEP-th axial slice of each volume, in volume order.
+    # Every SLICE_STEP-th axial slice of each imported volume (not case_2), in volume order.
     assert sorted((t.data["case_id"], t.data["slice_index"]) for t in tasks) == [
         (case, index) for case in ("case_0", "case_1") for index in range(0, DEPTH, SLICE_STEP)
     ]
