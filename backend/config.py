@@ -24,8 +24,8 @@
 | SUGFW_VAL_FRACTION          | share of the annotated cases held out for validation (0.2; 0:    |
 |                             | none). Tasks with ``data.split = "val"`` are used instead if any |
 | SUGFW_VAL_EVERY             | SGD iterations between validations (20)                          |
-| SUGFW_EARLY_STOP_PATIENCE   | stop after this many validations without a better Dice (5; 0:    |
-|                             | never stop early, still keep the best)                           |
+| SUGFW_EARLY_STOP_PATIENCE   | stop after this many validations without a better Dice, never in |
+|                             | the first half of a run (5; 0: never stop early, keep the best)  |
 | SUGFW_DEBOUNCE_S            | quiet seconds before a burst of events becomes one job (5)       |
 | SUGFW_IMAGE_TIMEOUT_S       | per-request timeout when downloading task images (30)            |
 | SUGFW_IMAGE_DEADLINE_S      | whole download of one image, redirects included (60)             |

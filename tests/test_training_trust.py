@@ -187,6 +187,22 @@ def test_without_patience_every_iteration_runs_as_before(tmp_path, one_torch_thr
         TrainConfig(iterations=2, patience=0)
 
 
+def test_no_early_stop_before_min_iterations(tmp_path, one_torch_thread):
+    images, masks = tiny_data()
+    flat = PeakingValidator([0.0] * 8)  # a network still predicting nothing
+    config = TrainConfig(
+        iterations=8,
+        batch_size=2,
+        crop_size=32,
+        eval_every=1,
+        device="cpu",
+        patience=1,
+        min_iterations=5,
+    )
+    result = train(images, masks, flat, config, tmp_path / "run", progress=False)
+    assert (result.iterations, result.best_iteration, result.stopped_early) == (5, 1, True)
+
+
 # -- the train job: what it trains on, what it keeps, what it records --------------------------
 
 
@@ -283,7 +299,7 @@ def test_the_job_stops_early_and_serves_the_peak_checkpoint(tmp_path, project, m
 
     def scripted(cases, config):
         assert len(cases) == 1 and cases[0][0].shape == (2, 32, 32)  # the held-out case, stacked
-        validators.append(PeakingValidator([0.2, 0.6, 0.3, 0.1] + [1.0] * 10))
+        validators.append(PeakingValidator([0.2, 0.6, 0.3, 0.1, 0.1] + [1.0] * 10))
         return validators[-1]
 
     monkeypatch.setattr(train_module, "case_dice_validator", scripted)
@@ -298,7 +314,10 @@ def test_the_job_stops_early_and_serves_the_peak_checkpoint(tmp_path, project, m
     )
     (validator,) = validators
     assert call["config"].iterations == 30  # 10 epochs × ceil(6 / 2)
-    assert len(validator.seen) == 4 and record["iterations"] == 12  # 4 validations, 3 apart
+    # Patience is spent at the 4th validation (iteration 12), but no stop before half the run:
+    # the 5th (iteration 15) is no better either, and the run ends there.
+    assert call["config"].min_iterations == 15
+    assert len(validator.seen) == 5 and record["iterations"] == 15
     assert record["stopped_early"] is True
     assert (record["validation"]["best_dice"], record["validation"]["best_iteration"]) == (0.6, 6)
     kept = load_trained_unet(call["dir"] / BEST_CHECKPOINT).state_dict()

@@ -23,7 +23,8 @@ Steps of one run for a project:
    validation: mean per-case 3-D Dice (``sugfw.segmentation.train.case_dice_validator``: an empty
    prediction of a case with foreground scores 0) every ``SUGFW_VAL_EVERY`` iterations and after
    the last, the best checkpoint kept, and the run stopped once ``SUGFW_EARLY_STOP_PATIENCE``
-   validations in a row brought no improvement;
+   validations in a row brought no improvement (never in the first half of the iterations: from
+   scratch the network predicts nothing for a while, a flat Dice of 0);
 5. per test case DSC and HD95 (``sugfw.metrics.case_metrics``, physical rule, mm) on the
    foreground (every label > 0), mean ± std, appended to the project's history
    (``backend.jobs.training_history``) under ``sugfw-unet-<run>``, with the sizes of the training
@@ -498,6 +499,9 @@ class TrainJob:
             device=device,
             n_classes=n_classes,
             patience=patience if validated and patience > 0 else None,
+            # From scratch the UNet predicts nothing for a while (Dice 0 at every validation):
+            # never stop in the first half of the schedule.
+            min_iterations=iterations // 2,
         )
         validator = (
             case_dice_validator([(case.images, case.truth) for case in split.cases], config)

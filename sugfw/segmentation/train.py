@@ -5,7 +5,8 @@ lr = lr0 · (1 − it / max_it)^0.9, random crop (224 Promise12, 480 UTAH) plus 
 validation every 200 iterations keeping the best model. Here validation also runs after the last
 iteration, so a run shorter than ``eval_every`` still yields a best model. With
 ``TrainConfig.patience`` set, a run also stops early once that many validations in a row brought no
-new best (the poly schedule stays that of ``iterations``); unset, every iteration runs.
+new best, and ``min_iterations`` have run (the poly schedule stays that of ``iterations``); unset,
+every iteration runs.
 
 Reproducibility: model init and dropout draw from torch's global generator, seeded with
 ``config.seed`` inside a forked RNG scope (the caller's state is left untouched); sampling and
@@ -73,6 +74,9 @@ class TrainConfig:
     n_classes: int = 2
     patience: int | None = None
     """Stop after this many validations in a row without a new best; None: never stop early."""
+    min_iterations: int = 0
+    """No early stop before this many iterations (a model still predicting nothing scores a flat
+    0 on every validation at first)."""
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "crop_size", "eval_every"):
@@ -84,6 +88,10 @@ class TrainConfig:
             raise InvalidInputError(f"TrainConfig.n_classes must be >= 2, got {self.n_classes}")
         if self.lr <= 0:
             raise InvalidInputError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if self.min_iterations < 0:
+            raise InvalidInputError(
+                f"TrainConfig.min_iterations must be >= 0, got {self.min_iterations}"
+            )
         if self.patience is not None and self.patience < 1:
             raise InvalidInputError(
                 f"TrainConfig.patience must be >= 1 or None, got {self.patience}"
@@ -377,7 +385,7 @@ def _checkpoint(
 
 def _patience_spent(run: _RunState, config: TrainConfig) -> bool:
     """Whether the last ``config.patience`` validations all failed to beat the best so far."""
-    if config.patience is None:
+    if config.patience is None or run.iteration < config.min_iterations:
         return False
     since_best = sum(1 for record in run.history if record["iteration"] > run.best_iteration)
     return since_best >= config.patience
