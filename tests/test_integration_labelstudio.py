@@ -296,9 +296,19 @@ def test_each_prediction_decodes_to_the_sam_union_mask(connected_project, librar
             prediction.score == ranks[prediction.task] / N_SLICES
         )  # queue position, scaled into [0, 1)
         assert prediction.cluster == expected.clusters[prediction.task]
-        (item,) = prediction.result
-        assert item["value"]["brushlabels"] == ["left_atrium"]
-        np.testing.assert_array_equal(result_to_mask(item), masks[prediction.task])
+        # One brush region per kept mask: together they draw the union.
+        assert all(item["value"]["brushlabels"] == ["left_atrium"] for item in prediction.result)
+        np.testing.assert_array_equal(
+            _decoded_union(prediction.result, masks[prediction.task].shape),
+            masks[prediction.task],
+        )
+
+
+def _decoded_union(items: list[dict], shape: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    for item in items:
+        mask |= result_to_mask(item)
+    return mask
 
 
 def test_tasks_carry_a_numeric_priority_and_a_tab_sorts_by_it(connected_project, library_queue):
@@ -323,7 +333,10 @@ def test_predict_serves_the_stored_prediction(connected_project, backend, librar
     (prediction,) = answer.json()["results"]
     assert prediction["score"] == expected.ranks[task.id] / N_SLICES
     assert prediction["model_version"] == ls.projects.get(id=project_id).model_version
-    np.testing.assert_array_equal(result_to_mask(prediction["result"][0]), expected.masks[task.id])
+    np.testing.assert_array_equal(
+        _decoded_union(prediction["result"], expected.masks[task.id].shape),
+        expected.masks[task.id],
+    )
 
 
 def test_retrieving_predictions_again_adds_no_duplicates(label_studio, connected_project, backend):
@@ -536,9 +549,8 @@ def test_annotations_train_the_unet_once_and_its_masks_replace_sam(label_studio,
     decoded = result_to_mask(prediction.result[0])
     truth = disk_mask(slice_of[unlabelled_id])
     np.testing.assert_array_equal(decoded, unet_mask(slice_of[unlabelled_id]))
-    assert not np.array_equal(
-        decoded, result_to_mask(cold[unlabelled_id].result[0])
-    )  # not SAM's mask
+    sam = _decoded_union(cold[unlabelled_id].result, decoded.shape)
+    assert not np.array_equal(decoded, sam)  # not SAM's mask
     # TRAIN_ITERATIONS steps on two disks: measured Dice 0.97 on held-out disks (0.26 after 5).
     assert dice(decoded[None], truth[None]) >= MIN_UNET_DICE
     served = httpx.post(
