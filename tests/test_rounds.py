@@ -73,3 +73,22 @@ def test_rounds_check_their_arguments(tiny_dataset, tmp_path):  # noqa: F811
         run_rounds(TINY, tiny_dataset, tmp_path, 0, 2, "entropy", "gscu", _factory)
     with pytest.raises(InvalidInputError, match="exceed the pool"):
         run_rounds(TINY, tiny_dataset, tmp_path, 3, 2, "entropy", "gscu", _factory)
+
+
+def test_rounds_reuse_the_strategy_benchmarks_cold_start(tiny_dataset, tmp_path, monkeypatch):  # noqa: F811
+    trainings: list[int] = []
+    real = runner.train
+
+    def counted(*args, **kwargs):
+        trainings.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "train", counted)
+    out = tmp_path / "out"
+    config = TINY.with_overrides(strategies=["gscu"], full_supervision=False)
+    bench_rows = read_rows(runner.run_bench(config, tiny_dataset, out, _factory, progress=False))
+    assert len(trainings) == 1
+    path = run_rounds(config, tiny_dataset, out, 1, 2, "entropy", "gscu", _factory, progress=False)
+    assert len(trainings) == 3  # the two round-1 trainings only
+    cold = [r for r in read_rows(path) if r["budget"] == "3"]
+    assert sorted(r["dice"] for r in cold) == sorted(2 * [r["dice"] for r in bench_rows])

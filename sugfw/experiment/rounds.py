@@ -16,6 +16,7 @@ the strategy benchmark's: the scored pool and its cache are shared.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import time
@@ -29,6 +30,8 @@ from sugfw.active.unet_signals import DEFAULT_PASSES
 from sugfw.errors import InvalidInputError
 from sugfw.experiment.configs import RANDOM_STRATEGY, BenchConfig
 from sugfw.experiment.runner import (
+    METRIC_COLUMNS,
+    RESULTS_FILE,
     SETTINGS_FILE,
     BenchData,
     Cell,
@@ -88,7 +91,9 @@ def run_rounds(
     results = ResultsTable(out_dir / ROUNDS_FILE, data.split.test)
     arms = _Arms(config, data, out_dir, results, progress, passes)
     for seed in config.seeds:
-        cold = select_queue(Cell(cold_start, start_budget, seed), data.index)
+        cold_cell = Cell(cold_start, start_budget, seed)
+        cold = select_queue(cold_cell, data.index)
+        arms.adopt(cold_cell, cold.picks)
         for strategy in (round_strategy, RANDOM_STRATEGY):
             arms.run(strategy, seed, cold.picks, cold.ranks(), rounds, round_budget)
     return results.path
@@ -109,6 +114,23 @@ class _Arms:
         self.config, self.data, self.out_dir = config, data, out_dir
         self.results, self.progress, self.passes = results, progress, passes
         self._trained: dict[tuple[int, ...], tuple[list[dict[str, object]], Path]] = {}
+
+    def adopt(self, cell: Cell, picks: np.ndarray) -> None:
+        """Reuse the strategy benchmark's training of the cold start when this folder holds it
+        (same picks, same settings: the same model), instead of training it again."""
+        checkpoint = self.out_dir / "cells" / cell.folder_name / "checkpoints" / BEST_CHECKPOINT
+        results = self.out_dir / RESULTS_FILE
+        if not (checkpoint.is_file() and results.is_file()):
+            return
+        with results.open(newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if (r["strategy"], r["budget"], r["seed"])
+                    == cell.key]  # fmt: skip
+        tested = {r["case_id"] for r in rows}
+        if tested != {case.case_id for case in self.data.test_cases}:
+            return
+        metrics = [{column: r[column] for column in METRIC_COLUMNS} for r in rows]
+        chosen = tuple(sorted(int(i) for i in picks))
+        self._trained.setdefault(chosen, (metrics, checkpoint))
 
     def run(
         self,

@@ -50,12 +50,7 @@ from sugfw.selection import Selection, get_strategy, resolve_budget, tie_share
 log = logging.getLogger(__name__)
 
 RESULTS_FILE, SETTINGS_FILE, RECORDS_FILE = "results.csv", "bench.json", "records.npz"
-RESULT_COLUMNS = (
-    "strategy",
-    "budget",
-    "seed",
-    "n_selected",
-    "pool_size",
+METRIC_COLUMNS = (
     "case_id",
     "dice",
     "hd95_mm",
@@ -65,6 +60,15 @@ RESULT_COLUMNS = (
     "truth_empty",
     "best_val_dice",
     "iterations",
+)
+"""The columns of a results row that come from training and testing (not from selection)."""
+RESULT_COLUMNS = (
+    "strategy",
+    "budget",
+    "seed",
+    "n_selected",
+    "pool_size",
+    *METRIC_COLUMNS,
     "picks_foreground",
     "first_pick_foreground",
     "picks_tied",
