@@ -26,6 +26,10 @@
 | SUGFW_VAL_EVERY             | SGD iterations between validations (20)                          |
 | SUGFW_EARLY_STOP_PATIENCE   | stop after this many validations without a better Dice, never in |
 |                             | the first half of a run (5; 0: never stop early, keep the best)  |
+| SUGFW_ROUND_STRATEGY        | queue order after each training run: entropy (default),          |
+|                             | mutual_information, entropy_diversity or cold_start              |
+| SUGFW_MC_PASSES             | Monte-Carlo dropout passes per unlabelled slice (8)              |
+| SUGFW_ROUND_BUDGET          | annotations a round plans for: entropy_diversity's clusters (10) |
 | SUGFW_DEBOUNCE_S            | quiet seconds before a burst of events becomes one job (5)       |
 | SUGFW_IMAGE_TIMEOUT_S       | per-request timeout when downloading task images (30)            |
 | SUGFW_IMAGE_DEADLINE_S      | whole download of one image, redirects included (60)             |
@@ -50,6 +54,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from backend.redact import REDACTED, redact_url
+from sugfw.active.round_strategies import ROUND_STRATEGIES
 from sugfw.errors import InvalidInputError
 from sugfw.selection.budget import check_budget, parse_budget
 
@@ -84,6 +89,10 @@ class BackendConfig:
     val_fraction: float = 0.2
     val_every: int = 20
     early_stop_patience: int = 5
+    round_strategy: str = "entropy"
+    """How the unlabelled tasks are re-ranked after a training run (``sugfw.active``)."""
+    mc_passes: int = 8
+    round_budget: int = 10
     debounce_s: float = 5.0
     image_timeout_s: float = 30.0
     image_deadline_s: float = 60.0
@@ -136,6 +145,17 @@ class BackendConfig:
             raise InvalidInputError(
                 f"SUGFW_VAL_FRACTION={self.val_fraction}: expected a share in [0, 1), e.g. 0.2"
             )
+        if self.round_strategy not in ROUND_STRATEGIES:
+            raise InvalidInputError(
+                f"SUGFW_ROUND_STRATEGY={self.round_strategy!r}: expected one of "
+                f"{', '.join(ROUND_STRATEGIES)}"
+            )
+        for name, value, least in (
+            ("SUGFW_MC_PASSES", self.mc_passes, 2),
+            ("SUGFW_ROUND_BUDGET", self.round_budget, 1),
+        ):
+            if value < least:
+                raise InvalidInputError(f"{name}={value}: expected an integer >= {least}")
         if self.early_stop_patience < 0:
             raise InvalidInputError(
                 f"SUGFW_EARLY_STOP_PATIENCE={self.early_stop_patience}: expected validations >= 0"
@@ -222,6 +242,9 @@ class BackendConfig:
             "val_fraction": _setting(env, "SUGFW_VAL_FRACTION", float),
             "val_every": _setting(env, "SUGFW_VAL_EVERY", int),
             "early_stop_patience": _setting(env, "SUGFW_EARLY_STOP_PATIENCE", int),
+            "round_strategy": text("SUGFW_ROUND_STRATEGY"),
+            "mc_passes": _setting(env, "SUGFW_MC_PASSES", int),
+            "round_budget": _setting(env, "SUGFW_ROUND_BUDGET", int),
             "train_crop": _number(text("SUGFW_TRAIN_CROP"), "SUGFW_TRAIN_CROP", int),
             "train_batch_size": _number(text("SUGFW_TRAIN_BATCH"), "SUGFW_TRAIN_BATCH", int),
             "debounce_s": _number(text("SUGFW_DEBOUNCE_S"), "SUGFW_DEBOUNCE_S", float),

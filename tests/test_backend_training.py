@@ -3,6 +3,7 @@ steps."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from backend.labelstudio.brush import mask_to_result, parse_label_config, result
 from backend.labelstudio.images import ImageFetcher
 from backend.model import SugfwModel
 from backend.server.app import create_app
+from sugfw.active import unet_signals
 from sugfw.errors import InvalidInputError
 from sugfw.metrics import case_metrics, summarise
 from sugfw.segmentation import load_trained_unet, predict_volume
@@ -108,6 +110,11 @@ class FakeProject:
     def predictions_of(self, version: str) -> dict[int, dict]:
         return {p["task"]: p for p in self.stored if p["model_version"] == version}
 
+    def set_tasks_data(self, changes: dict[int, dict]) -> None:
+        for task in self.task_list:
+            if task["id"] in changes:
+                task["data"] = dict(changes[task["id"]])
+
 
 @pytest.fixture
 def world(tmp_path, one_torch_thread, monkeypatch):
@@ -141,6 +148,8 @@ def world(tmp_path, one_torch_thread, monkeypatch):
         device="cpu",
         # Every annotated slice is trained on here; tests/test_training_trust.py covers validation.
         val_fraction=0.0,
+        # The cold-start order is kept here; test_entropy_rounds_re_rank_... covers re-ranking.
+        round_strategy="cold_start",
     )
     store = PredictionStore(config.state_dir / "predictions")
     project = FakeProject(tasks)
@@ -290,6 +299,23 @@ def test_unlabelled_tasks_get_unet_masks_in_the_cold_start_order(world):
         np.testing.assert_array_equal(drawn, unet)
     # The unlabelled test task keeps SAM's mask: the model under test never pre-draws its own truth.
     assert served[9]["result"] == mask_to_result(world.truths[9], CONTROL)
+
+
+def test_entropy_rounds_re_rank_the_unlabelled_tasks_by_the_new_unet(world):
+    world.job.config = dataclasses.replace(world.config, round_strategy="entropy", mc_passes=3)
+    burst(world)
+    model = load_trained_unet(world.calls[0]["dir"] / "best.pt")
+    served = world.project.predictions_of("sugfw-unet-1")
+    entropy = {
+        task_id: unet_signals(model, normalised(pixels(world, task_id))[None], 3, 0).entropy[0]
+        for task_id in (7, 8)
+    }
+    first, second = sorted(entropy, key=lambda t: (-entropy[t], world.cold[t][0]))
+    # The two slices by the new UNet's entropy, the unlabelled test task (not observed) last.
+    assert [served[t]["score"] for t in (first, second, 9)] == [0.0, 1 / 3, 2 / 3]
+    assert {t: served[t]["cluster"] for t in served} == {t: c for t, (_, c) in world.cold.items()}
+    priorities = {t["id"]: t["data"].get("priority") for t in world.project.task_list}
+    assert (priorities[first], priorities[second], priorities[9]) == (0, 1, 2)
 
 
 def revise_annotation(world, task_id: int) -> None:

@@ -30,10 +30,14 @@ Steps of one run for a project:
    (``backend.jobs.training_history``) under ``sugfw-unet-<run>``, with the sizes of the training
    and validation sets (slices and cases), the iterations run, the best validation Dice and
    whether the run stopped early;
-6. every task without an annotation gets a prediction of the new version: the UNet's mask, with
-   the ``score`` and ``cluster`` its cold-start prediction carries (the rule after cold start: the
-   queue order stays GSCU's, only the masks improve). Unlabelled test tasks keep their SAM mask
-   under the new version, so the model under test never pre-draws its own test truth. The project
+6. every task without an annotation gets a prediction of the new version: the UNet's mask, its
+   cluster, and a ``score`` from the round strategy ``SUGFW_ROUND_STRATEGY``
+   (``backend.jobs.round_ranking``; ``sugfw.active``): by default ``entropy``, the mean predictive
+   entropy of the new UNet under ``SUGFW_MC_PASSES`` Monte-Carlo dropout passes, most uncertain
+   first (ties to the previous order); ``cold_start`` keeps the scores the tasks had. Each task's
+   ``data.priority`` becomes its position in the new order (0 = next). Unlabelled test tasks and
+   tasks whose image failed keep their previous mask and go after the re-ranked ones, so the
+   model under test never pre-draws its own test truth and is never asked to. The project
    then serves the new version (Label Studio orders the stream only by predictions of
    ``project.model_version``), and predictions of earlier UNet runs are deleted.
 
@@ -57,11 +61,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import numpy as np
 
 from backend.config import BackendConfig
 from backend.jobs.publish import publish_predictions
 from backend.jobs.queue import Job, Progress
+from backend.jobs.round_ranking import RoundRanker
 from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
 from backend.jobs.training_history import UNET_VERSION_PREFIX, TrainingHistory, unet_version
 from backend.labelstudio.brush import (
@@ -70,7 +76,7 @@ from backend.labelstudio.brush import (
     parse_label_config,
     result_to_mask,
 )
-from backend.labelstudio.client import ProjectClient, image_fetcher
+from backend.labelstudio.client import PRIORITY_FIELD, ProjectClient, image_fetcher
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.prefill import prefill_prediction
 from sugfw.errors import CheckpointError, InvalidInputError, SugfwError
@@ -117,10 +123,6 @@ class TestCase:
     """(slice, row, col) mm: the axis order of ``images``."""
     source: str
     """"tasks" or "volumes"."""
-
-
-WORST_SCORE = 1.0
-"""Label Studio's largest score: served after every queued task."""
 
 
 def annotations_fingerprint(annotated: Sequence[Mapping[str, Any]]) -> str:
@@ -600,6 +602,40 @@ class TrainJob:
             else 'no test set: mark tasks with data.split = "test" or set SUGFW_TEST_DATA',
         }
 
+    def adopt_order(
+        self,
+        project_id: str,
+        project: ProjectClient,
+        unlabelled: Sequence[Mapping[str, Any]],
+        predictions: Mapping[int, Mapping[str, Any]],
+    ) -> None:
+        """The round's order becomes the published queue: ``data.priority`` of the unlabelled
+        tasks (only changed values are written) and the score job's saved queue, so a later
+        import is placed among the new scores and a rescore re-asserts them."""
+        scores = {task_id: float(p["score"]) for task_id, p in predictions.items()}
+        priorities = queue_priorities(scores)
+        changes = {
+            task["id"]: {**task["data"], PRIORITY_FIELD: priorities[task["id"]]}
+            for task in unlabelled
+            if isinstance(task.get("data"), Mapping)
+            and task["id"] in priorities
+            and task["data"].get(PRIORITY_FIELD) != priorities[task["id"]]
+        }
+        state = self.states.get(project_id)
+        queue = dict(state.get("queue") or {})
+        for task_id, prediction in predictions.items():
+            if str(task_id) in queue:
+                queue[str(task_id)] = [
+                    scores[task_id],
+                    prediction.get("cluster"),
+                    priorities[task_id],
+                ]
+        self.states.put(project_id, {**state, "queue": queue})
+        try:
+            project.set_tasks_data(changes)
+        except (SugfwError, httpx.HTTPError) as error:  # the scores still order the queue
+            log.warning("project %s: task priorities not updated: %s", project_id, error)
+
     def publish(
         self,
         project_id: str,
@@ -612,38 +648,52 @@ class TrainJob:
         progress: Progress,
         done: int,
     ) -> None:
-        """Predictions of ``version`` for the unlabelled tasks, then the project served by it."""
+        """Predictions of ``version`` for the unlabelled tasks, re-ranked by the round strategy,
+        then the project served by it."""
+        config = self.config
         device = str(next(model.parameters()).device)
-        predictions = {}
+        ranker = RoundRanker(config.round_strategy, config.mc_passes, config.seed)
+        stored_by_task, results = {}, {}
         for step, task in enumerate(unlabelled, start=done + 1):
-            stored = self.predictions.get(task["id"]) or {}
-            result = list(stored.get("result") or [])
+            stored = stored_by_task[task["id"]] = self.predictions.get(task["id"]) or {}
+            results[task["id"]] = list(stored.get("result") or [])
             if not is_test_task(task.get("data") or {}):
                 try:
-                    image = fetcher.fetch(task, control.image_key)
-                    result = labels_to_result(
-                        segment(model, normalise_slice(image)[None], device)[0], control
+                    image = normalise_slice(fetcher.fetch(task, control.image_key))
+                    results[task["id"]] = labels_to_result(
+                        segment(model, image[None], device)[0], control
                     )
+                    ranker.observe(task["id"], model, image)
                 except (
                     SugfwError
                 ) as error:  # keep the SAM mask: the task still needs its place in the queue
                     log.warning("task %s keeps its previous pre-annotation: %s", task["id"], error)
-            # A task outside the queue (never scored) goes last, never first with a null score.
-            score = stored.get("score")
-            score = WORST_SCORE if score is None else score
-            predictions[task["id"]] = prefill_prediction(
-                result, version, score, stored.get("cluster")
-            )
             progress.update(step)
-        if not predictions:
+        if not results:
             return
+        # A task outside the queue (never scored) goes last, never first with a null score.
+        scores = ranker.scores(
+            {task_id: stored.get("score") for task_id, stored in stored_by_task.items()},
+            config.round_budget,
+        )
+        predictions = {
+            task_id: prefill_prediction(
+                results[task_id], version, scores[task_id], stored_by_task[task_id].get("cluster")
+            )
+            for task_id in results
+        }
+
+        def after_serving() -> None:
+            self.states.set_served_version(project_id, version)
+            self.adopt_order(project_id, project, unlabelled, predictions)
+
         publish_predictions(
             project,
             self.predictions,
             predictions,
             version,
             is_stale=lambda item_version: (item_version or "").startswith(UNET_VERSION_PREFIX),
-            after_serving=lambda: self.states.set_served_version(project_id, version),
+            after_serving=after_serving,
         )
         log.info(
             "project %s: %d unlabelled task(s) pre-annotated as %s",
@@ -651,6 +701,12 @@ class TrainJob:
             len(predictions),
             version,
         )
+
+
+def queue_priorities(scores: Mapping[int, float]) -> dict[int, int]:
+    """Queue positions 0, 1, ... of the tasks in ``scores``, by score (ties by task id)."""
+    order = sorted(scores, key=lambda task_id: (scores[task_id], task_id))
+    return {task_id: rank for rank, task_id in enumerate(order)}
 
 
 def labels_to_result(labels: np.ndarray, control: SegmentationControl) -> list[dict[str, Any]]:
