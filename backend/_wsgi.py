@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.config import BackendConfig, parse_grid, parse_optional_budget
+from sugfw.active.round_strategies import ROUND_STRATEGIES
 from sugfw.errors import InvalidInputError, SugfwError
 
 log = logging.getLogger("backend")
@@ -82,7 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--train-iterations",
         type=int,
-        help="[SUGFW_TRAIN_ITERATIONS] SGD iterations per retraining run (default 200)",
+        help="[SUGFW_TRAIN_ITERATIONS] deprecated: a fixed SGD iteration count per retraining "
+        "run instead of [SUGFW_TRAIN_EPOCHS] epochs capped at [SUGFW_TRAIN_MAX_ITERATIONS] "
+        "(unset by default)",
+    )
+    parser.add_argument(
+        "--round-strategy",
+        choices=ROUND_STRATEGIES,
+        help="[SUGFW_ROUND_STRATEGY] queue order after each training run (default entropy: the "
+        "new UNet's Monte-Carlo dropout entropy, most uncertain first; cold_start keeps GSCU's)",
     )
     parser.add_argument(
         "--train-crop",
@@ -121,6 +130,7 @@ def config_from_args(args: argparse.Namespace) -> BackendConfig:
         state_dir=args.state_dir,
         test_data=args.test_data,
         train_iterations=args.train_iterations,
+        round_strategy=args.round_strategy,
         train_crop=args.train_crop,
         train_batch_size=args.train_batch,
         local_files_document_root=args.local_files_root,

@@ -97,6 +97,8 @@ ROUTES = [
     ("GET", "/metrics", None),
     ("GET", "/versions", None),
 ]
+# Routes whose success needs state (a training run): only their protection is checked here.
+STATEFUL_ROUTES = [("GET", "/metrics/plot", None)]
 
 
 @pytest.mark.parametrize("method,path,body", ROUTES)
@@ -106,7 +108,7 @@ def test_every_route_answers_without_auth_configured(make_client, method, path, 
     assert response.status_code == 200, response.get_json()
 
 
-@pytest.mark.parametrize("method,path,body", ROUTES)
+@pytest.mark.parametrize("method,path,body", ROUTES + STATEFUL_ROUTES)
 @pytest.mark.parametrize(
     "headers",
     [

@@ -442,13 +442,15 @@ def test_imported_task_joins_the_served_queue(label_studio, make_project, backen
 
 
 def test_annotations_train_the_unet_once_and_its_masks_replace_sam(label_studio, backend):
-    """A project of its own: two training slices, one test slice (data.split = "test"), one left
-    unlabelled. The metrics are recomputed from the saved checkpoint; the UNet's mask of the
-    unlabelled task is that checkpoint's, differs from SAM's, and matches the truth."""
+    """A project of its own: two training slices, one test slice (data.split = "test"), three left
+    unlabelled. The metrics are recomputed from the saved checkpoint; the UNet's mask of an
+    unlabelled task is that checkpoint's, differs from SAM's, and matches the truth; the label
+    stream then serves the unlabelled tasks in the round strategy's order (entropy)."""
     from label_studio_sdk.client import LabelStudio
 
     from backend.jobs.training_history import TrainingHistory
     from backend.jobs.training_job import normalise_slice, segment
+    from sugfw.active import unet_signals
     from sugfw.metrics import case_metrics, dice
     from sugfw.segmentation import load_trained_unet
 
@@ -460,14 +462,15 @@ def test_annotations_train_the_unet_once_and_its_masks_replace_sam(label_studio,
     import_pngs(
         label_studio,
         project_id,
-        {f"train_{i}.png": png_bytes(synthetic_slice(i)) for i in range(4)},
+        {f"train_{i}.png": png_bytes(synthetic_slice(i)) for i in range(6)},
     )
     tasks = sorted(ls.tasks.list(project=project_id), key=lambda task: task.id)
     slice_of = {
-        task.id: next(i for i in range(4) if task.data["image"].endswith(f"-train_{i}.png"))
+        task.id: next(i for i in range(6) if task.data["image"].endswith(f"-train_{i}.png"))
         for task in tasks
     }
     train_ids, test_id, unlabelled_id = [tasks[0].id, tasks[1].id], tasks[2].id, tasks[3].id
+    unlabelled_ids = [task.id for task in tasks[3:]]
     spacing = [0.8, 0.8, 2.5]
     ls.tasks.update(
         id=str(test_id),
@@ -540,12 +543,27 @@ def test_annotations_train_the_unet_once_and_its_masks_replace_sam(label_studio,
     unet_predictions = [
         p for p in ls.predictions.list(project=project_id) if p.model_version == "sugfw-unet-1"
     ]
-    assert [p.task for p in unet_predictions] == [unlabelled_id]
-    (prediction,) = unet_predictions
-    assert (prediction.score, prediction.cluster) == (
-        cold[unlabelled_id].score,
-        cold[unlabelled_id].cluster,
-    )
+    assert sorted(p.task for p in unet_predictions) == unlabelled_ids
+    by_task = {p.task: p for p in unet_predictions}
+    # Re-ranked by the new UNet's Monte-Carlo dropout entropy (ties to the cold-start score).
+    config = backend.config
+    entropy = {
+        t: unet_signals(
+            unet,
+            normalise_slice(synthetic_slice(slice_of[t]).astype(np.float32))[None],
+            config.mc_passes,
+            config.seed,
+        ).entropy[0]
+        for t in unlabelled_ids
+    }
+    order = sorted(unlabelled_ids, key=lambda t: (-entropy[t], cold[t].score))
+    assert [by_task[t].score for t in order] == pytest.approx([0.0, 1 / 3, 2 / 3])
+    assert all(by_task[t].cluster == cold[t].cluster for t in unlabelled_ids)
+    with httpx.Client(
+        base_url=label_studio.url, headers=auth(label_studio), timeout=30.0
+    ) as client:
+        assert client.get(f"/api/projects/{project_id}/next").json()["id"] == order[0]
+    prediction = by_task[unlabelled_id]
     decoded = result_to_mask(prediction.result[0])
     truth = disk_mask(slice_of[unlabelled_id])
     np.testing.assert_array_equal(decoded, unet_mask(slice_of[unlabelled_id]))
