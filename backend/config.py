@@ -30,6 +30,7 @@
 |                             | mutual_information, entropy_diversity or cold_start              |
 | SUGFW_MC_PASSES             | Monte-Carlo dropout passes per unlabelled slice (8)              |
 | SUGFW_ROUND_BUDGET          | annotations a round plans for: entropy_diversity's clusters (10) |
+| SUGFW_INTERACTIVE_CACHE_SLICES | embeddings kept for boxes drawn on the page (16, ~4 MB each) |
 | SUGFW_DEBOUNCE_S            | quiet seconds before a burst of events becomes one job (5)       |
 | SUGFW_IMAGE_TIMEOUT_S       | per-request timeout when downloading task images (30)            |
 | SUGFW_IMAGE_DEADLINE_S      | whole download of one image, redirects included (60)             |
@@ -93,6 +94,8 @@ class BackendConfig:
     """How the unlabelled tasks are re-ranked after a training run (``sugfw.active``)."""
     mc_passes: int = 8
     round_budget: int = 10
+    interactive_cache_slices: int = 16
+    """Image embeddings kept for interactive box prompts (LRU), about 4 MB each."""
     debounce_s: float = 5.0
     image_timeout_s: float = 30.0
     image_deadline_s: float = 60.0
@@ -153,6 +156,7 @@ class BackendConfig:
         for name, value, least in (
             ("SUGFW_MC_PASSES", self.mc_passes, 2),
             ("SUGFW_ROUND_BUDGET", self.round_budget, 1),
+            ("SUGFW_INTERACTIVE_CACHE_SLICES", self.interactive_cache_slices, 1),
         ):
             if value < least:
                 raise InvalidInputError(f"{name}={value}: expected an integer >= {least}")
@@ -245,6 +249,7 @@ class BackendConfig:
             "round_strategy": text("SUGFW_ROUND_STRATEGY"),
             "mc_passes": _setting(env, "SUGFW_MC_PASSES", int),
             "round_budget": _setting(env, "SUGFW_ROUND_BUDGET", int),
+            "interactive_cache_slices": _setting(env, "SUGFW_INTERACTIVE_CACHE_SLICES", int),
             "train_crop": _number(text("SUGFW_TRAIN_CROP"), "SUGFW_TRAIN_CROP", int),
             "train_batch_size": _number(text("SUGFW_TRAIN_BATCH"), "SUGFW_TRAIN_BATCH", int),
             "debounce_s": _number(text("SUGFW_DEBOUNCE_S"), "SUGFW_DEBOUNCE_S", float),

@@ -28,13 +28,13 @@ from typing import Any
 import httpx
 
 from backend.config import BackendConfig
-from backend.interactive import DEFAULT_CACHE_SLICES, InteractivePredictor, context_regions
+from backend.interactive import InteractivePredictor, context_regions
 from backend.jobs.slice_scorer import SliceScorer
 from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
-from backend.labelstudio.brush import SegmentationControl, mask_to_result, parse_label_config
+from backend.labelstudio.brush import SegmentationControl, parse_label_config
 from backend.labelstudio.connection import LabelStudioAuth
 from backend.labelstudio.images import ImageFetcher
-from backend.labelstudio.prefill import prefill_prediction
+from backend.labelstudio.prefill import prefill_prediction, region_results
 from backend.redact import redact_url
 from sugfw.errors import InvalidInputError, SugfwError
 
@@ -151,7 +151,7 @@ class SugfwModel:
             return results
         with self._lock:
             if self._interactive is None:
-                slices = getattr(self.config, "interactive_cache_slices", DEFAULT_CACHE_SLICES)
+                slices = self.config.interactive_cache_slices
                 self._interactive = InteractivePredictor(self.scorer, slices)
         config = self.config
         fetcher = self.fetcher or (lambda: _default_fetcher(config))
@@ -286,7 +286,7 @@ class _OnDemand:
             log.warning("no prediction for task %s: %s", task_id, error)
             return None
         prediction = prefill_prediction(
-            mask_to_result(record.union_mask, self._control), model.model_version, None
+            region_results(record, self._control), model.model_version, None
         )
         data = task.get("data")
         url = data.get(self._control.image_key) if isinstance(data, Mapping) else None
