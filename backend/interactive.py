@@ -70,6 +70,21 @@ class Prompt:
     """The label the region was drawn with (``value.rectanglelabels[0]`` ...), if any."""
 
 
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) pixel box around a non-empty mask (first and last covered pixel), widened
+    by ``margin`` and clipped to the slice: the box an annotator would draw around a structure."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        raise PromptError("an empty mask has no bounding box")
+    height, width = mask.shape
+    return (
+        float(max(cols.min() - margin, 0)),
+        float(max(rows.min() - margin, 0)),
+        float(min(cols.max() + margin, width - 1)),
+        float(min(rows.max() + margin, height - 1)),
+    )
+
+
 def context_regions(context: Any) -> list[Any] | None:
     """The drawn regions of an interactive ``context``; None when it is not an interactive call
     (no context, or one without a ``result`` key)."""

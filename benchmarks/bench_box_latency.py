@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.interactive import EmbeddingCache, Prompt, PromptSegmenter
+from backend.interactive import EmbeddingCache, Prompt, PromptSegmenter, bounding_box
 from backend.labelstudio.brush import SegmentationControl, mask_to_result
 from sugfw.experiment.dataset import find_case_files, load_case
 from sugfw.models import build_model
@@ -33,18 +33,6 @@ from sugfw.scoring import ScoringSettings
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("SUGFW_LA2018") or REPO.parent / "shared" / "data" / "la2018")
 CONTROL = SegmentationControl("label", "image", "brushlabels", "image", ("left_atrium",))
-
-
-def gt_box(label: np.ndarray, margin: int) -> tuple[float, float, float, float]:
-    """Bounding box (first/last pixel indices) of ``label`` widened by ``margin``, in the slice."""
-    rows, cols = np.nonzero(label)
-    height, width = label.shape
-    return (
-        float(max(cols.min() - margin, 0)),
-        float(max(rows.min() - margin, 0)),
-        float(min(cols.max() + margin, width - 1)),
-        float(min(rows.max() + margin, height - 1)),
-    )
 
 
 def pick_slices(
@@ -102,10 +90,10 @@ def main() -> int:
         f"box = label bounding box + {args.margin} px, load average "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
-    cold.mask(slices[0][1], Prompt(gt_box(slices[0][2], args.margin)))  # warm-up, not timed
+    cold.mask(slices[0][1], Prompt(bounding_box(slices[0][2], args.margin)))  # warm-up, not timed
     uncached, cached, rle, dices = [], [], [], []
     for _, image, label in slices:
-        prompt = Prompt(gt_box(label, args.margin))
+        prompt = Prompt(bounding_box(label, args.margin))
         start = time.perf_counter()
         mask = cold.mask(image, prompt)
         uncached.append(time.perf_counter() - start)

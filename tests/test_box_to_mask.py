@@ -18,6 +18,7 @@ from backend.interactive import (
     Prompt,
     PromptError,
     PromptSegmenter,
+    bounding_box,
     brush_label,
     context_regions,
     parse_prompt,
@@ -254,17 +255,6 @@ def litemedsam():
     torch.set_num_threads(previous)
 
 
-def gt_box(label: np.ndarray, margin: int) -> tuple[float, float, float, float]:
-    rows, cols = np.nonzero(label)
-    height, width = label.shape
-    return (
-        float(max(cols.min() - margin, 0)),
-        float(max(rows.min() - margin, 0)),
-        float(min(cols.max() + margin, width - 1)),
-        float(min(rows.max() + margin, height - 1)),
-    )
-
-
 @pytest.mark.slow
 def test_litemedsam_gt_box_segments_the_left_atrium(litemedsam, la2018_volumes):
     files = find_case_files(la2018_volumes[0].parent.parent)[0]
@@ -274,7 +264,7 @@ def test_litemedsam_gt_box_segments_the_left_atrium(litemedsam, la2018_volumes):
     segmenter = PromptSegmenter(
         litemedsam, ScoringSettings(litemedsam.defaults).intensity_percentiles
     )
-    mask = segmenter.mask(image, Prompt(gt_box(label, margin=5)))
+    mask = segmenter.mask(image, Prompt(bounding_box(label, margin=5)))
     score = dice(mask, label)
     assert score > MIN_GT_BOX_DICE, f"{files.case_id} slice {z}: Dice {score:.3f}"
     # A box away from the atrium does not give the atrium back.
@@ -387,3 +377,12 @@ def test_box_context_with_a_config_without_brush_is_a_400(interactive_app):
     response = client.post("/predict", json=predict_body([box_region(30, 30, 20, 20)], config))
     assert response.status_code == 400
     assert "no BrushLabels or PolygonLabels tag" in response.get_json()["error"]
+
+
+def test_bounding_box_hand_computed():
+    mask = np.zeros((10, 12), dtype=bool)
+    mask[2:5, 3:9] = True  # rows 2-4, cols 3-8
+    assert bounding_box(mask) == (3.0, 2.0, 8.0, 4.0)
+    assert bounding_box(mask, margin=4) == (0.0, 0.0, 11.0, 8.0)  # clipped to the slice
+    with pytest.raises(PromptError, match="empty mask"):
+        bounding_box(np.zeros((4, 4), dtype=bool))

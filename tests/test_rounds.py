@@ -19,19 +19,25 @@ def _factory(config, cache_dir):
     return StubRecordScorer()
 
 
-def test_rounds_share_the_cold_start_follow_the_strategy_and_resume(
-    tiny_dataset,  # noqa: F811
-    tmp_path,
-    monkeypatch,
-):
-    trainings: list[int] = []
+@pytest.fixture
+def trainings(monkeypatch) -> list[int]:
+    """One entry per UNet training the runners start."""
+    calls: list[int] = []
     real = runner.train
 
     def counted(*args, **kwargs):
-        trainings.append(1)
+        calls.append(1)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(runner, "train", counted)
+    return calls
+
+
+def test_rounds_share_the_cold_start_follow_the_strategy_and_resume(
+    tiny_dataset,  # noqa: F811
+    tmp_path,
+    trainings,
+):
     out = tmp_path / "out"
     path = run_rounds(TINY, tiny_dataset, out, 1, 2, "entropy", "gscu", _factory, progress=False)
     rows = read_rows(path)
@@ -75,15 +81,7 @@ def test_rounds_check_their_arguments(tiny_dataset, tmp_path):  # noqa: F811
         run_rounds(TINY, tiny_dataset, tmp_path, 3, 2, "entropy", "gscu", _factory)
 
 
-def test_rounds_reuse_the_strategy_benchmarks_cold_start(tiny_dataset, tmp_path, monkeypatch):  # noqa: F811
-    trainings: list[int] = []
-    real = runner.train
-
-    def counted(*args, **kwargs):
-        trainings.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(runner, "train", counted)
+def test_rounds_reuse_the_strategy_benchmarks_cold_start(tiny_dataset, tmp_path, trainings):  # noqa: F811
     out = tmp_path / "out"
     config = TINY.with_overrides(strategies=["gscu"], full_supervision=False)
     bench_rows = read_rows(runner.run_bench(config, tiny_dataset, out, _factory, progress=False))
