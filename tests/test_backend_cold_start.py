@@ -599,7 +599,9 @@ def test_predict_stops_scoring_new_slices_at_the_deadline(world):
     results = model.predict(tasks, label_config=LABEL_CONFIG)
     # Started at t=0 and t=6 (< 10); the third would start at t=12.
     assert model.scorer.scorer.computed == ["task-10", "task-11"]
-    assert [len(r["result"]) for r in results] == [1, 1, 0]
+    for result, record in zip(results, library_records(world, [10, 11])):
+        drawn = results_to_mask(result["result"], CONTROL, *record.union_mask.shape)
+        np.testing.assert_array_equal(drawn, record.union_mask)
     assert results[2] == model.empty_prediction()
 
 
