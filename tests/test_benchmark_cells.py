@@ -1,5 +1,6 @@
 """Each benchmark cell trains on exactly its strategy's picks: the slices (pixels and labels) that
-reach ``train`` are those the strategy selects from the saved records, in pick order."""
+reach ``train`` are those the strategy selects from the saved records, in pool order (so a set
+picked in another order trains the same; a set trained before is not trained again)."""
 
 from __future__ import annotations
 
@@ -78,16 +79,21 @@ def test_each_cell_trains_on_exactly_its_strategys_picks(
                     seed,
                 )
                 expected_cells[f"{strategy}_b{budget!r}_s{seed}"] = np.asarray(selection.picks)
-    assert sorted(trained) == sorted(expected_cells)
+    assert set(trained) <= set(expected_cells)
+    trained_sets = {tuple(sorted(int(i) for i in expected_cells[c])) for c in trained}
+    for cell, picks in expected_cells.items():  # a cell not trained reused an identical set
+        assert cell in trained or tuple(sorted(int(i) for i in picks)) in trained_sets, cell
 
     for cell, picks in expected_cells.items():
+        written = json.loads((out / "cells" / cell / "picks.json").read_text())
+        assert written == [str(index.slice_ids[i]) for i in picks], cell  # in pick order
+        if cell not in trained:
+            continue
         images, labels = trained[cell]
         got = [position[content_hash(image)] for image in images]
-        assert got == [int(i) for i in picks], cell  # the same slices, in pick order
-        for image, label, i in zip(images, labels, picks):
+        assert got == sorted(int(i) for i in picks), cell  # the same slices, in pool order
+        for image, label, i in zip(images, labels, sorted(picks)):
             np.testing.assert_array_equal(image, pool.images[i])
             np.testing.assert_array_equal(label, pool.labels[i])  # each with its own label
-        written = json.loads((out / "cells" / cell / "picks.json").read_text())
-        assert written == [str(index.slice_ids[i]) for i in picks], cell
     # Not a vacuous comparison: the strategies do pick differently.
     assert len({tuple(p) for c, p in expected_cells.items() if "_b3_" in c}) > 1

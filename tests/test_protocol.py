@@ -67,7 +67,7 @@ def test_realistic_config_filters_nothing_by_label_and_has_enough_seeds() -> Non
     config = CONFIGS["cpu_realistic"]
     assert config.foreground_margin is None
     assert len(config.random_seeds) >= 10 and len(config.seeds) >= 5 and config.n_test >= 10
-    assert {"random", "gscu", "gscu_tie_aware"} <= set(config.strategies)
+    assert {"random", "gscu", "gscu_content_aware"} <= set(config.strategies)
 
 
 def test_cells_come_in_rounds_of_one_seed_per_strategy() -> None:
