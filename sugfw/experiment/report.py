@@ -421,13 +421,15 @@ def diagnostics_table(rows: list[dict[str, str]]) -> str:
     for (strategy, budget), by_seed in ordered:
         first = next(iter(by_seed.values()))
 
-        def mean(column: str, by_seed: dict = by_seed) -> float:
-            return 100 * float(np.mean([float(r[column]) for r in by_seed.values()]))
+        def mean(column: str, by_seed: dict = by_seed) -> str:
+            # Rows of the multi-round run leave the cold-start-only columns empty.
+            values = [float(r[column]) for r in by_seed.values() if r[column] != ""]
+            return f"{100 * float(np.mean(values)):.0f}%" if values else "–"
 
         lines.append(
             f"| {strategy} | {_budget_header(budget)} | {len(by_seed)} | "
-            f"{mean('picks_foreground'):.0f}% | {mean('first_pick_foreground'):.0f}% | "
-            f"{mean('picks_tied'):.0f}% | {mean('pool_tied'):.0f}% | "
-            f"{mean('pool_foreground'):.0f}% | {first['cluster_sizes'] or '–'} |"
+            f"{mean('picks_foreground')} | {mean('first_pick_foreground')} | "
+            f"{mean('picks_tied')} | {mean('pool_tied')} | "
+            f"{mean('pool_foreground')} | {first['cluster_sizes'] or '–'} |"
         )
     return "\n".join(lines) + "\n"
