@@ -9,7 +9,7 @@ import pytest
 
 from sugfw.active import rank_unlabelled, unet_signals
 from sugfw.errors import InvalidInputError
-from sugfw.experiment import runner
+from sugfw.experiment import runner, write_report
 from sugfw.experiment.rounds import run_rounds
 from sugfw.segmentation.train import load_trained_unet
 from tests.test_experiment import TINY, StubRecordScorer, read_rows, tiny_dataset  # noqa: F401
@@ -65,6 +65,10 @@ def test_rounds_share_the_cold_start_follow_the_strategy_and_resume(
     order = rank_unlabelled("entropy", cold[unlabelled], signals, 2, 7000 + 1)
     expected = sorted(round0["picks"] + [int(i) for i in unlabelled[order[:2]]])
     assert round1["picks"] == expected
+
+    # The strategy benchmark's report reads the rounds: round 0 is the same model for both arms.
+    report = write_report(path, out / "rounds").markdown.read_text()
+    assert "| 3 slices | entropy | 1 | 2 |" in report and "+0.00 [+0.00, +0.00]" in report
 
     # A rerun trains nothing and leaves the rows as they were.
     before = path.read_bytes()
