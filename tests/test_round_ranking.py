@@ -39,6 +39,15 @@ def test_entropy_orders_observed_tasks_by_the_unet_and_unseen_ones_last():
     assert scores == {first: 0.0, second: pytest.approx(1 / 3), 13: pytest.approx(2 / 3)}
 
 
+def test_with_nothing_observed_the_previous_order_stands():
+    ranker = RoundRanker("entropy", passes=3, seed=1)
+    assert ranker.scores({11: 0.9, 12: 0.1, 13: None}, budget=2) == {
+        12: 0.0,
+        11: pytest.approx(1 / 3),
+        13: pytest.approx(2 / 3),
+    }
+
+
 def test_unknown_round_strategy_is_refused():
     with pytest.raises(InvalidInputError, match="round strategy"):
         RoundRanker("best_guess", passes=3, seed=0)

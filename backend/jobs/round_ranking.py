@@ -52,10 +52,12 @@ class RoundRanker:
             return dict(zip(task_ids, cold.tolist()))
         seen = [i for i, t in enumerate(task_ids) if t in self._signals]
         unseen = [i for i, t in enumerate(task_ids) if t not in self._signals]
-        signals = _stack([self._signals[task_ids[i]] for i in seen]) if seen else None
-        order = rank_unlabelled(
-            self.strategy, cold[seen], signals, max(1, min(budget, len(seen))), self.seed
-        )
+        order = np.zeros(0, dtype=np.int64)
+        if seen:  # none observed (every image failed): the previous order stands
+            signals = _stack([self._signals[task_ids[i]] for i in seen])
+            order = rank_unlabelled(
+                self.strategy, cold[seen], signals, max(1, min(budget, len(seen))), self.seed
+            )
         queue = [seen[i] for i in order] + sorted(unseen, key=lambda i: cold[i])
         return {task_ids[i]: queue_score(rank, len(queue)) for rank, i in enumerate(queue)}
 
