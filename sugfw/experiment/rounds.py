@@ -16,7 +16,6 @@ the strategy benchmark's: the scored pool and its cache are shared.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -29,6 +28,7 @@ from sugfw.active.round_strategies import NEEDS_UNET, check_round_strategy
 from sugfw.active.unet_signals import DEFAULT_PASSES
 from sugfw.errors import InvalidInputError
 from sugfw.experiment.configs import RANDOM_STRATEGY, BenchConfig
+from sugfw.experiment.report import load_results
 from sugfw.experiment.runner import (
     METRIC_COLUMNS,
     RESULTS_FILE,
@@ -122,9 +122,14 @@ class _Arms:
         results = self.out_dir / RESULTS_FILE
         if not (checkpoint.is_file() and results.is_file()):
             return
-        with results.open(newline="") as handle:
-            rows = [r for r in csv.DictReader(handle) if (r["strategy"], r["budget"], r["seed"])
-                    == cell.key]  # fmt: skip
+        try:
+            rows = [
+                r
+                for r in load_results(results)
+                if (r["strategy"], r["budget"], r["seed"]) == cell.key
+            ]
+        except InvalidInputError:  # no row written yet
+            return
         tested = {r["case_id"] for r in rows}
         if tested != {case.case_id for case in self.data.test_cases}:
             return
