@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from sugfw.cache import RecordCache
+from sugfw.content import central_brightness
+from sugfw.data import validate_slice
 from sugfw.errors import SugfwError
 from sugfw.records import SliceRecord, content_hash
 
@@ -245,7 +247,7 @@ class RayScoringPool:
                 cached = self.cache.get(entry.image_hash)
                 if cached is not None:
                     self.stats.from_cache += 1
-                    entry.record = self._finish(cached, item.slice_id, keep_maps)
+                    entry.record = self._finish(cached, item, keep_maps)
                     continue
                 job = _Job(entry, self._least_busy())
                 by_hash[entry.image_hash] = job
@@ -274,10 +276,12 @@ class RayScoringPool:
             if job.slot.node_id != self.driver_node:
                 self.cache.put(record)  # the actor's cache is on another machine's disk
             for entry in [job.entry, *job.same_hash]:
-                entry.record = self._finish(record, entry.item.slice_id, keep_maps)
+                entry.record = self._finish(record, entry.item, keep_maps)
 
-    def _finish(self, record: SliceRecord, slice_id: str, keep_maps: bool) -> SliceRecord:
-        record = dataclasses.replace(record, slice_id=slice_id)
+    def _finish(self, record: SliceRecord, item: Slice, keep_maps: bool) -> SliceRecord:
+        record = dataclasses.replace(record, slice_id=item.slice_id)
+        # Content is never cached (as in ``Scorer.score_image``): read it from these pixels.
+        record.content = central_brightness(validate_slice(item.image, item.slice_id))
         if not keep_maps:
             record.union_mask = record.uncertainty_map = None  # type: ignore[assignment]
         return record
