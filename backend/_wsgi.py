@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.config import BackendConfig, parse_grid, parse_optional_budget
+from backend.jobs.ranking import COLD_START_STRATEGIES
 from sugfw.active.round_strategies import ROUND_STRATEGIES
 from sugfw.errors import InvalidInputError, SugfwError
 
@@ -88,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(unset by default)",
     )
     parser.add_argument(
+        "--cold-start-strategy",
+        choices=COLD_START_STRATEGIES,
+        help="[SUGFW_COLD_START_STRATEGY] queue order before any training run (default gscu; "
+        "gscu_content_aware also queues dark-centred slices last, a prior for organ-centred "
+        "scans)",
+    )
+    parser.add_argument(
         "--round-strategy",
         choices=ROUND_STRATEGIES,
         help="[SUGFW_ROUND_STRATEGY] queue order after each training run (default entropy: the "
@@ -130,6 +138,7 @@ def config_from_args(args: argparse.Namespace) -> BackendConfig:
         state_dir=args.state_dir,
         test_data=args.test_data,
         train_iterations=args.train_iterations,
+        cold_start_strategy=args.cold_start_strategy,
         round_strategy=args.round_strategy,
         train_crop=args.train_crop,
         train_batch_size=args.train_batch,

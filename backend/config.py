@@ -12,6 +12,8 @@
 | SUGFW_GRID                  | everything-mode grid: box sides (LiteMedSAM) or points per side  |
 |                             | (SAM), e.g. "128" or "64,96,128"; default per model              |
 | SUGFW_SEED                  | seed of the augmentations and of GSCU's k-means (default 0)      |
+| SUGFW_COLD_START_STRATEGY   | queue order before any training run: gscu (default),             |
+|                             | gscu_tie_aware or gscu_content_aware                             |
 | SUGFW_PREDICT_DEADLINE_S    | seconds /predict may spend scoring slices not scored yet (60)    |
 | SUGFW_STATE_DIR             | job state, score cache, pre-annotations (default .sugfw-backend) |
 | SUGFW_TEST_DATA             | held-out labelled volumes for evaluating the retrained UNet      |
@@ -54,6 +56,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from backend.jobs.ranking import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from backend.redact import REDACTED, redact_url
 from sugfw.active.round_strategies import ROUND_STRATEGIES
 from sugfw.errors import InvalidInputError
@@ -90,6 +93,8 @@ class BackendConfig:
     val_fraction: float = 0.2
     val_every: int = 20
     early_stop_patience: int = 5
+    cold_start_strategy: str = DEFAULT_COLD_START
+    """How the scored tasks are ranked before any training run (``backend.jobs.ranking``)."""
     round_strategy: str = "entropy"
     """How the unlabelled tasks are re-ranked after a training run (``sugfw.active``)."""
     mc_passes: int = 8
@@ -147,6 +152,11 @@ class BackendConfig:
         if not 0.0 <= self.val_fraction < 1.0:
             raise InvalidInputError(
                 f"SUGFW_VAL_FRACTION={self.val_fraction}: expected a share in [0, 1), e.g. 0.2"
+            )
+        if self.cold_start_strategy not in COLD_START_STRATEGIES:
+            raise InvalidInputError(
+                f"SUGFW_COLD_START_STRATEGY={self.cold_start_strategy!r}: expected one of "
+                f"{', '.join(COLD_START_STRATEGIES)}"
             )
         if self.round_strategy not in ROUND_STRATEGIES:
             raise InvalidInputError(
@@ -246,6 +256,7 @@ class BackendConfig:
             "val_fraction": _setting(env, "SUGFW_VAL_FRACTION", float),
             "val_every": _setting(env, "SUGFW_VAL_EVERY", int),
             "early_stop_patience": _setting(env, "SUGFW_EARLY_STOP_PATIENCE", int),
+            "cold_start_strategy": text("SUGFW_COLD_START_STRATEGY"),
             "round_strategy": text("SUGFW_ROUND_STRATEGY"),
             "mc_passes": _setting(env, "SUGFW_MC_PASSES", int),
             "round_budget": _setting(env, "SUGFW_ROUND_BUDGET", int),

@@ -20,11 +20,10 @@ from sugfw.atomic import atomic_path, atomic_write_json, is_temporary
 from sugfw.records import SliceRecord, pack_regions
 
 log = logging.getLogger(__name__)
-_SCALARS = ("slice_id", "content_hash", "uncertainty", "masks_kept")
-# Read from the pixels on every scoring (cheap), so entries written before it existed stay valid.
-_NOT_CACHED = ("content",)
-# Written by every put, but absent from entries written before records kept separate regions.
-_OPTIONAL = ("region_bits",)
+_SCALARS = ("slice_id", "content_hash", "uncertainty", "masks_kept", "content")
+# Written by every put, but absent from entries written before records kept separate regions
+# (region_bits) or their central brightness (content, then NaN: unknown until the pixels are read).
+_OPTIONAL = ("region_bits", "content")
 
 
 def settings_key(settings: dict) -> str:
@@ -51,8 +50,7 @@ class RecordCache:
                 values = {
                     f.name: data[f.name]
                     for f in fields(SliceRecord)
-                    if f.name not in _NOT_CACHED
-                    and (f.name in data.files or f.name not in _OPTIONAL)
+                    if f.name in data.files or f.name not in _OPTIONAL
                 }
         except Exception as err:  # a damaged cache entry is recomputed, never trusted
             log.warning("discarding unreadable cache entry %s (%s)", path, err)
@@ -62,6 +60,7 @@ class RecordCache:
         values["content_hash"] = str(values["content_hash"])
         values["uncertainty"] = float(values["uncertainty"])
         values["masks_kept"] = int(values["masks_kept"])
+        values["content"] = float(values.get("content", np.nan))
         if "region_bits" not in values:
             # An entry from before separate regions: its scores are unchanged (SCORING_VERSION
             # stays), so it is not rescored; its pre-annotation is the union as the single region.
@@ -71,9 +70,7 @@ class RecordCache:
     def put(self, record: SliceRecord) -> None:
         path = self._path(record.content_hash)
         arrays = {
-            f.name: getattr(record, f.name)
-            for f in fields(SliceRecord)
-            if f.name not in _SCALARS + _NOT_CACHED
+            f.name: getattr(record, f.name) for f in fields(SliceRecord) if f.name not in _SCALARS
         }
         scalars = {name: np.asarray(getattr(record, name)) for name in _SCALARS}
         with atomic_path(path) as tmp:

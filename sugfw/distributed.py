@@ -11,6 +11,7 @@ recomputed. Ray is optional (``pip install 'sugfw[ray]'``) and imported only her
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -280,8 +281,8 @@ class RayScoringPool:
 
     def _finish(self, record: SliceRecord, item: Slice, keep_maps: bool) -> SliceRecord:
         record = dataclasses.replace(record, slice_id=item.slice_id)
-        # Content is never cached (as in ``Scorer.score_image``): read it from these pixels.
-        record.content = central_brightness(validate_slice(item.image, item.slice_id))
+        if not math.isfinite(record.content):  # a cache entry from before content was cached
+            record.content = central_brightness(validate_slice(item.image, item.slice_id))
         if not keep_maps:
             record.union_mask = record.uncertainty_map = None  # type: ignore[assignment]
         return record

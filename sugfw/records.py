@@ -37,7 +37,8 @@ class SliceRecord:
     """Number of masks in ``union_mask``."""
     content: float = float("nan")
     """Central brightness of the slice as given (``sugfw.content``); read from the pixels on every
-    scoring, never cached: NaN where unknown."""
+    scoring and cached with the record, so a record answered from the cache alone has it too; NaN
+    where unknown (a cache entry written before it existed, until its pixels are read again)."""
     region_bits: np.ndarray | None = None
     """(H, W) uint8: bit i is set where region i covers the pixel; the regions are the (at most
     ``REGION_CAP``) largest kept masks of the un-augmented slice, largest first, each as drawn

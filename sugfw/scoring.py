@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -222,11 +223,14 @@ class Scorer:
         record = self.cache.get(content_hash(image)) if self.cache is not None else None
         if record is not None:
             record.slice_id = slice_id
+            if not math.isfinite(record.content):  # an entry from before content was cached
+                record.content = central_brightness(image)
+                self.cache.put(record)  # type: ignore[union-attr]
         else:
             record = self._compute(image, slice_id)
+            record.content = central_brightness(image)
             if self.cache is not None:
                 self.cache.put(record)
-        record.content = central_brightness(image)
         return record
 
     def _compute(self, image: np.ndarray, slice_id: str) -> SliceRecord:

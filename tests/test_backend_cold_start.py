@@ -30,9 +30,9 @@ from backend.model import SugfwModel
 from sugfw.data import load_image_file
 from sugfw.errors import BudgetError, InvalidInputError
 from sugfw.everything import EverythingSettings
-from sugfw.records import REGION_CAP
+from sugfw.records import REGION_CAP, RecordIndex
 from sugfw.scoring import Scorer, ScoringSettings
-from sugfw.selection import gscu
+from sugfw.selection import get_strategy, gscu
 
 REPO = Path(__file__).resolve().parents[1]
 LABEL_CONFIG = (REPO / "label_config.xml").read_text()
@@ -472,6 +472,43 @@ def test_up_to_date_until_tasks_or_settings_change(world, textured_slice):
     write_png(world.root / "s16.png", textured_slice(32, 40, seed=9))
     world.project.task_list.append({"id": 16, "data": {"image": "/data/local-files/?d=s16.png"}})
     assert world.job(world.scorer()).up_to_date(str(PROJECT)) is False
+
+
+def test_content_aware_cold_start_orders_the_queue_and_changes_its_settings(world):
+    run(world.job(world.scorer()))  # GSCU's queue: every slice scored and cached
+    world.config = dataclasses.replace(world.config, cold_start_strategy="gscu_content_aware")
+    job = world.job(world.scorer())
+    assert job.up_to_date(str(PROJECT)) is False  # another ordering: the queue is republished
+    task_ids = [10, 11, 12, 15]
+    index = RecordIndex.from_records(library_records(world, task_ids))
+    ranks = get_strategy("gscu_content_aware").run(index, BUDGET, 0).ranks()
+    expected = {**{t: int(ranks[i]) for i, t in enumerate(task_ids)}, 13: 4, 14: 5}
+
+    # Republished from the cache alone (no image is downloaded): content comes from the cache.
+    run(world.job(world.scorer(), fetcher=counting_fetcher(world)))
+    priority = {task["id"]: task["data"]["priority"] for task in world.project.task_list}
+    assert priority == expected
+    assert CountingFetcher.fetched == [13, 14]  # only the unusable tasks are tried again
+
+    # Entries written before content was cached lack it: those slices are read again, the
+    # entries upgraded, and the queue is the same.
+    entries = sorted((world.config.state_dir / SCORE_CACHE_DIR).glob("*/*.npz"))
+    for entry in entries:
+        with np.load(entry) as data:
+            old = {name: data[name] for name in data.files if name != "content"}
+        np.savez_compressed(entry, **old)
+    run(world.job(world.scorer(), fetcher=counting_fetcher(world)))
+    assert {task["id"]: task["data"]["priority"] for task in world.project.task_list} == expected
+    assert sorted(CountingFetcher.fetched) == [10, 11, 12, 13, 14, 15]
+    assert all("content" in np.load(entry).files for entry in entries)
+
+
+def test_an_unknown_cold_start_strategy_is_refused_naming_the_choices():
+    with pytest.raises(InvalidInputError, match=r"SUGFW_COLD_START_STRATEGY='typiclust'.*gscu"):
+        BackendConfig.from_env({"SUGFW_COLD_START_STRATEGY": "typiclust"})
+    chosen = BackendConfig.from_env({"SUGFW_COLD_START_STRATEGY": "gscu_content_aware"})
+    assert chosen.cold_start_strategy == "gscu_content_aware"
+    assert BackendConfig.from_env({}).cold_start_strategy == "gscu"
 
 
 def test_setup_answers_the_published_version_of_the_project(world):

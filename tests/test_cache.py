@@ -35,12 +35,13 @@ def make_record(seed: int = 0) -> SliceRecord:
         union_mask=rng.random((5, 7)) > 0.5,
         uncertainty_map=(0.5 + 0.25 * rng.random((5, 7))).astype(np.float16),
         masks_kept=3,
+        content=float(image.mean()),
     )
 
 
 def assert_same_record(actual: SliceRecord, expected: SliceRecord) -> None:
     for f in fields(SliceRecord):
-        if f.name == "content":  # NaN straight from the cache: read from the pixels at scoring
+        if f.name == "content":
             assert np.isclose(actual.content, expected.content, equal_nan=True)
             continue
         a, b = getattr(actual, f.name), getattr(expected, f.name)
@@ -113,6 +114,20 @@ def test_entry_from_before_separate_regions_loads_with_the_union_as_its_one_regi
     for name in ("features_pgdr", "features_mean", "union_mask", "uncertainty_map"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(record, name))
     assert (loaded.uncertainty, loaded.masks_kept) == (record.uncertainty, record.masks_kept)
+
+
+def test_entry_from_before_content_was_cached_loads_with_it_unknown(tmp_path: Path) -> None:
+    cache = RecordCache(tmp_path, SETTINGS)
+    record = make_record()
+    cache.put(record)
+    assert cache.get(record.content_hash).content == record.content  # round trip, exact
+    entry = cache.folder / f"{record.content_hash}.npz"
+    with np.load(entry) as data:
+        old = {name: data[name] for name in data.files if name != "content"}
+    np.savez_compressed(entry, **old)
+    loaded = cache.get(record.content_hash)
+    assert loaded is not None and np.isnan(loaded.content)
+    np.testing.assert_array_equal(loaded.features_pgdr, record.features_pgdr)
 
 
 def test_leftover_temporary_file_is_not_counted_as_an_entry(tmp_path: Path) -> None:

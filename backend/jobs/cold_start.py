@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -38,7 +39,7 @@ import httpx
 from backend.config import BackendConfig
 from backend.jobs.publish import publish_predictions
 from backend.jobs.queue import Job, Progress
-from backend.jobs.ranking import STRATEGY, plan_queue
+from backend.jobs.ranking import plan_queue
 from backend.jobs.slice_scorer import SliceScorer
 from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
 from backend.jobs.training_history import UNET_VERSION_PREFIX
@@ -51,7 +52,7 @@ from sugfw.data import Slice
 from sugfw.errors import SugfwError
 from sugfw.records import SliceRecord
 from sugfw.scoring import SCORING_VERSION
-from sugfw.selection import Selection
+from sugfw.selection import Selection, get_strategy
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ class ScoreJob:
             self.config.seed,
             self.config.grid,
             self.config.budget,
-            STRATEGY,
+            self.config.cold_start_strategy,
             SCORING_VERSION,
         ]
         return hashlib.sha256(json.dumps(settings, default=str).encode()).hexdigest()[:16]
@@ -204,7 +205,9 @@ class ScoreJob:
             )
             return
         records = [item.record for item in scored]
-        selection = plan_queue(records, self.config.budget, self.config.seed)
+        selection = plan_queue(
+            records, self.config.budget, self.config.seed, self.config.cold_start_strategy
+        )
         ranks = {item.task_id: int(rank) for item, rank in zip(scored, selection.ranks())}
         clusters = {item.task_id: int(cluster) for item, cluster in zip(scored, selection.clusters)}
         ordering = self.ordering_key()
@@ -311,12 +314,14 @@ class ScoreJob:
         skipped: list[int] = []
         self._results = _LazyResults(self, control)
         fresh = []
+        # A cache entry from before content was cached lacks it: such slices are read again.
+        needs_content = get_strategy(self.config.cold_start_strategy).uses_content
         for task in tasks:
             known = known_images.get(str(task["id"]))
             record = None
             if known is not None and known[0] == task["data"].get(control.image_key):
                 record = self.scorer.cached(known[1], task_slice_id(task["id"]))
-            if record is None:
+            if record is None or (needs_content and not math.isfinite(record.content)):
                 fresh.append(task)
             else:
                 records[task["id"]] = record
@@ -400,7 +405,7 @@ class ScoreJob:
         under the same ordering join the published queue; another ordering publishes a new one."""
         ordering = {
             "scorer": settings_key(self.scorer.identity()),
-            "strategy": STRATEGY,
+            "strategy": self.config.cold_start_strategy,
             "budget": self.config.budget,
             "seed": self.config.seed,
         }

@@ -1,4 +1,5 @@
-"""Queue order of a project's scored slices: GSCU over all of them, with the budget resolved.
+"""Queue order of a project's scored slices: a GSCU variant over all of them, with the budget
+resolved.
 
 The budget sets GSCU's number of k-means clusters (its picks); the continuation ranks every other
 slice, so each task gets a queue position. A project can be smaller than the configured budget
@@ -18,7 +19,10 @@ from sugfw.selection import Selection, get_strategy, resolve_budget
 
 log = logging.getLogger(__name__)
 
-STRATEGY = "gscu"
+DEFAULT_COLD_START = "gscu"
+COLD_START_STRATEGIES = ("gscu", "gscu_tie_aware", "gscu_content_aware")
+"""Strategies that may order a project before any training run (``SUGFW_COLD_START_STRATEGY``):
+faithful GSCU by default, since the benchmark has not shown the label-free remedies better."""
 
 
 def cluster_count(budget: int | float, features: np.ndarray) -> int:
@@ -42,9 +46,14 @@ def cluster_count(budget: int | float, features: np.ndarray) -> int:
     return count
 
 
-def plan_queue(records: Sequence[SliceRecord], budget: int | float, seed: int) -> Selection:
-    """GSCU over ``records``: ``ranks()`` gives every record's queue position, ``clusters`` its
-    cluster."""
-    spec = get_strategy(STRATEGY)
+def plan_queue(
+    records: Sequence[SliceRecord],
+    budget: int | float,
+    seed: int,
+    strategy: str = DEFAULT_COLD_START,
+) -> Selection:
+    """``strategy`` over ``records``: ``ranks()`` gives every record's queue position,
+    ``clusters`` its cluster."""
+    spec = get_strategy(strategy)
     index = RecordIndex.from_records(records)
     return spec.run(index, cluster_count(budget, index.features(spec.features)), seed)
