@@ -157,6 +157,28 @@ def test_resuming_with_another_config_is_refused(data, tmp_path):
         )
 
 
+def test_checkpoint_from_before_a_new_field_resumes_when_the_field_is_at_its_default(
+    data, tmp_path
+):
+    (images, masks), val = data
+    first = train(images, masks, slice_dice(val), config(iterations=10), tmp_path, progress=False)
+    saved = torch.load(tmp_path / "last.pt", weights_only=False)
+    for name in ("min_iterations", "patience"):  # as a checkpoint written before they existed
+        del saved["config"][name]
+    torch.save(saved, tmp_path / "last.pt")
+    again = train(images, masks, slice_dice(val), config(iterations=10), tmp_path, progress=False)
+    assert again.iterations == 10 and again.best_val_dice == first.best_val_dice
+    with pytest.raises(CheckpointError, match="min_iterations: 0 -> 3"):
+        train(
+            images,
+            masks,
+            slice_dice(val),
+            config(iterations=10, min_iterations=3),
+            tmp_path,
+            progress=False,
+        )
+
+
 def test_truncated_checkpoint_is_reported(data, tmp_path):
     (images, masks), val = data
     (tmp_path / "last.pt").write_bytes(b"not a checkpoint")

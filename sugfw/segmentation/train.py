@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -532,7 +532,14 @@ def _check_labelled_slices(
 
 def _check_same_run(path: Path, saved: dict[str, Any], config: TrainConfig, n_train: int) -> None:
     current = {k: v for k, v in asdict(config).items() if k not in _RESUME_FREE_FIELDS}
-    stored = {k: v for k, v in saved.get("config", {}).items() if k not in _RESUME_FREE_FIELDS}
+    # A field added after the checkpoint was written ran as its default, which was the old
+    # behaviour: such checkpoints stay resumable.
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    stored = {
+        k: v
+        for k, v in {**defaults, **saved.get("config", {})}.items()
+        if k not in _RESUME_FREE_FIELDS
+    }
     changed = sorted(k for k in current.keys() | stored.keys() if current.get(k) != stored.get(k))
     differences = [f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in changed]
     if saved.get("n_train") != n_train:
