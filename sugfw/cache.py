@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
 from sugfw.atomic import atomic_path, atomic_write_json, is_temporary
+from sugfw.content import central_brightness
 from sugfw.records import SliceRecord, pack_regions
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,16 @@ class RecordCache:
     def _path(self, image_hash: str) -> Path:
         return self.folder / f"{image_hash}.npz"
 
-    def get(self, image_hash: str) -> SliceRecord | None:
+    def get(self, image_hash: str, image: np.ndarray | None = None) -> SliceRecord | None:
+        """The cached record, or None. Given the slice's (validated) pixels, an entry written
+        before records kept their central brightness gets it from them and is rewritten."""
+        record = self._read(image_hash)
+        if record is not None and image is not None and not math.isfinite(record.content):
+            record.content = central_brightness(image)
+            self.put(record)
+        return record
+
+    def _read(self, image_hash: str) -> SliceRecord | None:
         path = self._path(image_hash)
         if not path.exists():
             return None

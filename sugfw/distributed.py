@@ -11,7 +11,6 @@ recomputed. Ray is optional (``pip install 'sugfw[ray]'``) and imported only her
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -20,11 +19,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from sugfw.cache import RecordCache
-from sugfw.content import central_brightness
-from sugfw.data import validate_slice
 from sugfw.errors import SugfwError
 from sugfw.records import SliceRecord, content_hash
 
@@ -245,10 +243,11 @@ class RayScoringPool:
                 if job is not None:
                     job.same_hash.append(entry)
                     continue
-                cached = self.cache.get(entry.image_hash)
+                # The pixels as hashed (float32), for an old entry's missing central brightness.
+                cached = self.cache.get(entry.image_hash, np.asarray(item.image, dtype=np.float32))
                 if cached is not None:
                     self.stats.from_cache += 1
-                    entry.record = self._finish(cached, item, keep_maps)
+                    entry.record = self._finish(cached, item.slice_id, keep_maps)
                     continue
                 job = _Job(entry, self._least_busy())
                 by_hash[entry.image_hash] = job
@@ -277,12 +276,10 @@ class RayScoringPool:
             if job.slot.node_id != self.driver_node:
                 self.cache.put(record)  # the actor's cache is on another machine's disk
             for entry in [job.entry, *job.same_hash]:
-                entry.record = self._finish(record, entry.item, keep_maps)
+                entry.record = self._finish(record, entry.item.slice_id, keep_maps)
 
-    def _finish(self, record: SliceRecord, item: Slice, keep_maps: bool) -> SliceRecord:
-        record = dataclasses.replace(record, slice_id=item.slice_id)
-        if not math.isfinite(record.content):  # a cache entry from before content was cached
-            record.content = central_brightness(validate_slice(item.image, item.slice_id))
+    def _finish(self, record: SliceRecord, slice_id: str, keep_maps: bool) -> SliceRecord:
+        record = dataclasses.replace(record, slice_id=slice_id)
         if not keep_maps:
             record.union_mask = record.uncertainty_map = None  # type: ignore[assignment]
         return record

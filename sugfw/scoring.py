@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -220,12 +219,9 @@ class Scorer:
 
     def score_image(self, image: np.ndarray, slice_id: str = "") -> SliceRecord:
         image = validate_slice(image, slice_id or "slice")
-        record = self.cache.get(content_hash(image)) if self.cache is not None else None
+        record = self.cache.get(content_hash(image), image) if self.cache is not None else None
         if record is not None:
             record.slice_id = slice_id
-            if not math.isfinite(record.content):  # an entry from before content was cached
-                record.content = central_brightness(image)
-                self.cache.put(record)  # type: ignore[union-attr]
         else:
             record = self._compute(image, slice_id)
             record.content = central_brightness(image)

@@ -128,6 +128,10 @@ def test_entry_from_before_content_was_cached_loads_with_it_unknown(tmp_path: Pa
     loaded = cache.get(record.content_hash)
     assert loaded is not None and np.isnan(loaded.content)
     np.testing.assert_array_equal(loaded.features_pgdr, record.features_pgdr)
+    pixels = np.full((6, 6), 2.0, dtype=np.float32)
+    pixels[1:5, 1:5] = 10.0  # central 3 × 3 window (rows/cols 1..3): all 10
+    assert cache.get(record.content_hash, pixels).content == 10.0  # filled from the pixels
+    assert cache.get(record.content_hash).content == 10.0  # and the entry rewritten with it
 
 
 def test_leftover_temporary_file_is_not_counted_as_an_entry(tmp_path: Path) -> None:
