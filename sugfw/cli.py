@@ -18,7 +18,14 @@ if TYPE_CHECKING:
     from sugfw.pipeline import ScorerSpec
 
 # Names of sugfw.experiment.CONFIGS, listed here so that --help does not import torch.
-BENCH_CONFIG_NAMES = ["cpu", "cpu_realistic", "paper", "paper_la2018", "paper_la2018_realistic"]
+BENCH_CONFIG_NAMES = [
+    "cpu",
+    "cpu_realistic",
+    "cpu_replicates",
+    "paper",
+    "paper_la2018",
+    "paper_la2018_realistic",
+]
 
 log = logging.getLogger("sugfw")
 
@@ -339,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="cpu: scaled-down run for a 2-core CPU (see sugfw/experiment/configs.py for its "
         "cost); "
         "cpu_realistic: every n-th slice, no label-based filtering, on a CPU; "
+        "cpu_replicates: paired replicates (sub-pool and training seed per replicate) with the "
+        "few-slice UNet recipe, on a CPU; "
         "paper / paper_la2018(_realistic): the paper's protocol for Promise12 / LA2018 (GPU)",
     )
     bench.add_argument(

@@ -142,6 +142,11 @@ class RecordIndex:
     def features(self, kind: str) -> np.ndarray:
         return self.features_pgdr if kind == "pgdr" else self.features_mean
 
+    def subset(self, positions: np.ndarray) -> RecordIndex:
+        """The rows at ``positions``, in that order."""
+        positions = np.asarray(positions, dtype=np.int64)
+        return RecordIndex(**{f.name: getattr(self, f.name)[positions] for f in fields(self)})
+
     def save(self, path: Path) -> None:
         with atomic_path(path) as tmp:
             np.savez_compressed(tmp, **{f.name: getattr(self, f.name) for f in fields(self)})

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from sugfw.errors import CheckpointError, InvalidInputError
+from sugfw.segmentation.augmentation import rot_flip
 from sugfw.segmentation.infer import predict_volume
 from sugfw.segmentation.train import (
     TrainConfig,
     _random_crop,
-    _random_rot_flip,
     foreground_dice,
     load_trained_unet,
     poly_lr,
@@ -225,7 +225,7 @@ def test_rot_flip_reaches_all_eight_symmetries_and_moves_mask_with_image():
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(200):
-        out, out_mask = _random_rot_flip(image, image * 10, rng)
+        out, out_mask = rot_flip(image, image * 10, rng)
         np.testing.assert_array_equal(out_mask, out * 10)
         seen.add(tuple(out.ravel()))
     assert len(seen) == 8

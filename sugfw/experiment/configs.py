@@ -26,6 +26,14 @@ training length, not with the paper's absolute figures.
 test cases as whole volumes, Random over 10 seeds and GSCU / tie-aware GSCU over 5 k-means
 seeds, one training seed for every cell, budgets of 4 and 8 slices, K = 2, 200 iterations.
 ``paper_la2018_realistic`` is the GPU-sized version of the same protocol.
+
+``CONFIGS["cpu_replicates"]`` is the paired-replicate design for the few-slice learner: the scored
+pool is every 11th slice of the first 10 training cases (80 slices at 128 px), and replicate r is
+the sub-pool of ``subpool_cases`` = 5 of those cases drawn with seed r (≈ 40 slices) together with
+UNet training seed r. Every arm of replicate r selects from that sub-pool (Random with seed r, the
+k-means strategies with seed r) and trains with seed r, so arms are compared pairwise within a
+replicate and replicates vary what varies in real use: the project's data and the training noise.
+Training uses the few-slice recipe (``TrainConfig.few_slice``); 30 test cases, 1 validation case.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ from sugfw.errors import InvalidInputError
 from sugfw.pipeline import ScorerSpec
 from sugfw.segmentation.train import TrainConfig, iterations_for_epochs
 from sugfw.selection.budget import check_budget
+
+RECIPES = ("paper", "few_slice")
+"""Training recipes: the paper's (``TrainConfig`` defaults) and ``TrainConfig.few_slice``."""
 
 RANDOM_STRATEGY = "random"
 FULL_SUPERVISION = "full_supervision"
@@ -101,6 +112,12 @@ class BenchConfig:
     """UNet seed of every cell, so cells differ only in what they selected; None: the cell's seed
     (selection noise and initialisation noise mixed)."""
     device: str = "auto"
+    recipe: str = "paper"
+    """Training recipe (``RECIPES``); batch size, crop and validation interval come from this
+    config either way."""
+    subpool_cases: int | None = None
+    """Replicate design: a cell with seed r selects from the pool slices of ``subpool_cases``
+    training cases drawn with seed r (``subpool``); None: from the whole pool."""
 
     def __post_init__(self) -> None:
         for name in ("strategies", "budgets", "seeds"):
@@ -130,6 +147,14 @@ class BenchConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InvalidInputError(f"BenchConfig.{name} must be >= 1, got {value}")
+        if self.recipe not in RECIPES:
+            raise InvalidInputError(
+                f"BenchConfig.recipe must be one of {RECIPES}, got {self.recipe!r}"
+            )
+        if self.subpool_cases is not None and self.subpool_cases < 1:
+            raise InvalidInputError(
+                f"BenchConfig.subpool_cases must be >= 1, got {self.subpool_cases}"
+            )
         if self.foreground_margin is not None and self.foreground_margin < 0:
             raise InvalidInputError(
                 f"BenchConfig.foreground_margin must be >= 0, got {self.foreground_margin}"
@@ -155,14 +180,15 @@ class BenchConfig:
         None)."""
         seed = seed if self.train_seed is None else self.train_seed
         iterations = self.iterations or iterations_for_epochs(self.epochs, n_train, self.batch_size)
-        return TrainConfig(
-            iterations=iterations,
-            batch_size=self.batch_size,
-            crop_size=self.crop_size,
-            eval_every=self.eval_every,
-            seed=seed,
-            device=device,
-        )
+        shared = {
+            "batch_size": self.batch_size,
+            "eval_every": self.eval_every,
+            "seed": seed,
+            "device": device,
+        }
+        if self.recipe == "few_slice":
+            return TrainConfig.few_slice(iterations, **shared)
+        return TrainConfig(iterations=iterations, crop_size=self.crop_size, **shared)
 
     def with_overrides(self, **overrides: Any) -> BenchConfig:
         """A copy with the given fields replaced; ``None`` values are ignored (CLI defaults)."""
@@ -270,9 +296,33 @@ PAPER_LA2018_REALISTIC = replace(
     random_seeds=tuple(range(10)),
 )
 
+CPU_REPLICATES = BenchConfig(
+    name="cpu_replicates",
+    strategies=("random", "gscu", "gscu_content_aware", "alps", "typiclust"),
+    budgets=(4, 8),
+    seeds=(0, 1, 2, 3, 4, 5),
+    random_seeds=(0, 1, 2, 3, 4, 5),
+    full_supervision=True,
+    n_val=1,
+    n_test=30,
+    max_train_cases=10,
+    foreground_margin=None,
+    slice_step=11,
+    k=2,
+    working_size=128,
+    iterations=300,
+    batch_size=8,
+    eval_every=25,
+    train_seed=None,
+    recipe="few_slice",
+    subpool_cases=5,
+    device="cpu",
+)
+
 CONFIGS: dict[str, BenchConfig] = {
     "cpu": CPU,
     "cpu_realistic": CPU_REALISTIC,
+    "cpu_replicates": CPU_REPLICATES,
     "paper": PAPER,
     "paper_la2018": PAPER_LA2018,
     "paper_la2018_realistic": PAPER_LA2018_REALISTIC,

@@ -1,6 +1,7 @@
 """Labelled volumes for the benchmark: find image/label pairs, load, preprocess, split by case.
 
-Layouts (detected by the presence of ``imagesTr/``):
+Layouts (detected by the presence of ``imagesTr/`` or ``imagesTs/``; a test-only folder with
+just ``imagesTs/`` + ``labelsTs/`` is an MSD/nnU-Net folder too, e.g. for ``--test-data``):
 - MSD / nnU-Net: ``imagesTr/``, ``labelsTr/``, optional ``imagesTs/``, ``labelsTs/``,
   ``dataset.json``. When ``dataset.json`` has a ``"training"`` list of ``{"image", "label"}``
   entries (MSD), those pairs are used. Otherwise each label ``labelsXx/<case>.nii[.gz]`` is paired
@@ -97,13 +98,14 @@ def find_case_files(root: Path | str) -> list[CaseFiles]:
     root = Path(root)
     if not root.is_dir():
         raise InvalidInputError(f"dataset folder {root} does not exist or is not a folder")
-    if (root / "imagesTr").is_dir():
+    if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
         pairs = _msd_pairs(root)
     else:
         pairs = _plain_pairs(root)
     if not pairs:
         raise InvalidInputError(
-            f"no image/label pairs in {root}; expected imagesTr/ + labelsTr/ (MSD/nnU-Net) or "
+            f"no image/label pairs in {root}; expected imagesTr/ + labelsTr/ or imagesTs/ + "
+            "labelsTs/ (MSD/nnU-Net) or "
             f"<case>.nii.gz with <case>{LABEL_SUFFIXES[0]}.nii.gz (plain folder)"
         )
     ids = [pair.case_id for pair in pairs]

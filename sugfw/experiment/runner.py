@@ -12,6 +12,7 @@ to the data and to the settings that change results; a rerun with other settings
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -75,6 +76,7 @@ RESULT_COLUMNS = (
     "pool_tied",
     "pool_foreground",
     "cluster_sizes",
+    "picks_key",
 )
 """``dice``/``hd95_mm``: physical rule (spacing-aware, explicit empty-mask rule); ``*_paper``: the
 authors' convention (HD95 in voxels, empty prediction scored 0/0). See ``sugfw.metrics``.
@@ -82,7 +84,8 @@ Selection diagnostics, computed from the pool labels only after selection and re
 row of a cell: ``picks_foreground`` (share of picks with foreground), ``first_pick_foreground``
 (1 if the first pick has foreground), ``picks_tied``/``pool_tied`` (share at Û = 0.5),
 ``pool_foreground`` and ``cluster_sizes`` (sizes of the strategy's clusters, largest first,
-";"-separated; empty for a strategy without clusters)."""
+";"-separated; empty for a strategy without clusters). ``picks_key``: the training set's
+identity (``picks_key``), so the report counts identical training sets once."""
 
 
 ScorerFactory = Callable[[BenchConfig, Path], RecordScorer]
@@ -139,7 +142,9 @@ def plan_cells(config: BenchConfig) -> list[Cell]:
         if rank < len(seeds := config.seeds_for(strategy))
     ]
     if config.full_supervision:
-        cells.append(Cell(FULL_SUPERVISION, None, config.seeds[0]))
+        # With sub-pools every replicate has its own full-supervision reference.
+        replicates = config.seeds if config.subpool_cases is not None else config.seeds[:1]
+        cells.extend(Cell(FULL_SUPERVISION, None, seed) for seed in replicates)
     return cells
 
 
@@ -169,6 +174,26 @@ def build_pool(cases: Iterable[PreparedCase], slice_step: int) -> TrainingPool:
             pool.case_ids.append(case.case_id)
             pool.slice_indices.append(int(case.slice_indices[position]))
     return pool
+
+
+def subpool(case_ids: Sequence[str], n_cases: int | None, seed: int) -> np.ndarray:
+    """Pool positions (in pool order) of ``n_cases`` of the pool's cases drawn with ``seed``.
+
+    A function of the pool's case list and the seed alone, so every arm of a replicate sees the
+    same sub-pool. ``n_cases`` None (or at least the number of cases): the whole pool.
+    """
+    cases = sorted(set(case_ids))
+    if n_cases is None or n_cases >= len(cases):
+        return np.arange(len(case_ids))
+    chosen = set(np.random.default_rng(seed).choice(cases, size=n_cases, replace=False).tolist())
+    return np.array([i for i, case in enumerate(case_ids) if case in chosen], dtype=np.int64)
+
+
+def picks_key(train_seed: int, slice_ids: Iterable[str]) -> str:
+    """Identity of a training set: the training seed and the sorted slice ids, hashed. Cells with
+    the same key train the same model, so the report counts them once."""
+    text = json.dumps([train_seed, sorted(slice_ids)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def score_pool(pool: TrainingPool, scorer: RecordScorer, progress: bool = True) -> RecordIndex:
@@ -354,11 +379,15 @@ def _run_cell(
     progress: bool,
     trained: dict[tuple[int, tuple[int, ...]], list[dict[str, object]]] | None = None,
 ) -> list[dict[str, object]]:
-    """Select, train on the picks, test. ``trained`` maps (training seed, pick set) to test
-    metrics: the same set trained with the same seed gives the same model, so it is reused."""
-    selection = select_queue(cell, index)
-    picks = selection.picks
-    diagnostics = selection_diagnostics(selection, index.uncertainty, pool.labels)
+    """Select (from the cell's sub-pool), train on the picks, test. ``trained`` maps (training
+    seed, pick set) to test metrics: the same set trained with the same seed gives the same
+    model, so it is reused."""
+    positions = subpool(list(index.case_ids), config.subpool_cases, cell.seed)
+    selection = select_queue(cell, index.subset(positions))
+    picks = positions[selection.picks]  # back to whole-pool positions
+    diagnostics = selection_diagnostics(
+        selection, index.uncertainty[positions], [pool.labels[i] for i in positions]
+    )
     cell_dir.mkdir(parents=True, exist_ok=True)
     (cell_dir / "picks.json").write_text(
         json.dumps([str(index.slice_ids[i]) for i in picks], indent=1)
@@ -382,7 +411,8 @@ def _run_cell(
             "budget": budget,
             "seed": seed,
             "n_selected": len(picks),
-            "pool_size": len(index.slice_ids),
+            "pool_size": len(positions),
+            "picks_key": picks_key(train_config.seed, (str(index.slice_ids[i]) for i in chosen)),
             **metrics,
             **diagnostics,
         }

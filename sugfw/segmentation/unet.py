@@ -5,9 +5,16 @@ Encoder: five conv blocks with channels (16, 32, 64, 128, 256) and dropout (0.05
 channels, bilinear × 2 upsampling (align_corners=True, as in the authors' code), concatenation with
 the skip and a conv block without dropout; a final 3 × 3 conv gives the class logits. Every conv
 has a bias. For (in_channels=1, n_classes=2) this is 1,813,474 parameters (the paper's 1.81 M).
+
+Normalisation: BatchNorm as in the paper (``norm="batch"``), or instance norm with affine weights
+(``norm="instance"``, the same parameter count): with a few training slices a batch holds the same
+slices over and over, so batch statistics at training time differ from the running statistics used
+at test time; instance norm computes the same statistics in both modes.
 """
 
 from __future__ import annotations
+
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -15,23 +22,37 @@ from torch import nn
 
 from sugfw.errors import InvalidInputError
 
+Norm = Literal["batch", "instance"]
+NORMS: tuple[str, ...] = get_args(Norm)
+
 CHANNELS = (16, 32, 64, 128, 256)
 ENCODER_DROPOUT = (0.05, 0.1, 0.2, 0.3, 0.5)
 # Four 2× poolings: sides must be multiples of 2**4 for the skips to line up.
 SIZE_MULTIPLE = 2 ** (len(CHANNELS) - 1)
 
 
-class ConvBlock(nn.Sequential):
-    """(3×3 conv, BN, LeakyReLU, dropout, 3×3 conv, BN, LeakyReLU)."""
+def norm_layer(norm: Norm, channels: int) -> nn.Module:
+    """BatchNorm2d, or InstanceNorm2d with affine weights and no running statistics."""
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    raise InvalidInputError(f"unknown UNet norm {norm!r}; expected one of {NORMS}")
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float) -> None:
+
+class ConvBlock(nn.Sequential):
+    """(3×3 conv, norm, LeakyReLU, dropout, 3×3 conv, norm, LeakyReLU)."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, dropout: float, norm: Norm = "batch"
+    ) -> None:
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
-            nn.BatchNorm2d(out_channels),
+            norm_layer(norm, out_channels),
             nn.LeakyReLU(),
             nn.Dropout(dropout),
             nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
-            nn.BatchNorm2d(out_channels),
+            norm_layer(norm, out_channels),
             nn.LeakyReLU(),
         )
 
@@ -39,10 +60,12 @@ class ConvBlock(nn.Sequential):
 class UpBlock(nn.Module):
     """1×1 conv to the skip's channels, bilinear ×2, concat with the skip, conv block."""
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+    def __init__(
+        self, in_channels: int, skip_channels: int, out_channels: int, norm: Norm = "batch"
+    ) -> None:
         super().__init__()
         self.reduce = nn.Conv2d(in_channels, skip_channels, kernel_size=1)
-        self.conv = ConvBlock(2 * skip_channels, out_channels, dropout=0.0)
+        self.conv = ConvBlock(2 * skip_channels, out_channels, dropout=0.0, norm=norm)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(self.reduce(x), scale_factor=2, mode="bilinear", align_corners=True)
@@ -56,7 +79,7 @@ class UNet(nn.Module):
     the logits cropped back; zero is the mean intensity of z-scored slices.
     """
 
-    def __init__(self, in_channels: int = 1, n_classes: int = 2) -> None:
+    def __init__(self, in_channels: int = 1, n_classes: int = 2, norm: Norm = "batch") -> None:
         super().__init__()
         if in_channels < 1 or n_classes < 2:
             raise InvalidInputError(
@@ -64,13 +87,14 @@ class UNet(nn.Module):
             )
         self.in_channels = in_channels
         self.n_classes = n_classes
+        self.norm = norm
         self.encoder = nn.ModuleList()
         previous = in_channels
         for channels, dropout in zip(CHANNELS, ENCODER_DROPOUT):
-            self.encoder.append(ConvBlock(previous, channels, dropout))
+            self.encoder.append(ConvBlock(previous, channels, dropout, norm))
             previous = channels
         self.decoder = nn.ModuleList(
-            UpBlock(deep, skip, skip) for deep, skip in zip(CHANNELS[:0:-1], CHANNELS[-2::-1])
+            UpBlock(deep, skip, skip, norm) for deep, skip in zip(CHANNELS[:0:-1], CHANNELS[-2::-1])
         )
         self.head = nn.Conv2d(CHANNELS[0], n_classes, kernel_size=3, padding=1)
 

@@ -1,0 +1,126 @@
+"""Training-time augmentation of (slice, label) pairs for the downstream UNet.
+
+Two laws, named by ``TrainConfig.augmentation``:
+
+- ``"rot_flip"``: the paper's and the authors' (one of the 8 symmetries of the square, uniformly).
+- ``"monai"``: the field's standard spatial and intensity augmentation, in MONAI's transforms, with
+  nnU-Net's probabilities for 2-D data: rotation by any angle and isotropic scaling in 0.7–1.4
+  (together, p = 0.2 each, as one affine), mirroring on both axes (p = 0.5 each), Gaussian noise
+  (p = 0.1), Gaussian blur (p = 0.2), brightness (multiplicative, p = 0.15), contrast (scaled about
+  the mean, p = 0.15) and gamma (p = 0.3). The label follows every spatial transform with nearest
+  interpolation, so it stays a label map; intensity transforms touch only the image. Elastic
+  deformation is left out: nnU-Net turns it off by default, and on this CPU it costs more than the
+  rest together.
+
+The MONAI pipeline draws from its own generators; it is built and seeded from the training loop's
+numpy generator for every batch, so a run's augmentation is a function of its seed (and a resumed
+run, which restores that generator, continues the same stream).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    RandAdjustContrastd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandScaleIntensityd,
+    RandScaleIntensityFixedMeand,
+)
+from monai.utils import convert_to_tensor
+
+from sugfw.errors import InvalidInputError
+
+AugmentationLaw = Literal["rot_flip", "monai"]
+AUGMENTATION_LAWS: tuple[str, ...] = get_args(AugmentationLaw)
+IMAGE, LABEL = "image", "label"
+SPATIAL_PROBABILITY = 0.2
+SCALE_RANGE = (0.7, 1.4)
+
+
+def monai_pipeline() -> Compose:
+    """The ``"monai"`` law as one MONAI ``Compose`` over {"image", "label"}, each (1, H, W)."""
+    both = (IMAGE, LABEL)
+    return Compose(
+        [
+            RandAffined(
+                keys=both,
+                prob=1 - (1 - SPATIAL_PROBABILITY) ** 2,  # rotation or scaling or both
+                rotate_range=(math.pi,),
+                # MONAI scales by 1 + u, u uniform in the range.
+                scale_range=((SCALE_RANGE[0] - 1, SCALE_RANGE[1] - 1),),
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",  # 0: the z-scored mean intensity and the background label
+            ),
+            RandFlipd(keys=both, prob=0.5, spatial_axis=0),
+            RandFlipd(keys=both, prob=0.5, spatial_axis=1),
+            RandGaussianNoised(keys=IMAGE, prob=0.1, mean=0.0, std=0.1),
+            RandGaussianSmoothd(keys=IMAGE, prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0)),
+            RandScaleIntensityd(keys=IMAGE, prob=0.15, factors=0.25),
+            RandScaleIntensityFixedMeand(keys=IMAGE, prob=0.15, factors=0.25),
+            RandAdjustContrastd(keys=IMAGE, prob=0.3, gamma=(0.7, 1.5)),
+        ]
+    )
+
+
+def augment_pairs(
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    law: AugmentationLaw,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch (B, 1, H, W) float32 and its labels (B, H, W) int64, each pair augmented by ``law``.
+
+    All pairs must share one (H, W); the output keeps it.
+    """
+    if law not in AUGMENTATION_LAWS:
+        raise InvalidInputError(
+            f"unknown augmentation {law!r}; expected one of {AUGMENTATION_LAWS}"
+        )
+    if not images or len(images) != len(labels):
+        raise InvalidInputError(
+            f"augmentation needs as many labels as images (at least one), got {len(images)} and "
+            f"{len(labels)}"
+        )
+    shapes = {image.shape for image in images} | {label.shape for label in labels}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise InvalidInputError(f"augmentation needs 2-D pairs of one shape, got {sorted(shapes)}")
+    if law == "rot_flip":
+        pairs = [rot_flip(image, label, rng) for image, label in zip(images, labels)]
+        x = np.stack([image for image, _ in pairs]).astype(np.float32)[:, None]
+        y = np.stack([label for _, label in pairs]).astype(np.int64)
+        return torch.from_numpy(x), torch.from_numpy(y)
+    pipeline = monai_pipeline()
+    pipeline.set_random_state(seed=int(rng.integers(2**31)))
+    xs, ys = [], []
+    for image, label in zip(images, labels):
+        out = pipeline(
+            {
+                IMAGE: torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None],
+                LABEL: torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32))[None],
+            }
+        )
+        # Plain tensors out: MONAI's MetaTensor would carry its metadata into the model.
+        xs.append(convert_to_tensor(out[IMAGE], dtype=torch.float32, track_meta=False))
+        ys.append(convert_to_tensor(out[LABEL], track_meta=False)[0].round().long())
+    return torch.stack(xs), torch.stack(ys)
+
+
+def rot_flip(
+    image: np.ndarray, label: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """One of the 8 symmetries of the square, uniformly: rot90 by k ∈ 0..3, then a left-right flip
+    with probability 1/2 (the authors' always-flip on a random axis gives the same distribution)."""
+    k = int(rng.integers(4))
+    image, label = np.rot90(image, k), np.rot90(label, k)
+    if rng.random() < 0.5:
+        image, label = image[:, ::-1], label[:, ::-1]
+    return image, label
