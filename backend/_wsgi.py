@@ -26,6 +26,7 @@ from backend.config import BackendConfig, parse_grid, parse_optional_budget
 from backend.jobs.ranking import COLD_START_STRATEGIES
 from sugfw.active.round_strategies import ROUND_STRATEGIES
 from sugfw.errors import InvalidInputError, SugfwError
+from sugfw.segmentation.train import RECIPES as TRAIN_RECIPES
 
 log = logging.getLogger("backend")
 
@@ -102,9 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
         "new UNet's Monte-Carlo dropout entropy, most uncertain first; cold_start keeps GSCU's)",
     )
     parser.add_argument(
+        "--train-recipe",
+        choices=TRAIN_RECIPES,
+        help="[SUGFW_TRAIN_RECIPE] UNet training recipe (default few_slice: whole slices, "
+        "instance norm, AdamW, MONAI augmentation; paper: SGD, BatchNorm, crops, rot90/flip)",
+    )
+    parser.add_argument(
         "--train-crop",
         type=int,
-        help="[SUGFW_TRAIN_CROP] training crop side in pixels (default 128)",
+        help="[SUGFW_TRAIN_CROP] largest training window side in pixels (default 256: "
+        "few_slice trains on whole slices up to this side)",
     )
     parser.add_argument(
         "--train-batch", type=int, help="[SUGFW_TRAIN_BATCH] slices per training batch (default 8)"
@@ -140,6 +148,7 @@ def config_from_args(args: argparse.Namespace) -> BackendConfig:
         train_iterations=args.train_iterations,
         cold_start_strategy=args.cold_start_strategy,
         round_strategy=args.round_strategy,
+        train_recipe=args.train_recipe,
         train_crop=args.train_crop,
         train_batch_size=args.train_batch,
         local_files_document_root=args.local_files_root,

@@ -21,7 +21,11 @@
 | SUGFW_TRAIN_MAX_ITERATIONS  | cap on the SGD iterations of one run (400)                       |
 | SUGFW_TRAIN_ITERATIONS      | deprecated: a fixed iteration count per run instead of the epoch |
 |                             | schedule and its cap (unset by default)                          |
-| SUGFW_TRAIN_CROP            | side of the random training crops in pixels (128)                |
+| SUGFW_TRAIN_RECIPE          | few_slice (default: instance norm, AdamW, MONAI augmentation) or |
+|                             | paper (SGD, BatchNorm, rot90/flip): ``sugfw.segmentation.train`` |
+| SUGFW_TRAIN_CROP            | largest training window side in pixels (256): few_slice trains   |
+|                             | on whole slices padded to the largest one when that fits, paper  |
+|                             | on random crops of this side                                     |
 | SUGFW_TRAIN_BATCH           | slices per training batch (8)                                    |
 | SUGFW_VAL_FRACTION          | share of the annotated cases held out for validation (0.2; 0:    |
 |                             | none). Tasks with ``data.split = "val"`` are used instead if any |
@@ -60,6 +64,7 @@ from backend.jobs.ranking import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from backend.redact import REDACTED, redact_url
 from sugfw.active.round_strategies import ROUND_STRATEGIES
 from sugfw.errors import InvalidInputError
+from sugfw.segmentation.train import RECIPES as TRAIN_RECIPES
 from sugfw.selection.budget import check_budget, parse_budget
 
 DEFAULT_BUDGET = 0.01
@@ -88,7 +93,9 @@ class BackendConfig:
     weights of the last one."""
     train_iterations: int | None = None
     """Deprecated: when set, every run takes exactly this many iterations (no epochs, no cap)."""
-    train_crop: int = 128
+    train_recipe: str = "few_slice"
+    train_crop: int = 256
+    """few_slice: whole slices (padded to the largest) up to this side, else crops of it."""
     train_batch_size: int = 8
     val_fraction: float = 0.2
     val_every: int = 20
@@ -157,6 +164,11 @@ class BackendConfig:
             raise InvalidInputError(
                 f"SUGFW_COLD_START_STRATEGY={self.cold_start_strategy!r}: expected one of "
                 f"{', '.join(COLD_START_STRATEGIES)}"
+            )
+        if self.train_recipe not in TRAIN_RECIPES:
+            raise InvalidInputError(
+                f"SUGFW_TRAIN_RECIPE={self.train_recipe!r}: expected one of "
+                f"{', '.join(TRAIN_RECIPES)}"
             )
         if self.round_strategy not in ROUND_STRATEGIES:
             raise InvalidInputError(
@@ -261,6 +273,7 @@ class BackendConfig:
             "mc_passes": _setting(env, "SUGFW_MC_PASSES", int),
             "round_budget": _setting(env, "SUGFW_ROUND_BUDGET", int),
             "interactive_cache_slices": _setting(env, "SUGFW_INTERACTIVE_CACHE_SLICES", int),
+            "train_recipe": text("SUGFW_TRAIN_RECIPE"),
             "train_crop": _number(text("SUGFW_TRAIN_CROP"), "SUGFW_TRAIN_CROP", int),
             "train_batch_size": _number(text("SUGFW_TRAIN_BATCH"), "SUGFW_TRAIN_BATCH", int),
             "debounce_s": _number(text("SUGFW_DEBOUNCE_S"), "SUGFW_DEBOUNCE_S", float),

@@ -114,9 +114,27 @@ def test_too_few_cases_or_no_share_means_no_validation_and_says_why():
     assert "2 annotated case(s)" in split.note and "last weights kept" in split.note
     three = slices_of({"a": 1, "b": 1, "c": 1})
     assert len(split_validation(three, 0.2, seed=0).cases) == 1  # round(0.6) = 1 → at least one
-    assert len(split_validation(three, 0.9, seed=0).train) == 1  # at least one case trains
+    many = slices_of({"a": 4, "b": 4, "c": 4, "d": 4})
+    # 0.9 of 4 cases would hold out 3 (12 slices) for 4 training slices: nothing is held out.
+    assert split_validation(many, 0.9, seed=0).source == "none"
     off = split_validation(three, 0.0, seed=0)
     assert off.source == "none" and "SUGFW_VAL_FRACTION=0" in off.note
+
+
+def test_no_case_is_held_out_while_it_would_outweigh_the_training_slices():
+    """The main job's first 8 annotations: 5 slices of one case, 2 and 1 of two others. Holding a
+    case out would train on fewer slices than it validates on, so all 8 train."""
+    first_eight = slices_of({"a": 5, "b": 2, "c": 1})
+    for seed in range(6):
+        split = split_validation(first_eight, 0.2, seed=seed)
+        if split.source == "none":
+            assert ids(split.train) == ids(first_eight) and split.cases == []
+            assert "trained on all" in split.note
+        else:  # a small case was held out: it may not outweigh what is left
+            assert len(split.train) >= len(split.val)
+    assert any(split_validation(first_eight, 0.2, seed).source == "none" for seed in range(6))
+    later = split_validation(slices_of({"a": 5, "b": 5, "c": 5, "d": 5, "e": 5}), 0.2, seed=0)
+    assert later.source == "held_out" and len(later.val) == 5 and len(later.train) == 20
 
 
 # -- early stopping and the best checkpoint ---------------------------------------------------

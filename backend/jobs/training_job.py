@@ -16,9 +16,13 @@ Steps of one run for a project:
    those tasks are the validation set; otherwise ``SUGFW_VAL_FRACTION`` of the annotated cases
    (at least one), picked by a seeded hash of the case id, so the same cases stay held out as
    annotations grow. With fewer than ``MIN_CASES_FOR_VALIDATION`` annotated cases (or a fraction
-   of 0) nothing is held out, the last weights are kept, and the record says why;
-4. train ``SUGFW_TRAIN_EPOCHS`` epochs over the training slices (ceil(slices / batch) iterations
-   each), at most ``SUGFW_TRAIN_MAX_ITERATIONS`` (the deprecated ``SUGFW_TRAIN_ITERATIONS``, when
+   of 0), or when the held-out cases would hold more slices than remain for training (the first
+   handful of annotations), nothing is held out, the last weights are kept, and the record says
+   why;
+4. train with the recipe ``SUGFW_TRAIN_RECIPE`` (default few_slice: whole slices padded to the
+   largest, up to ``SUGFW_TRAIN_CROP``; ``sugfw.segmentation.train``) for ``SUGFW_TRAIN_EPOCHS``
+   epochs over the training slices (ceil(slices / batch) iterations each), at most
+   ``SUGFW_TRAIN_MAX_ITERATIONS`` (the deprecated ``SUGFW_TRAIN_ITERATIONS``, when
    set, fixes the count instead), warm-started from the previous run's kept weights. With
    validation: mean per-case 3-D Dice (``sugfw.segmentation.train.case_dice_validator``: an empty
    prediction of a case with foreground scores 0) every ``SUGFW_VAL_EVERY`` iterations and after
@@ -282,12 +286,20 @@ def split_validation(
             slices, [], [], "none", "no validation: no stackable validation case; last weights kept"
         )
     kept = {case.case_id for case in stacked}
-    return ValidationSplit(
-        [item for item in slices if item.case_id not in chosen],
-        [item for item in val if item.case_id in kept],
-        stacked,
-        source,
-    )
+    train = [item for item in slices if item.case_id not in chosen]
+    val = [item for item in val if item.case_id in kept]
+    if source == "held_out" and len(train) < len(val):
+        # A handful of annotations: a held-out case would take more slices than it leaves to
+        # learn from. Train on all of them and keep the last weights of the schedule.
+        return ValidationSplit(
+            slices,
+            [],
+            [],
+            "none",
+            f"no validation: holding out {len(kept)} case(s) would leave {len(train)} training "
+            f"slice(s) for {len(val)} validation slice(s); trained on all, last weights kept",
+        )
+    return ValidationSplit(train, val, stacked, source)
 
 
 def volume_test_cases(root: Path) -> list[TestCase]:
@@ -475,14 +487,23 @@ class TrainJob:
         )
         return min(epochs, self.config.train_max_iterations)
 
+    def training_window(self, slices: Sequence[LabelledSlice]) -> int:
+        """Side of the square training window. few_slice: the largest slice side, so every slice
+        is seen whole (padded to the square), capped at ``SUGFW_TRAIN_CROP`` (larger slices are
+        cropped at random); paper: random crops of ``SUGFW_TRAIN_CROP``."""
+        if self.config.train_recipe != "few_slice":
+            return self.config.train_crop
+        largest = max(max(item.image.shape) for item in slices)
+        return min(largest, self.config.train_crop)
+
     def train(
         self, project_id: str, run: int, split: ValidationSplit, n_classes: int
     ) -> tuple[Any, TrainResult]:
         """The UNet after this run (best on validation, else the last weights) and its training
         result, trained in ``<project dir>/run-<run>`` from ``run-<run - 1>``'s kept weights."""
         from sugfw.models import resolve_device
-        from sugfw.segmentation import TrainConfig, load_trained_unet, train
-        from sugfw.segmentation.train import case_dice_validator
+        from sugfw.segmentation import load_trained_unet, train
+        from sugfw.segmentation.train import case_dice_validator, recipe_config
 
         project_dir = self.history.project_dir(project_id)
         run_dir = project_dir / f"run-{run}"
@@ -491,10 +512,11 @@ class TrainJob:
         iterations = self.schedule(len(split.train))
         validated = bool(split.cases)
         patience = self.config.early_stop_patience
-        config = TrainConfig(
-            iterations=iterations,
+        config = recipe_config(
+            self.config.train_recipe,
+            iterations,
             batch_size=self.config.train_batch_size,
-            crop_size=self.config.train_crop,
+            crop_size=self.training_window(split.train),
             # Without validation, one evaluation after the last iteration: the last weights kept.
             eval_every=min(self.config.val_every, iterations) if validated else iterations,
             seed=self.config.seed + run,

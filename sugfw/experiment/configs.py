@@ -44,11 +44,8 @@ from typing import Any
 
 from sugfw.errors import InvalidInputError
 from sugfw.pipeline import ScorerSpec
-from sugfw.segmentation.train import TrainConfig, iterations_for_epochs
+from sugfw.segmentation.train import RECIPES, TrainConfig, iterations_for_epochs, recipe_config
 from sugfw.selection.budget import check_budget
-
-RECIPES = ("paper", "few_slice")
-"""Training recipes: the paper's (``TrainConfig`` defaults) and ``TrainConfig.few_slice``."""
 
 RANDOM_STRATEGY = "random"
 FULL_SUPERVISION = "full_supervision"
@@ -113,8 +110,8 @@ class BenchConfig:
     (selection noise and initialisation noise mixed)."""
     device: str = "auto"
     recipe: str = "paper"
-    """Training recipe (``RECIPES``); batch size, crop and validation interval come from this
-    config either way."""
+    """Training recipe (``sugfw.segmentation.train.RECIPES``); batch size and validation interval
+    come from this config either way, the crop only for "paper" (few_slice: whole slices)."""
     subpool_cases: int | None = None
     """Replicate design: a cell with seed r selects from the pool slices of ``subpool_cases``
     training cases drawn with seed r (``subpool``); None: from the whole pool."""
@@ -186,9 +183,9 @@ class BenchConfig:
             "seed": seed,
             "device": device,
         }
-        if self.recipe == "few_slice":
-            return TrainConfig.few_slice(iterations, **shared)
-        return TrainConfig(iterations=iterations, crop_size=self.crop_size, **shared)
+        if self.recipe == "paper":
+            shared["crop_size"] = self.crop_size
+        return recipe_config(self.recipe, iterations, **shared)
 
     def with_overrides(self, **overrides: Any) -> BenchConfig:
         """A copy with the given fields replaced; ``None`` values are ignored (CLI defaults)."""

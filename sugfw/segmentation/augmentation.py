@@ -21,21 +21,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
-from monai.transforms import (
-    Compose,
-    RandAdjustContrastd,
-    RandAffined,
-    RandFlipd,
-    RandGaussianNoised,
-    RandGaussianSmoothd,
-    RandScaleIntensityd,
-    RandScaleIntensityFixedMeand,
-)
-from monai.utils import convert_to_tensor
 
 from sugfw.errors import InvalidInputError
 
@@ -46,8 +35,20 @@ SPATIAL_PROBABILITY = 0.2
 SCALE_RANGE = (0.7, 1.4)
 
 
-def monai_pipeline() -> Compose:
+def monai_pipeline() -> Any:
     """The ``"monai"`` law as one MONAI ``Compose`` over {"image", "label"}, each (1, H, W)."""
+    # Imported here: MONAI takes a second to import, and only training needs it.
+    from monai.transforms import (
+        Compose,
+        RandAdjustContrastd,
+        RandAffined,
+        RandFlipd,
+        RandGaussianNoised,
+        RandGaussianSmoothd,
+        RandScaleIntensityd,
+        RandScaleIntensityFixedMeand,
+    )
+
     both = (IMAGE, LABEL)
     return Compose(
         [
@@ -98,6 +99,8 @@ def augment_pairs(
         x = np.stack([image for image, _ in pairs]).astype(np.float32)[:, None]
         y = np.stack([label for _, label in pairs]).astype(np.int64)
         return torch.from_numpy(x), torch.from_numpy(y)
+    from monai.utils import convert_to_tensor
+
     pipeline = monai_pipeline()
     pipeline.set_random_state(seed=int(rng.integers(2**31)))
     xs, ys = [], []

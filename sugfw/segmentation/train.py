@@ -54,6 +54,8 @@ OPTIMIZERS = ("sgd", "adamw")
 FEW_SLICE_LR = 2e-3
 FEW_SLICE_WEIGHT_DECAY = 1e-2
 FEW_SLICE_EVAL_EVERY = 25
+RECIPES = ("few_slice", "paper")
+"""Named training recipes (``recipe_config``)."""
 # Fields that may change between a run and its resumption without changing the result.
 _RESUME_FREE_FIELDS = ("device",)
 
@@ -164,6 +166,15 @@ class TrainConfig:
             "iterations", iterations_for_epochs(epochs, n_train, fields["batch_size"])
         )
         return cls(**fields)
+
+
+def recipe_config(recipe: str, iterations: int, **overrides: Any) -> TrainConfig:
+    """The TrainConfig of a named recipe (``RECIPES``) with ``overrides`` on top."""
+    if recipe == "few_slice":
+        return TrainConfig.few_slice(iterations, **overrides)
+    if recipe == "paper":
+        return TrainConfig(iterations=iterations, **overrides)
+    raise InvalidInputError(f"unknown training recipe {recipe!r}; expected one of {RECIPES}")
 
 
 @dataclass
