@@ -31,7 +31,13 @@ from sugfw.experiment import (
     run_bench,
     split_cases,
 )
-from sugfw.experiment.report import dsc_curves, load_results, plot_dsc, seed_spread_table
+from sugfw.experiment.report import (
+    dsc_curves,
+    load_results,
+    plot_dsc,
+    seed_spread_table,
+    write_report,
+)
 from sugfw.experiment.runner import RESULT_COLUMNS, predict_case
 from sugfw.records import SliceRecord, content_hash
 from sugfw.segmentation.preprocess import normalise_volume
@@ -600,3 +606,58 @@ def test_run_bench_tests_on_a_separate_labelled_set(tiny_dataset, tmp_path):
     assert {r["case_id"] for r in rows} <= {"other5", "other6", "other7"}
     assert {r["pool_size"] for r in rows} == {"16"}
     assert rows[0]["picks_foreground"] != "" and rows[0]["cluster_sizes"].count(";") == 2
+
+
+def test_replicate_design_pairs_arms_on_one_subpool_and_reports_paired_differences(
+    tiny_dataset, tmp_path
+):
+    """Seeds are replicates: each draws its own sub-pool of training cases and its own training
+    seed, and every arm of a replicate (Random, GSCU, full supervision) selects from that one
+    sub-pool. The report opens with the paired table."""
+    config = TINY.with_overrides(
+        n_test=1,
+        seeds=[0, 1],
+        random_seeds=[0, 1],
+        subpool_cases=1,
+        train_seed=None,
+        recipe="few_slice",
+        budgets=[2],
+    )
+    out = tmp_path / "out"
+    results = run_bench(config, tiny_dataset, out, lambda c, d: StubRecordScorer(), progress=False)
+    rows = read_rows(results)
+    cases_of = {}
+    for cell in (out / "cells").iterdir():
+        picks = json.loads((cell / "picks.json").read_text())
+        strategy, _, seed = cell.name.rpartition("_s")
+        cases_of.setdefault(seed, set()).update(p.rsplit("_z", 1)[0] for p in picks)
+    assert all(len(cases) == 1 for cases in cases_of.values())  # one sub-pool per replicate
+    full = {r["seed"]: r["n_selected"] for r in rows if r["strategy"] == "full_supervision"}
+    assert set(full) == {"0", "1"}
+    assert {r["pool_size"] for r in rows if r["strategy"] == "random"} == set(full.values())
+    keys = {r["seed"]: r["picks_key"] for r in rows if r["strategy"] == "random"}
+    assert keys["0"] != keys["1"]  # another training seed at least
+    report = write_report(results, out).markdown.read_text()
+    assert "## Paired by replicate" in report and "| 2 | gscu | 2 |" in report
+
+
+def test_test_data_folder_with_only_images_ts_and_labels_ts(tiny_dataset, tmp_path):
+    test_root = tmp_path / "test_data"
+    for index in range(5, 7):
+        image, label = disk_case(index)
+        write_nifti(test_root / "imagesTs" / f"other{index}.nii.gz", image)
+        write_nifti(test_root / "labelsTs" / f"other{index}.nii.gz", label)
+    files = find_case_files(test_root)
+    assert [(f.case_id, f.subset) for f in files] == [("other5", "test"), ("other6", "test")]
+    config = TINY.with_overrides(strategies=["random"], full_supervision=False)
+    rows = read_rows(
+        run_bench(
+            config,
+            tiny_dataset,
+            tmp_path / "out",
+            lambda c, d: StubRecordScorer(),
+            progress=False,
+            test_data=test_root,
+        )
+    )
+    assert {r["case_id"] for r in rows} == {"other5", "other6"}

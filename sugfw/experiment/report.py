@@ -12,12 +12,15 @@ each of ``N_BOOTSTRAP`` replicates resamples the test cases (the same cases for 
 comparison stays paired by case) and, independently, each strategy's seeds, with replacement;
 the interval is the 2.5th–97.5th percentile of the replicated differences. The plot draws each
 strategy's own bootstrap 95 % interval of its mean. ``diagnostics_table`` summarises what each
-cell picked (labels used only after selection).
+cell picked (labels used only after selection). Runs of the replicate design (``subpool_cases``
+set) open with the paired table of ``sugfw.experiment.paired``: equal seeds are the same
+replicate there, so arms are differenced within it.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,7 +29,8 @@ import numpy as np
 
 from sugfw.errors import InvalidInputError
 from sugfw.experiment.configs import FULL_SUPERVISION
-from sugfw.experiment.runner import RESULT_COLUMNS
+from sugfw.experiment.paired import paired_table
+from sugfw.experiment.runner import RESULT_COLUMNS, SETTINGS_FILE
 from sugfw.metrics import CaseMetrics, summarise
 
 Rule = Literal["physical", "paper"]
@@ -84,12 +88,13 @@ def load_results(path: Path | str) -> list[dict[str, str]]:
         raise InvalidInputError(f"{path} does not exist; expected the results.csv of `sugfw bench`")
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = sorted(set(RESULT_COLUMNS) - set(reader.fieldnames or ()))
+        # picks_key came later; without it every training set counts as its own.
+        missing = sorted(set(RESULT_COLUMNS) - set(reader.fieldnames or ()) - {"picks_key"})
         if missing:
             raise InvalidInputError(
                 f"{path} lacks the columns {missing}; expected a results.csv of `sugfw bench`"
             )
-        rows = list(reader)
+        rows = [{"picks_key": "", **row} for row in reader]
     if not rows:
         raise InvalidInputError(f"{path} holds no results yet")
     return rows
@@ -246,8 +251,15 @@ def write_report(results_csv: Path | str, out_dir: Path | str) -> ReportFiles:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = out_dir / REPORT_FILE
+    paired = paired_table(rows) if _replicate_design(Path(results_csv).parent) else ""
     markdown.write_text(
-        "# Benchmark results\n\n## Physical HD95 (mm), explicit empty-mask rule\n\n"
+        "# Benchmark results\n\n"
+        + (
+            "## Paired by replicate (sub-pool and training seed shared by every arm)\n\n" + paired
+            if paired
+            else ""
+        )
+        + "\n## Physical HD95 (mm), explicit empty-mask rule\n\n"
         + markdown_table(rows, "physical")
         + "\n## The authors' convention (HD95 in voxels, empty prediction = 0 / 0)\n\n"
         + markdown_table(rows, "paper")
@@ -260,6 +272,18 @@ def write_report(results_csv: Path | str, out_dir: Path | str) -> ReportFiles:
         + ("\n## Spread across seeds\n\n" + spread if (spread := seed_spread_table(rows)) else "")
     )
     return ReportFiles(markdown, plot_dsc(rows, out_dir / PLOT_FILE))
+
+
+def _replicate_design(results_dir: Path) -> bool:
+    """Whether the run beside ``results_dir``'s bench.json used sub-pool replicates, so that equal
+    seeds of different strategies are paired."""
+    settings = results_dir / SETTINGS_FILE
+    if not settings.is_file():
+        return False
+    try:
+        return json.loads(settings.read_text()).get("subpool_cases") is not None
+    except (OSError, ValueError):
+        return False
 
 
 def seed_spread_table(rows: list[dict[str, str]], rule: Rule = "physical") -> str:
@@ -296,7 +320,9 @@ def _format_cell(summary: CellSummary) -> str:
 
 
 def _budget_order(budget: str) -> tuple[int, float]:
-    """Ratios first, ascending, then counts, ascending."""
+    """Ratios first, ascending, then counts, ascending, then "all" (full supervision)."""
+    if budget == "all":
+        return 2, float("inf")
     try:
         return 1, float(int(budget))
     except ValueError:
@@ -305,6 +331,8 @@ def _budget_order(budget: str) -> tuple[int, float]:
 
 def _budget_header(budget: str) -> str:
     kind, value = _budget_order(budget)
+    if kind == 2:
+        return "all slices"
     return f"{int(value)} slices" if kind else f"{100 * value:g}%"
 
 

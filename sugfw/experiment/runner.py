@@ -454,7 +454,7 @@ def train_on_picks(
         cell_dir / "checkpoints",
         progress=progress,
     )
-    model = UNet(in_channels=1, n_classes=train_config.n_classes)
+    model = UNet(in_channels=1, n_classes=train_config.n_classes, norm=train_config.norm)
     model.load_state_dict(result.best_state)
     return model, result
 

@@ -75,8 +75,9 @@ class UpBlock(nn.Module):
 class UNet(nn.Module):
     """UNet mapping (B, in_channels, H, W) to logits (B, n_classes, H, W) for any H, W ≥ 1.
 
-    Sides that are not multiples of 16 are zero-padded at the bottom/right inside ``forward`` and
-    the logits cropped back; zero is the mean intensity of z-scored slices.
+    Sides that are not multiples of 16 (with instance norm: or shorter than 32) are zero-padded
+    at the bottom/right inside ``forward`` and the logits cropped back; zero is the mean
+    intensity of z-scored slices.
     """
 
     def __init__(self, in_channels: int = 1, n_classes: int = 2, norm: Norm = "batch") -> None:
@@ -100,8 +101,10 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        pad_h = -height % SIZE_MULTIPLE
-        pad_w = -width % SIZE_MULTIPLE
+        # Instance norm needs more than one pixel at the bottleneck: at least 2 × 2 there.
+        least = 2 * SIZE_MULTIPLE if self.norm == "instance" else 0
+        pad_h = max(-height % SIZE_MULTIPLE, least - height)
+        pad_w = max(-width % SIZE_MULTIPLE, least - width)
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         skips = []
