@@ -22,6 +22,7 @@ BENCH_CONFIG_NAMES = [
     "cpu",
     "cpu_realistic",
     "cpu_replicates",
+    "cpu_large_pool",
     "paper",
     "paper_la2018",
     "paper_la2018_realistic",
@@ -347,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cost); "
         "cpu_realistic: every n-th slice, no label-based filtering, on a CPU; "
         "cpu_replicates: paired replicates (sub-pool and training seed per replicate) with the "
-        "few-slice UNet recipe, on a CPU; "
+        "few-slice UNet recipe, on a CPU; cpu_large_pool: the same on ≈ 220 slices; "
         "paper / paper_la2018(_realistic): the paper's protocol for Promise12 / LA2018 (GPU)",
     )
     bench.add_argument(

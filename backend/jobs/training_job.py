@@ -248,12 +248,17 @@ def case_ids_of(slices: Sequence[LabelledSlice]) -> list[str]:
 
 
 def split_validation(
-    slices: Sequence[LabelledSlice], fraction: float, seed: int
+    slices: Sequence[LabelledSlice],
+    fraction: float,
+    seed: int,
+    keep_training_majority: bool = True,
 ) -> ValidationSplit:
     """Hold out validation cases: those of tasks marked ``split == "val"`` when there are any (a
     case with one marked task goes whole, so no case is on both sides), else ``fraction`` of the
     cases (at least one, leaving at least one for training), the first by a seeded hash of their
-    id; nothing with fewer than ``MIN_CASES_FOR_VALIDATION`` cases or a fraction of 0."""
+    id; nothing with fewer than ``MIN_CASES_FOR_VALIDATION`` cases or a fraction of 0, nor (with
+    ``keep_training_majority``, the backend's rule) while the held-out cases would hold more
+    slices than remain for training."""
     slices = list(slices)
     marked = {item.case_id for item in slices if item.split == VAL_SPLIT}
     if marked:
@@ -288,7 +293,7 @@ def split_validation(
     kept = {case.case_id for case in stacked}
     train = [item for item in slices if item.case_id not in chosen]
     val = [item for item in val if item.case_id in kept]
-    if source == "held_out" and len(train) < len(val):
+    if keep_training_majority and source == "held_out" and len(train) < len(val):
         # A handful of annotations: a held-out case would take more slices than it leaves to
         # learn from. Train on all of them and keep the last weights of the schedule.
         return ValidationSplit(

@@ -34,6 +34,8 @@ UNet training seed r. Every arm of replicate r selects from that sub-pool (Rando
 k-means strategies with seed r) and trains with seed r, so arms are compared pairwise within a
 replicate and replicates vary what varies in real use: the project's data and the training noise.
 Training uses the few-slice recipe (``TrainConfig.few_slice``); 30 test cases, 1 validation case.
+``CONFIGS["cpu_large_pool"]`` is the same design in the method's regime: every 4th slice of the
+10 training cases (≈ 220 slices), sub-pools of 8 cases, budgets of 4, 8 and 16 slices.
 """
 
 from __future__ import annotations
@@ -316,10 +318,21 @@ CPU_REPLICATES = BenchConfig(
     device="cpu",
 )
 
+# The method's regime: tens of slices picked from hundreds. Every 4th slice of 10 training cases
+# (≈ 220 slices), sub-pools of 8 cases (≈ 176), budgets 4, 8 and 16.
+CPU_LARGE_POOL = replace(
+    CPU_REPLICATES,
+    name="cpu_large_pool",
+    budgets=(4, 8, 16),
+    slice_step=4,
+    subpool_cases=8,
+)
+
 CONFIGS: dict[str, BenchConfig] = {
     "cpu": CPU,
     "cpu_realistic": CPU_REALISTIC,
     "cpu_replicates": CPU_REPLICATES,
+    "cpu_large_pool": CPU_LARGE_POOL,
     "paper": PAPER,
     "paper_la2018": PAPER_LA2018,
     "paper_la2018_realistic": PAPER_LA2018_REALISTIC,
