@@ -440,6 +440,31 @@ def test_training_settings_come_from_the_environment(tmp_path):
         BackendConfig.from_env({"SUGFW_TRAIN_ITERATIONS": "0"})
     with pytest.raises(InvalidInputError, match="SUGFW_TRAIN_CROP='big'"):
         BackendConfig.from_env({"SUGFW_TRAIN_CROP": "big"})
+    assert BackendConfig.from_env({}).train_recipe == "few_slice"
+    assert BackendConfig.from_env({"SUGFW_TRAIN_RECIPE": "paper"}).train_recipe == "paper"
+    with pytest.raises(InvalidInputError, match="SUGFW_TRAIN_RECIPE='adam'.*few_slice, paper"):
+        BackendConfig.from_env({"SUGFW_TRAIN_RECIPE": "adam"})
+
+
+def test_few_slice_trains_on_whole_slices_padded_to_the_largest(tmp_path):
+    """Whole slices (the window is the largest side) up to SUGFW_TRAIN_CROP; the paper recipe
+    keeps random crops of SUGFW_TRAIN_CROP."""
+    from backend.jobs.training_job import LabelledSlice, TrainJob
+
+    def item(shape):
+        return LabelledSlice(
+            1, np.zeros(shape, np.float32), np.zeros(shape, np.uint8), "c", 0, (1.0, 1.0, 1.0), None
+        )
+
+    slices = [item((183, 140)), item((212, 141))]
+    job = TrainJob(BackendConfig(state_dir=tmp_path), predictions=None)
+    assert job.training_window(slices) == 212
+    assert (
+        TrainJob(BackendConfig(state_dir=tmp_path, train_crop=160), None).training_window(slices)
+        == 160
+    )
+    paper = BackendConfig(state_dir=tmp_path, train_recipe="paper", train_crop=128)
+    assert TrainJob(paper, None).training_window(slices) == 128
 
 
 def test_configured_volumes_are_tested_as_well(world, tmp_path):
