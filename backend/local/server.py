@@ -39,7 +39,14 @@ def ensure_label_studio(venv: Path = DEFAULT_VENV) -> Path:
         return executable
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     install = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", f"label-studio=={LABEL_STUDIO_VERSION}"],
+        [
+            str(venv / "bin" / "pip"),
+            "install",
+            "--quiet",
+            f"label-studio=={LABEL_STUDIO_VERSION}",
+            # sentry-sdk 3 dropped an option Label Studio 1.23 passes at start-up.
+            "sentry-sdk<3",
+        ],
         capture_output=True,
         text=True,
         timeout=900,
@@ -88,6 +95,10 @@ def server_environment(
             "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
             "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(files_root),
             "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
+            # No error reporting to Sentry; with an empty DSN Label Studio also skips
+            # sentry_sdk.init, which fails under sentry-sdk 3 in a venv made before the pin.
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
             "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
         }
     )
