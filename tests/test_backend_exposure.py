@@ -20,6 +20,7 @@ from PIL import Image
 
 from backend import _wsgi
 from backend.config import BackendConfig
+from backend.jobs.connected import ConnectedProjects
 from backend.jobs.queue import JobQueue
 from backend.labelstudio import images
 from backend.labelstudio.images import ImageFetcher, ImageFetchError, refused_address
@@ -91,6 +92,7 @@ def door(tmp_path):
         config = BackendConfig(state_dir=tmp_path / "state", **settings)
         jobs = JobQueue(config.state_dir, debounce_s=5.0)
         model = SugfwModel(config)
+        ConnectedProjects(config.state_dir).add(3)  # as if /setup had run for project 3
         return create_app(config, model, jobs).test_client(), jobs, model
 
     return make

@@ -30,6 +30,22 @@ def unet_version(run: int) -> str:
     return f"{UNET_VERSION_PREFIX}{run}"
 
 
+def public_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` without the case ids of its validation and test sets (they name the volumes,
+    often patients): what ``/metrics`` shows unless SUGFW_METRICS_DETAIL is set."""
+    public = dict(record)
+    validation = public.get("validation")
+    if isinstance(validation, Mapping):
+        public["validation"] = {k: v for k, v in validation.items() if k != "case_ids"}
+    cases = public.get("cases")
+    if isinstance(cases, list):
+        public["cases"] = [
+            {k: v for k, v in case.items() if k != "case_id"} if isinstance(case, Mapping) else case
+            for case in cases
+        ]
+    return public
+
+
 class TrainingHistory:
     """Run records of every project under ``<state dir>/training``."""
 

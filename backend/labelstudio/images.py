@@ -310,16 +310,7 @@ class ImageFetcher:
         self._pins.set(host, port, addresses[0])
 
     def _host_allowed(self, host: str, port: int) -> bool:
-        host = host.lower()
-        for pattern, pattern_port in self.allowed_hosts:
-            if pattern_port is not None and pattern_port != port:
-                continue
-            if pattern.startswith("*."):
-                if host.endswith(pattern[1:]):
-                    return True
-            elif host == pattern:
-                return True
-        return False
+        return host_listed(host, port, self.allowed_hosts)
 
     def _resolve(self, url: str, task_id: Any) -> tuple[str, bool]:
         """The absolute URL to GET, and whether it goes to Label Studio (and so carries the key)."""
@@ -389,6 +380,22 @@ def _origin(url: str | httpx.URL) -> tuple[str, str, int]:
 
 def _port(url: httpx.URL) -> int:
     return url.port or (443 if url.scheme == "https" else 80)
+
+
+def host_listed(host: str, port: int, entries: Iterable[str | tuple[str, int | None]]) -> bool:
+    """Whether ``host``:``port`` matches one of ``entries`` ("host", "host:port", "[v6]:port",
+    "*.domain", or such an entry already parsed by ``_host_entry``)."""
+    host = host.lower()
+    for entry in entries:
+        pattern, pattern_port = _host_entry(entry) if isinstance(entry, str) else entry
+        if pattern_port is not None and pattern_port != port:
+            continue
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]):
+                return True
+        elif host == pattern:
+            return True
+    return False
 
 
 def _host_entry(entry: str) -> tuple[str, int | None]:
