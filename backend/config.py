@@ -39,7 +39,7 @@
 | SUGFW_IMAGE_HOSTS           | other image hosts: ``host``, ``host:port``, ``*.domain``, ...    |
 | SUGFW_IMAGE_ALLOW_PRIVATE   | 1: listed hosts may be on private/loopback (never link-local)    |
 | SUGFW_IMAGE_MAX_BYTES       | largest image download (64 MiB)                                  |
-| SUGFW_IMAGE_MAX_PIXELS      | largest image, width × height (100,000,000)                      |
+| SUGFW_IMAGE_MAX_PIXELS      | largest image, width × height (16,777,216 = 4096²)               |
 | SUGFW_MAX_REQUEST_BYTES     | largest request body; larger ones get 413 (8 MiB)                |
 | SUGFW_ALLOW_UNAUTHENTICATED | 1: serve on a non-loopback address without Basic auth            |
 | BASIC_AUTH_USER / _PASS     | protect every route with HTTP Basic auth (both or neither)       |
@@ -118,7 +118,7 @@ class BackendConfig:
     """Besides Label Studio's own host, the only hosts absolute image URLs may point at."""
     image_allow_private: bool = False
     image_max_bytes: int = 64 * 1024 * 1024
-    image_max_pixels: int = 100_000_000
+    image_max_pixels: int = 16_777_216
     max_request_bytes: int = 8 * 1024 * 1024
     ray_address: str | None = None
     """Score new tasks on this Ray cluster (``auto``, or ``host:port``); None: in this process."""
