@@ -681,7 +681,7 @@ def test_absolute_url_elsewhere_never_gets_the_key():
         (httpx.Response(401), "Label Studio refused the API key \\(HTTP 401\\)"),
         (
             httpx.Response(200, content=b"\x89PNG\r\n\x1a\n broken"),
-            "is not a usable slice: not a PNG, JPEG, TIFF image",
+            "not a PNG, JPEG, TIFF image",
         ),
         (httpx.ReadTimeout("timed out"), "no answer within 30.0 s"),
         (httpx.ConnectError("connection refused"), "cannot be downloaded: ConnectError"),
