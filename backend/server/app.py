@@ -52,6 +52,8 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
         jobs.start()
     history = TrainingHistory(config.state_dir)
     connected = ConnectedProjects(config.state_dir)
+    retention = _Retention(model, config.predictions_max_age_days * 86400.0)
+    retention.run()
     # Every fetcher of this process, the jobs' included, follows the configured image limits.
     set_default_policy(ImagePolicy.from_config(config))
     app = Flask(__name__)
@@ -97,6 +99,7 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
             parse_label_config(schema)  # no BrushLabels/PolygonLabels tag → 400 saying so
         model.check_access(project_id)  # a wrong API key → 400 saying so, nothing queued
         connected.add(project_id)  # from now on its webhooks are acted on
+        retention.run()  # at most once a day
         version = model.setup(str(project_id), schema)
         jobs.revive(str(project_id))  # a job set aside after crashes gets another chance
         # Connecting a project is the moment its queue needs an order: score it in the background.
@@ -211,6 +214,25 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
         ), 500
 
     return app
+
+
+class _Retention:
+    """Deletes stored predictions older than the retention, at start and then at most daily."""
+
+    EVERY_S = 86400.0
+
+    def __init__(self, model: SugfwModel, max_age_s: float) -> None:
+        self.model, self.max_age_s, self.last = model, max_age_s, -self.EVERY_S
+
+    def run(self) -> None:
+        now = time.monotonic()
+        if self.max_age_s <= 0 or now - self.last < self.EVERY_S:
+            return
+        self.last = now
+        try:
+            self.model.predictions.prune(self.max_age_s)
+        except OSError as error:  # a maintenance step: never fails a request
+            log.warning("stored predictions not pruned: %s", error)
 
 
 def _credentials_match(config: BackendConfig) -> bool:
