@@ -21,12 +21,18 @@ from werkzeug.exceptions import HTTPException
 from backend.config import BackendConfig
 from backend.jobs.connected import ConnectedProjects
 from backend.jobs.queue import JobQueue
-from backend.jobs.training_history import TrainingHistory, learning_curve_png, public_record
+from backend.jobs.training_history import (
+    TrainingHistory,
+    learning_curve_png,
+    public_record,
+    set_default_keep_last_runs,
+)
 from backend.labelstudio.brush import LabelConfigError, parse_label_config
 from backend.labelstudio.images import ImagePolicy, host_listed, set_default_policy
 from backend.model import LabelStudioAccessError, SugfwModel
 from backend.redact import redact, redact_url
 from backend.server.request_checks import RequestError, check_predict_body, parse_json
+from sugfw.cache import set_default_max_entries
 
 log = logging.getLogger(__name__)
 REALM = "sugfw"
@@ -54,8 +60,11 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
     connected = ConnectedProjects(config.state_dir)
     retention = _Retention(model, config.predictions_max_age_days * 86400.0)
     retention.run()
-    # Every fetcher of this process, the jobs' included, follows the configured image limits.
+    # Every fetcher of this process, the jobs' included, follows the configured image limits;
+    # every score cache and training history, the configured retention.
     set_default_policy(ImagePolicy.from_config(config))
+    set_default_max_entries(config.score_cache_max_entries)
+    set_default_keep_last_runs(config.keep_last_runs)
     app = Flask(__name__)
     app.config["SUGFW_JOBS"] = jobs
     # Larger bodies get 413 before they are read (Werkzeug checks Content-Length and the stream).
