@@ -118,9 +118,8 @@ def check_regions(regions: Sequence[Any], max_points: int = DEFAULT_MAX_POINTS) 
     """MalformedPromptError unless every prompt region is well formed and there are at most
     ``max_points`` keypoints; checked before the image is fetched. Whether the prompt lands on
     the image is decided later, on the image's own size."""
-    points = sum(
-        1 for region in regions if isinstance(region, Mapping) and region.get("type") in POINT_TYPES
-    )
+    kinds = (region.get("type") for region in regions if isinstance(region, Mapping))
+    points = sum(1 for kind in kinds if isinstance(kind, str) and kind in POINT_TYPES)
     if points > max_points:
         raise MalformedPromptError(
             f"context holds {points} keypoints; at most {max_points} are accepted "
