@@ -283,6 +283,9 @@ class _OnDemand:
         except SugfwError as error:
             log.warning("no prediction for task %s: %s", task_id, error)
             return None
+        except Exception as error:  # one task's slice must not fail the others of this call
+            log.warning("no prediction for task %s: %s", task_id, repr(error)[:300])
+            return None
         prediction = prefill_prediction(
             region_results(record, self._control), model.model_version, None
         )

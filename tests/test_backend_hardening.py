@@ -711,3 +711,25 @@ def test_set_aside_jobs_are_capped(tmp_path):
     jobs.submit("score", 1)
     saved = json.loads((tmp_path / "jobs.json").read_text())
     assert len(saved["set_aside"]) == MAX_SET_ASIDE
+
+
+class ChokingScorer:
+    """Fails on the first slice as a model can (a RuntimeError, not a SugfwError)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score(self, image, slice_id):
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("input and output sizes should be greater than 0")
+        return make_record(slice_id, side=image.shape[0])
+
+
+def test_a_slice_the_model_chokes_on_costs_only_its_own_task(tmp_path):
+    config = BackendConfig(state_dir=tmp_path / "state")
+    model = KnownTasks(config, scorer=ChokingScorer(), fetcher=StaticFetcher)
+    tasks = [{"id": i, "data": {"image": f"/data/upload/1/{i}.png", "side": 8}} for i in (1, 2)]
+    first, second = model.predict(tasks, label_config=LABEL_CONFIG)
+    assert first == model.empty_prediction()
+    assert second["result"] and model.predictions.get(2) == second
