@@ -16,10 +16,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import test_backend_exposure
 from PIL import Image
+from test_backend_exposure import Recorder
 
 from backend.config import BackendConfig
-from backend.jobs.connected import ConnectedProjects
 from backend.jobs.queue import MAX_CRASH_STARTS, MAX_SET_ASIDE, Job, JobQueue, Progress
 from backend.jobs.storage import PredictionStore
 from backend.jobs.training_history import TrainingHistory, prune_runs
@@ -186,16 +187,7 @@ def test_collect_trains_on_the_valid_annotations_and_logs_each_bad_one(tmp_path,
 # -- findings 2 and 3: a 4xx with a reason, at the door --------------------------------------------
 
 
-@pytest.fixture
-def door(tmp_path):
-    def make(**settings):
-        config = BackendConfig(state_dir=tmp_path / "state", **settings)
-        jobs = JobQueue(config.state_dir, debounce_s=5.0)
-        model = SugfwModel(config)
-        ConnectedProjects(config.state_dir).add(3)
-        return create_app(config, model, jobs).test_client(), jobs, model
-
-    return make
+door = test_backend_exposure.door  # the same app at the door, project 3 connected
 
 
 def box(**value) -> dict:
@@ -386,17 +378,6 @@ def test_metrics_show_case_ids_and_upstream_errors_only_when_asked(tmp_path, det
 
 
 # -- finding 5: the admin key only on Label Studio's media paths -----------------------------------
-
-
-class Recorder:
-    def __init__(self, routes: dict[str, httpx.Response] | None = None) -> None:
-        self.routes = routes or {}
-        self.seen: list[str] = []
-        self.transport = httpx.MockTransport(self.handle)
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.seen.append(str(request.url))
-        return self.routes.get(str(request.url), httpx.Response(404))
 
 
 def fetcher(recorder: Recorder) -> ImageFetcher:
