@@ -535,6 +535,10 @@ def test_an_expired_key_on_the_on_demand_path_is_an_empty_prediction_not_a_500(t
     )
     task = {"id": 7, "data": {"image": "/data/upload/1/7.png", "side": 8}}
     assert model.predict([task], label_config=LABEL_CONFIG) == [model.empty_prediction()]
+    # The interactive path makes its fetcher the same way.
+    context = {"result": [box()]}
+    answer = model.predict([task], context=context, label_config=LABEL_CONFIG)
+    assert answer == [model.empty_prediction()]
 
 
 def test_concurrent_put_if_absent_has_exactly_one_winner(tmp_path):
