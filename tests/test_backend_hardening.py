@@ -718,3 +718,25 @@ def test_a_slice_the_model_chokes_on_costs_only_its_own_task(tmp_path):
     first, second = model.predict(tasks, label_config=LABEL_CONFIG)
     assert first == model.empty_prediction()
     assert second["result"] and model.predictions.get(2) == second
+
+
+def test_a_job_failing_while_the_process_stops_waits_for_the_restart(tmp_path):
+    import threading
+
+    started, stop_seen = threading.Event(), threading.Event()
+
+    def handler(job, progress):
+        started.set()
+        stop_seen.wait(10)
+        raise ConnectionError("connection closed by the shutdown")
+
+    jobs = JobQueue(tmp_path, {"train": handler}, debounce_s=0.0)
+    jobs.submit("train", 3)
+    jobs.start()
+    assert started.wait(10)
+    jobs.interrupt()
+    stop_seen.set()
+    jobs.stop()
+    (job,) = json.loads((tmp_path / "jobs.json").read_text())["pending"]
+    assert (job["kind"], job["project"], job["starts"]) == ("train", "3", 0)
+    assert jobs.snapshot()["failed"] == 0

@@ -40,9 +40,9 @@ STATE_FILE = "jobs.json"
 STATE_VERSION = 1
 LOCK_FILE = "worker.lock"
 MAX_CRASH_STARTS = 3
+"""Starts of one job that ended with the process gone, before it is set aside."""
 MAX_SET_ASIDE = 100
 """Set-aside jobs remembered (the oldest forgotten first): the state file stays small."""
-"""Starts of one job that ended with the process gone, before it is set aside."""
 MAX_RETRIES = 8
 RETRY_BASE_S = 5.0
 RETRY_CAP_S = 300.0
@@ -412,6 +412,13 @@ class JobQueue:
                 log.exception("%s job for project %s failed", job.kind, job.project)
                 outcome = "failed"
         with self._condition:
+            if outcome != "completed" and self._stopping and job.key not in self._pending:
+                # Failed while the process stops (its connections closing): the stop's doing,
+                # so the job waits for the restart as interrupt() left it.
+                self._pending[job.key] = job
+                self._running = None
+                self._save_locked()
+                return
             self._finished[outcome] += 1
             if error is not None:
                 self._last_error, self._last_error_brief = error, brief
