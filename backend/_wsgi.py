@@ -10,13 +10,20 @@ command lines are visible to every user of the machine.
 
 Run one process (gunicorn ``--workers 1 --threads 8``): each process has its own job worker,
 and two workers would train the same project twice.
+
+Stopping: SIGTERM (``docker stop``, gunicorn's graceful stop, Ctrl-C) writes the running job
+back as pending without counting the start, so an ordinary restart runs it again from its last
+checkpoint and is never taken for a crash (three crashes set a job aside); only a process that
+dies without exiting (SIGKILL, out of memory) counts.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import ipaddress
 import logging
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -202,7 +209,22 @@ def build_app(config: BackendConfig):
         log.warning(
             "LABEL_STUDIO_API_KEY is not set: images uploaded to Label Studio cannot be downloaded"
         )
-    return create_app(config, SugfwModel(config, scorer=SliceScorer(config)))
+    app = create_app(config, SugfwModel(config, scorer=SliceScorer(config)))
+    # On any orderly exit (SIGTERM below, gunicorn's worker exit, Ctrl-C) the running job is
+    # handed back uncounted.
+    atexit.register(app.config["SUGFW_JOBS"].interrupt)
+    return app
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM exits like Ctrl-C, through the exit handlers (Python's default ends the process
+    without running them)."""
+
+    def stop(signum: int, frame: Any) -> None:
+        log.info("SIGTERM: stopping")
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     except SugfwError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    exit_on_sigterm()
     app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
     return 0
 

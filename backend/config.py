@@ -43,11 +43,20 @@
 | SUGFW_IMAGE_HOSTS           | other image hosts: ``host``, ``host:port``, ``*.domain``, ...    |
 | SUGFW_IMAGE_ALLOW_PRIVATE   | 1: listed hosts may be on private/loopback (never link-local)    |
 | SUGFW_IMAGE_MAX_BYTES       | largest image download (64 MiB)                                  |
-| SUGFW_IMAGE_MAX_PIXELS      | largest image, width × height (100,000,000)                      |
+| SUGFW_IMAGE_MAX_PIXELS      | largest image, width × height (16,777,216 = 4096²)               |
 | SUGFW_MAX_REQUEST_BYTES     | largest request body; larger ones get 413 (8 MiB)                |
 | SUGFW_ALLOW_UNAUTHENTICATED | 1: serve on a non-loopback address without Basic auth            |
 | BASIC_AUTH_USER / _PASS     | protect every route with HTTP Basic auth (both or neither)       |
 | LOCAL_FILES_DOCUMENT_ROOT   | read ``/data/local-files/?d=...`` images from this folder        |
+| SUGFW_PREDICT_MAX_TASKS     | tasks one /predict may name; more get 413 (10,000)               |
+| SUGFW_JSON_MAX_DEPTH        | deepest nesting of a request body; deeper gets 400 (32)          |
+| SUGFW_INTERACTIVE_MAX_POINTS | keypoints one interactive /predict may carry (64)              |
+| SUGFW_ALLOWED_HOSTS         | Host header names accepted besides loopback ones (421 otherwise) |
+| SUGFW_WEBHOOK_ANY_PROJECT   | 1: queue webhooks of projects that never called /setup (0)       |
+| SUGFW_METRICS_DETAIL        | 1: /metrics shows case ids and full job errors (0)               |
+| SUGFW_PREDICTIONS_MAX_AGE_DAYS | stored pre-annotations older than this are deleted (90, 0: no) |
+| SUGFW_SCORE_CACHE_MAX_ENTRIES | slices the score cache keeps, least recently used out (100,000) |
+| SUGFW_KEEP_LAST_RUNS        | training runs whose checkpoints are kept besides the best (3)    |
 """
 
 from __future__ import annotations
@@ -116,7 +125,7 @@ class BackendConfig:
     """Besides Label Studio's own host, the only hosts absolute image URLs may point at."""
     image_allow_private: bool = False
     image_max_bytes: int = 64 * 1024 * 1024
-    image_max_pixels: int = 100_000_000
+    image_max_pixels: int = 16_777_216
     max_request_bytes: int = 8 * 1024 * 1024
     ray_address: str | None = None
     """Score new tasks on this Ray cluster (``auto``, or ``host:port``); None: in this process."""
@@ -126,6 +135,28 @@ class BackendConfig:
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = None
     local_files_document_root: Path | None = None
+    # -- limits of an exposed server (each SUGFW_* variable below; README "Exposure and limits") --
+    predict_max_tasks: int = 10_000
+    """SUGFW_PREDICT_MAX_TASKS: tasks one /predict may name; more is a 413 (Label Studio's bulk
+    "retrieve predictions" sends every selected task in one call)."""
+    json_max_depth: int = 32
+    """SUGFW_JSON_MAX_DEPTH: nesting of a request body (Label Studio's own bodies need < 10)."""
+    interactive_max_points: int = 64
+    """SUGFW_INTERACTIVE_MAX_POINTS: keypoints one interactive /predict may carry."""
+    allowed_hosts: tuple[str, ...] = ()
+    """SUGFW_ALLOWED_HOSTS: names the Host header may carry besides loopback names (localhost,
+    127.0.0.1, [::1]) and the name the server listens on; others get 421 (DNS rebinding)."""
+    webhook_any_project: bool = False
+    """SUGFW_WEBHOOK_ANY_PROJECT: 1 queues webhooks of projects that never went through /setup."""
+    metrics_detail: bool = False
+    """SUGFW_METRICS_DETAIL: 1 shows case ids and full job errors in /metrics."""
+    predictions_max_age_days: float = 90.0
+    """SUGFW_PREDICTIONS_MAX_AGE_DAYS: stored pre-annotations not rewritten for this long are
+    deleted (0: kept for ever); a task asked for again is scored again."""
+    score_cache_max_entries: int = 100_000
+    """SUGFW_SCORE_CACHE_MAX_ENTRIES: slices the score cache keeps, least recently used dropped."""
+    keep_last_runs: int = 3
+    """SUGFW_KEEP_LAST_RUNS: training runs whose checkpoints are kept besides the best one."""
 
     def __post_init__(self) -> None:
         if self.label_studio_url is not None:
@@ -218,6 +249,20 @@ class BackendConfig:
             raise InvalidInputError(
                 "LOCAL_FILES_DOCUMENT_ROOT=/ is refused: point it at the folder Label Studio serves"
             )
+        for name, value, least in (
+            ("SUGFW_PREDICT_MAX_TASKS", self.predict_max_tasks, 1),
+            ("SUGFW_JSON_MAX_DEPTH", self.json_max_depth, 4),
+            ("SUGFW_INTERACTIVE_MAX_POINTS", self.interactive_max_points, 1),
+            ("SUGFW_SCORE_CACHE_MAX_ENTRIES", self.score_cache_max_entries, 1),
+            ("SUGFW_KEEP_LAST_RUNS", self.keep_last_runs, 1),
+        ):
+            if value < least:
+                raise InvalidInputError(f"{name}={value}: expected an integer >= {least}")
+        if self.predictions_max_age_days < 0:
+            raise InvalidInputError(
+                f"SUGFW_PREDICTIONS_MAX_AGE_DAYS={self.predictions_max_age_days}: expected days "
+                ">= 0 (0: keep for ever)"
+            )
 
     def __repr__(self) -> str:
         # Tracebacks and debuggers print objects: the plain dataclass repr would show the URL's
@@ -293,6 +338,15 @@ class BackendConfig:
             "basic_auth_user": env.get("BASIC_AUTH_USER") or None,
             "basic_auth_pass": env.get("BASIC_AUTH_PASS") or None,
             "local_files_document_root": _path(text("LOCAL_FILES_DOCUMENT_ROOT")),
+            "predict_max_tasks": _setting(env, "SUGFW_PREDICT_MAX_TASKS", int),
+            "json_max_depth": _setting(env, "SUGFW_JSON_MAX_DEPTH", int),
+            "interactive_max_points": _setting(env, "SUGFW_INTERACTIVE_MAX_POINTS", int),
+            "allowed_hosts": parse_hosts(text("SUGFW_ALLOWED_HOSTS"), "SUGFW_ALLOWED_HOSTS"),
+            "webhook_any_project": _setting(env, "SUGFW_WEBHOOK_ANY_PROJECT", bool),
+            "metrics_detail": _setting(env, "SUGFW_METRICS_DETAIL", bool),
+            "predictions_max_age_days": _setting(env, "SUGFW_PREDICTIONS_MAX_AGE_DAYS", float),
+            "score_cache_max_entries": _setting(env, "SUGFW_SCORE_CACHE_MAX_ENTRIES", int),
+            "keep_last_runs": _setting(env, "SUGFW_KEEP_LAST_RUNS", int),
         }
         config = cls(**{key: value for key, value in values.items() if value is not None})
         config.check_model()
@@ -352,7 +406,7 @@ def parse_grid(text: str | None, name: str = "grid") -> tuple[int, ...] | None:
     return grid
 
 
-def parse_hosts(text: str | None) -> tuple[str, ...] | None:
+def parse_hosts(text: str | None, name: str = "SUGFW_IMAGE_HOSTS") -> tuple[str, ...] | None:
     """ "a.org, *.s3.amazonaws.com host:8443" → lower-cased entries; ``None`` stays ``None``."""
     if text is None:
         return None
@@ -360,8 +414,7 @@ def parse_hosts(text: str | None) -> tuple[str, ...] | None:
     for host in hosts:
         if "/" in host or "@" in host:
             raise InvalidInputError(
-                f"SUGFW_IMAGE_HOSTS entry {host!r}: expected a host name, host:port or "
-                "*.domain, not a URL"
+                f"{name} entry {host!r}: expected a host name, host:port or *.domain, not a URL"
             )
     return hosts
 

@@ -8,8 +8,11 @@ brush region of the config's brush control, under the box's label when the brush
 
 A slice's image embedding is kept in a small LRU cache keyed by its content hash, so that a second
 box on the same slice runs only the prompt encoder and mask decoder (milliseconds), not the image
-encoder. Bad prompts (malformed, outside the image, zero area) are ``PromptError``; the backend
-answers them with an empty prediction and a log line that names the problem, never the context.
+encoder. A malformed context (a region whose type or numbers are of the wrong kind or out of
+range, more than ``max_points`` keypoints) is a ``MalformedPromptError``, which ``/predict``
+answers with a 400 naming the problem, before any image is fetched. A well-formed prompt that
+cannot be used on this image (outside it, zero area) is a ``PromptError``: an empty prediction
+and a log line that names the problem, never the context.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from backend.labelstudio.brush import (
     parse_label_config,
 )
 from backend.labelstudio.prefill import prefill_prediction
+from backend.server.request_checks import RequestError
 from sugfw.data import validate_slice
 from sugfw.errors import SugfwError
 from sugfw.everything import logits_to_slice
@@ -46,6 +50,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_POINTS = 64
+"""Keypoints one prompt may carry (SUGFW_INTERACTIVE_MAX_POINTS)."""
+PERCENT_SLACK = 100.0
+"""How far beyond the image (in percent of its size) a coordinate may lie and still be a region
+Label Studio could have drawn; anything further is malformed, not merely outside."""
+MAX_ROTATION = 360.0
 DEFAULT_CACHE_SLICES = 16
 """Embeddings kept: 4 MB each (256 × 64 × 64 float32) for LiteMedSAM and SAM alike."""
 BOX_TYPES = frozenset(kind for kind in PROMPT_TAGS.values() if kind.startswith("rectangle"))
@@ -54,6 +64,10 @@ POINT_TYPES = frozenset(kind for kind in PROMPT_TAGS.values() if kind.startswith
 
 class PromptError(SugfwError, ValueError):
     """A drawn region that cannot prompt the model (malformed, outside the image, zero area)."""
+
+
+class MalformedPromptError(PromptError, RequestError):
+    """A context that is not what Label Studio sends: the request is refused with a 400."""
 
 
 @dataclass(frozen=True)
@@ -88,12 +102,35 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[float, float, float
 def context_regions(context: Any) -> list[Any] | None:
     """The drawn regions of an interactive ``context``; None when it is not an interactive call
     (no context, or one without a ``result`` key)."""
-    if not isinstance(context, Mapping) or "result" not in context:
+    if context is None:
+        return None
+    if not isinstance(context, Mapping):
+        raise MalformedPromptError(f"context is {type(context).__name__}; expected an object")
+    if "result" not in context:
         return None
     regions = context["result"]
     if not isinstance(regions, list):
-        raise PromptError(f"context 'result' is {type(regions).__name__}; expected a list")
+        raise MalformedPromptError(f"context 'result' is {type(regions).__name__}; expected a list")
     return regions
+
+
+def check_regions(regions: Sequence[Any], max_points: int = DEFAULT_MAX_POINTS) -> None:
+    """MalformedPromptError unless every prompt region is well formed and there are at most
+    ``max_points`` keypoints; checked before the image is fetched. Whether the prompt lands on
+    the image is decided later, on the image's own size."""
+    kinds = (region.get("type") for region in regions if isinstance(region, Mapping))
+    points = sum(1 for kind in kinds if isinstance(kind, str) and kind in POINT_TYPES)
+    if points > max_points:
+        raise MalformedPromptError(
+            f"context holds {points} keypoints; at most {max_points} are accepted "
+            "(SUGFW_INTERACTIVE_MAX_POINTS)"
+        )
+    try:
+        parse_prompt(regions, 100, 100)
+    except MalformedPromptError:
+        raise
+    except PromptError:
+        pass  # well formed; unusable on this image is answered later with an empty prediction
 
 
 def parse_prompt(regions: Sequence[Any], height: int, width: int) -> Prompt:
@@ -107,11 +144,15 @@ def parse_prompt(regions: Sequence[Any], height: int, width: int) -> Prompt:
     point_labels: list[int] = []
     for index, region in enumerate(regions):
         kind = region.get("type") if isinstance(region, Mapping) else None
+        if kind is not None and not isinstance(kind, str):
+            raise MalformedPromptError(
+                f"region {index}: type is {type(kind).__name__}; expected a string"
+            )
         if kind not in BOX_TYPES and kind not in POINT_TYPES:
             continue
         value = region.get("value")
         if not isinstance(value, Mapping):
-            raise PromptError(f"region {index} ({kind}) has no 'value' object")
+            raise MalformedPromptError(f"region {index} ({kind}) has no 'value' object")
         named = value.get(kind)
         region_label = named[0] if isinstance(named, list) and named else None
         if kind in BOX_TYPES:
@@ -126,26 +167,42 @@ def parse_prompt(regions: Sequence[Any], height: int, width: int) -> Prompt:
     return Prompt(box, tuple(points), tuple(point_labels), label)
 
 
-def _number(value: Mapping[str, Any], key: str, index: int) -> float:
+def _number(value: Mapping[str, Any], key: str, index: int, low: float, high: float) -> float:
+    """``value[key]`` as a float in [``low``, ``high``] (percent, or degrees for rotation)."""
     number = value.get(key, 0.0 if key == "rotation" else None)
+    shown = repr(number) if len(repr(number)) <= 40 else repr(number)[:37] + "..."
     if isinstance(number, bool) or not isinstance(number, (int, float)):
-        raise PromptError(f"region {index}: value.{key} is {number!r}; expected a number")
+        raise MalformedPromptError(f"region {index}: value.{key} is {shown}; expected a number")
+    try:
+        number = float(number)  # a 400-digit integer does not fit
+    except OverflowError:
+        number = math.inf
     if not math.isfinite(number):
-        raise PromptError(f"region {index}: value.{key} is {number}; expected a finite number")
-    return float(number)
+        raise MalformedPromptError(
+            f"region {index}: value.{key} is {shown}; expected a finite number"
+        )
+    if not low <= number <= high:
+        raise MalformedPromptError(
+            f"region {index}: value.{key} is {shown}; expected a number in [{low:g}, {high:g}]"
+        )
+    return number
+
+
+def _percent(value: Mapping[str, Any], key: str, index: int) -> float:
+    return _number(value, key, index, -PERCENT_SLACK, 100.0 + PERCENT_SLACK)
 
 
 def _box_pixels(
     value: Mapping[str, Any], height: int, width: int, index: int
 ) -> tuple[float, float, float, float]:
-    x, y = _number(value, "x", index), _number(value, "y", index)
-    w, h = _number(value, "width", index), _number(value, "height", index)
+    x, y = _percent(value, "x", index), _percent(value, "y", index)
+    w, h = _percent(value, "width", index), _percent(value, "height", index)
     if w <= 0 or h <= 0:
         raise PromptError(f"region {index}: box of width {w}% and height {h}% has no area")
     # Percent → pixel edges; a rotated box (Label Studio turns it about its top-left corner,
     # clockwise on screen) prompts with its axis-aligned bounds.
     left, top, w_px, h_px = x * width / 100, y * height / 100, w * width / 100, h * height / 100
-    angle = math.radians(_number(value, "rotation", index))
+    angle = math.radians(_number(value, "rotation", index, -MAX_ROTATION, MAX_ROTATION))
     cos, sin = math.cos(angle), math.sin(angle)
     xs = [left + cx * cos - cy * sin for cx, cy in ((0, 0), (w_px, 0), (w_px, h_px), (0, h_px))]
     ys = [top + cx * sin + cy * cos for cx, cy in ((0, 0), (w_px, 0), (w_px, h_px), (0, h_px))]
@@ -162,7 +219,7 @@ def _box_pixels(
 def _point_pixels(
     value: Mapping[str, Any], height: int, width: int, index: int
 ) -> tuple[float, float]:
-    x, y = _number(value, "x", index), _number(value, "y", index)
+    x, y = _percent(value, "x", index), _percent(value, "y", index)
     if not (0 <= x <= 100 and 0 <= y <= 100):
         raise PromptError(f"region {index}: keypoint at x={x}%, y={y}% lies outside the image")
     # A click at position c (pixel edges) lies in pixel c - 0.5 (centre indices).
@@ -321,7 +378,12 @@ class InteractivePredictor:
         there is nothing usable (logged). A config without a brush tag raises LabelConfigError."""
         control = parse_label_config(label_config)
         task_id = task.get("id")
-        image_fetcher = fetcher()
+        try:
+            # Built here, inside the try: an expired key is refused when the fetcher is made.
+            image_fetcher = fetcher()
+        except SugfwError as error:
+            log.warning("interactive prompt on task %s: no image: %s", task_id, error)
+            return None
         try:
             image = image_fetcher.fetch(task, control.image_key)
         except SugfwError as error:

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from backend.config import BackendConfig
-from backend.interactive import InteractivePredictor, context_regions
+from backend.interactive import InteractivePredictor, check_regions, context_regions
 from backend.jobs.slice_scorer import SliceScorer
 from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
 from backend.labelstudio.brush import SegmentationControl, parse_label_config
@@ -120,12 +120,10 @@ class SugfwModel:
         With an interactive ``context`` the first task gets the mask for the drawn prompt (empty
         when the prompt is unusable) and any further task an empty prediction.
         """
-        try:
-            regions = context_regions(context)
-        except SugfwError as error:
-            log.warning("interactive context refused: %s", error)
-            return [self.empty_prediction() for _ in tasks]
+        # A malformed context is the caller's error (a 400 naming it), found before any work.
+        regions = context_regions(context)
         if regions is not None:
+            check_regions(regions, self.config.interactive_max_points)
             return self._interactive_predict(tasks, regions, label_config)
         deadline = self.clock() + self.config.predict_deadline_s
         on_demand = _OnDemand(self, label_config)
@@ -275,15 +273,18 @@ class _OnDemand:
             self._control = parse_label_config(
                 self.label_config
             )  # a config without a brush tag → 400
-        if self._fetcher is None:
-            self._fetcher = (
-                model.fetcher() if model.fetcher is not None else _default_fetcher(model.config)
-            )
         try:
+            if self._fetcher is None:  # inside the try: an expired key is refused right here
+                self._fetcher = (
+                    model.fetcher() if model.fetcher is not None else _default_fetcher(model.config)
+                )
             image = self._fetcher.fetch(task, self._control.image_key)
             record = model.scorer.score(image, f"task-{task_id}")
         except SugfwError as error:
             log.warning("no prediction for task %s: %s", task_id, error)
+            return None
+        except Exception as error:  # one task's slice must not fail the others of this call
+            log.warning("no prediction for task %s: %s", task_id, repr(error)[:300])
             return None
         prediction = prefill_prediction(
             region_results(record, self._control), model.model_version, None
@@ -291,7 +292,11 @@ class _OnDemand:
         data = task.get("data")
         url = data.get(self._control.image_key) if isinstance(data, Mapping) else None
         if model.task_known(task_id, self._control.image_key, url):
-            model.predictions.put(task_id, prediction)
+            # Only if absent: a scoring job that stored this task meanwhile (while this call
+            # waited on the scorer) keeps its entry, whose score orders the queue.
+            if not model.predictions.put_if_absent(task_id, prediction):
+                stored = model.predictions.get(task_id)
+                return stored if stored is not None else prediction
         else:
             log.info(
                 "prediction for task %s answered, not stored: Label Studio does not hold "

@@ -3,8 +3,10 @@ half.
 
 Every writer in the project goes through ``atomic_path``: the content is written to a unique
 temporary file beside the target (so two writers never share one), flushed to disk, then renamed
-over the target in one step. On an exception the temporary file is removed and the target is
-left as it was.
+over the target in one step, and the folder flushed too (the rename is an entry of the folder: a
+power cut before that flush could bring the old file back). On an exception the temporary file is
+removed and the target is left as it was. ``atomic_create_json`` writes only when the target does
+not exist yet (put-if-absent), in one step as well.
 """
 
 from __future__ import annotations
@@ -29,8 +31,52 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
     ``numpy.savez`` that add an extension to names without one.
     """
     path = Path(path)
+    with _temporary(path, path.suffix if suffix is None else suffix) as tmp:
+        yield tmp
+        with tmp.open("rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush ``folder``'s entries (renames, links, deletions) to disk; a no-op where folders
+    cannot be opened (Windows)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass  # some file systems refuse fsync on folders; the rename itself is still atomic
+    finally:
+        os.close(handle)
+
+
+def atomic_create_json(path: Path, payload: Any) -> bool:
+    """Write ``payload`` as JSON to ``path`` only if ``path`` does not exist; False when it did.
+
+    The content is written beside the target, then hard-linked to its name: the link fails when
+    the name exists, so of two concurrent writers exactly one wins and nothing is overwritten.
+    """
+    path = Path(path)
+    with _temporary(path, path.suffix) as tmp:
+        tmp.write_text(json.dumps(payload), encoding="utf-8")
+        with tmp.open("rb+") as written:
+            os.fsync(written.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+    fsync_dir(path.parent)
+    return True
+
+
+@contextmanager
+def _temporary(path: Path, end: str) -> Iterator[Path]:
+    """A fresh temporary file beside ``path``, always removed on the way out."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    end = path.suffix if suffix is None else suffix
     handle, name = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.", suffix=f"{TEMP_MARK}{end}"
     )
@@ -38,12 +84,8 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        with tmp.open("rb+") as written:
-            os.fsync(written.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:

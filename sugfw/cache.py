@@ -4,6 +4,11 @@ Each settings combination gets its own folder (named by a hash of the settings, 
 written there as JSON for people); each slice one ``<content hash>.npz``. Writes go through a
 temporary file and an atomic rename, so an interrupted run leaves either a whole record or none,
 and a rerun picks up where it stopped.
+
+A cache may be capped (``max_entries``, or the process default of :func:`set_default_max_entries`):
+each hit refreshes its entry's modification time, and when a write takes the folder over the cap,
+the least recently used entries go until a tenth of the cap is free again (so the folder is
+listed once per many writes, not on each).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -28,14 +34,25 @@ _SCALARS = ("slice_id", "content_hash", "uncertainty", "masks_kept", "content")
 _OPTIONAL = ("region_bits", "content")
 
 
+_default_max_entries: int | None = None
+
+
+def set_default_max_entries(max_entries: int | None) -> None:
+    """The cap of every cache made without one from now on (None: unbounded)."""
+    global _default_max_entries
+    _default_max_entries = max_entries
+
+
 def settings_key(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class RecordCache:
-    def __init__(self, root: Path, settings: dict) -> None:
+    def __init__(self, root: Path, settings: dict, max_entries: int | None = None) -> None:
         self.folder = Path(root) / settings_key(settings)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.max_entries = _default_max_entries if max_entries is None else max_entries
+        self._count: int | None = None  # entries on disk, counted at the first write
         description = self.folder / "settings.json"
         if not description.exists():
             atomic_write_json(description, settings, indent=2)
@@ -56,6 +73,11 @@ class RecordCache:
         path = self._path(image_hash)
         if not path.exists():
             return None
+        if self.max_entries is not None:
+            try:
+                os.utime(path)  # recently used: evicted last
+            except OSError:
+                return None  # evicted meanwhile
         try:
             with np.load(path, allow_pickle=False) as data:
                 values = {
@@ -84,8 +106,31 @@ class RecordCache:
             f.name: getattr(record, f.name) for f in fields(SliceRecord) if f.name not in _SCALARS
         }
         scalars = {name: np.asarray(getattr(record, name)) for name in _SCALARS}
+        existed = self.max_entries is not None and path.exists()
         with atomic_path(path) as tmp:
             np.savez_compressed(tmp, **arrays, **scalars)
+        if self.max_entries is not None and not existed:
+            self._count = len(self) if self._count is None else self._count + 1
+            if self._count > self.max_entries:
+                self._evict()
+
+    def _evict(self) -> None:
+        """Drop the least recently used entries until a tenth of the cap is free."""
+        keep = self.max_entries - self.max_entries // 10 if self.max_entries else 0
+        entries = []
+        for path in self.folder.glob("*.npz"):
+            if is_temporary(path):
+                continue
+            try:
+                entries.append((path.stat().st_mtime, path))
+            except FileNotFoundError:
+                continue
+        entries.sort()
+        excess = entries[: max(len(entries) - keep, 0)]
+        for _, path in excess:
+            path.unlink(missing_ok=True)
+        self._count = len(entries) - len(excess)
+        log.info("score cache %s: %d least recently used entries evicted", self.folder, len(excess))
 
     def __len__(self) -> int:
         return sum(1 for path in self.folder.glob("*.npz") if not is_temporary(path))

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from backend.config import BackendConfig
+from backend.jobs.connected import ConnectedProjects
 from backend.jobs.queue import JobQueue
 from backend.labelstudio.brush import (
     LabelConfigError,
@@ -36,6 +37,7 @@ USER, PASSWORD = "annotator", "s3cret pass"
 LS_URL = "http://ls.test:8080"
 LEGACY_KEY = "0123456789abcdef0123456789abcdef01234567"
 JWT_KEY = "signing-key-of-the-fake-server-0123456789"
+CONNECTED = (1, 2, 3, 4, 5, 7, 9)
 
 
 def PUBLIC(host: str, port: int) -> list[str]:
@@ -79,6 +81,8 @@ def make_client(tmp_path, clock):
         )
         jobs = JobQueue(config.state_dir, debounce_s=5.0, clock=clock)
         model = SugfwModel(config)
+        for project in CONNECTED:  # as if /setup had run: webhooks of other projects are refused
+            ConnectedProjects(config.state_dir).add(project)
         return create_app(config, model, jobs).test_client(), jobs, model
 
     return make
@@ -677,7 +681,7 @@ def test_absolute_url_elsewhere_never_gets_the_key():
         (httpx.Response(401), "Label Studio refused the API key \\(HTTP 401\\)"),
         (
             httpx.Response(200, content=b"\x89PNG\r\n\x1a\n broken"),
-            "cannot read image file downloaded file",
+            "not a PNG, JPEG, TIFF image",
         ),
         (httpx.ReadTimeout("timed out"), "no answer within 30.0 s"),
         (httpx.ConnectError("connection refused"), "cannot be downloaded: ConnectError"),

@@ -20,6 +20,7 @@ from PIL import Image
 
 from backend import _wsgi
 from backend.config import BackendConfig
+from backend.jobs.connected import ConnectedProjects
 from backend.jobs.queue import JobQueue
 from backend.labelstudio import images
 from backend.labelstudio.images import ImageFetcher, ImageFetchError, refused_address
@@ -91,6 +92,8 @@ def door(tmp_path):
         config = BackendConfig(state_dir=tmp_path / "state", **settings)
         jobs = JobQueue(config.state_dir, debounce_s=5.0)
         model = SugfwModel(config)
+        for project in (3, 7):  # as if /setup had run for them
+            ConnectedProjects(config.state_dir).add(project)
         return create_app(config, model, jobs).test_client(), jobs, model
 
     return make
@@ -512,7 +515,7 @@ def test_image_over_the_pixel_cap_is_refused_before_decoding():
     with pytest.raises(ImageFetchError, match=r"200 x 200 pixels, more than 10000; refused"):
         fetch(fetcher(recorder, max_pixels=10_000), url)
     assert fetch(fetcher(recorder, max_pixels=40_000), url).shape == (200, 200)
-    assert BackendConfig().image_max_pixels == 100_000_000
+    assert BackendConfig().image_max_pixels == 4096 * 4096
 
 
 def test_download_slower_than_the_deadline_is_refused():

@@ -294,3 +294,82 @@ def test_kill_during_scoring_and_training_and_label_studio_down(setup):
         p.task for p in ls.predictions.list(project=project_id) if p.model_version == version
     )
     assert served == Counter({t: 1 for t in unlabelled})
+
+
+def long_runs_rle(values: int) -> list[int]:
+    """A well-formed Label Studio RLE of ``values`` bytes of 255, in runs of 65,536: about 3.4
+    bytes per run, so a few KiB declare (and make the SDK's decoder allocate and fill) gigabytes."""
+    bits = [format(values, "032b"), format(8 - 1, "05b"), format(16 - 1, "04b") * 4]
+    run = "1" + "00" + format(65536 - 1, "016b") + format(255, "08b")
+    bits.append(run * (values // 65536))
+    stream = "".join(bits)
+    stream += "0" * (-len(stream) % 8)
+    return [int(stream[i : i + 8], 2) for i in range(0, len(stream), 8)]
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident memory (VmHWM) so far, MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+HOSTILE_DECLARED_BYTES = 2**30
+"""What the hostile brush annotation's RLE header declares: the SDK's decoder would fill 1 GiB."""
+
+
+def test_hostile_annotations_among_valid_ones_cost_only_their_tasks(setup):
+    ls, project_id, images, relay, backend = setup
+    ls.ml.create(project=project_id, url=backend.url, title="sugfw")  # → /setup → score job
+    backend.wait_idle()
+    control = parse_label_config(LABEL_CONFIG)
+    by_image = dict(images)
+    tasks = list(ls.tasks.list(project=project_id, fields="all"))
+    hostile_rle = long_runs_rle(HOSTILE_DECLARED_BYTES)
+    assert len(hostile_rle) < 64 * 1024  # under 64 KiB of JSON numbers
+    hostile_values = [
+        {"format": "rle", "rle": [255, 255], "brushlabels": ["left_atrium"]},  # the live report's
+        {"format": "rle", "rle": hostile_rle, "brushlabels": ["left_atrium"]},
+    ]
+    before = peak_rss_mib(backend.process.pid)
+    valid, hostile = [], []
+    for index, task in enumerate(tasks[:5]):
+        (item,) = mask_to_result(by_image[task.data["image"]], control)
+        if index in (1, 3):  # hostile ones among the valid, as annotators' submissions arrive
+            item["value"] = hostile_values[len(hostile)]
+            hostile.append(task.id)
+        else:
+            valid.append(task.id)
+        ls.annotations.create(id=task.id, result=[item])
+
+    def runs() -> list[dict]:
+        metrics = httpx.get(f"{backend.url}/metrics", timeout=30).json()
+        return metrics["training"].get(str(project_id), [])
+
+    def trained_on(count: int):
+        return lambda j: (
+            j["running"] is None
+            and not j["pending"]
+            and runs()
+            and runs()[-1]["annotations"] >= count
+        )
+
+    backend.wait_until(trained_on(len(valid)), what="training on the valid annotations")
+    after = peak_rss_mib(backend.process.pid)
+    jobs = backend.jobs()
+    assert jobs["failed"] == 0, jobs
+    record = runs()[-1]
+    assert record["annotations"] == len(valid) == 3, record  # trained on the valid ones only
+    log = backend.log_path.read_text()
+    for task_id in hostile:
+        assert f"task {task_id} left out of training and testing" in log
+    print(f"backend peak RSS before annotations {before:.0f} MiB, after training {after:.0f} MiB")
+    # The 1 GiB the hostile header declares was never allocated.
+    assert after - before < HOSTILE_DECLARED_BYTES / 2**20 / 2, (before, after)
+    # The next valid annotation trains again: one bad annotation never stops the project.
+    task = tasks[5]
+    (item,) = mask_to_result(by_image[task.data["image"]], control)
+    ls.annotations.create(id=task.id, result=[item])
+    backend.wait_until(trained_on(len(valid) + 1), what="the next training run")
+    assert runs()[-1]["annotations"] == 4 and backend.jobs()["failed"] == 0

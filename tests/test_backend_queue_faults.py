@@ -207,3 +207,52 @@ def test_a_gated_submit_queues_when_something_changed_or_cannot_tell(tmp_path):
         # Already pending: merged without asking again.
         assert jobs.submit("score", 4, gated=True) is False
         assert handler.asked == 1 and len(jobs.pending()) == 1
+
+
+def test_sigterm_hands_the_running_job_back_without_counting_a_crash(tmp_path):
+    """A real backend process, its score job blocked on a Label Studio that never answers, gets
+    SIGTERM (docker stop): it exits cleanly and the job is pending again with no start counted,
+    so ordinary restarts can never set it aside."""
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "jobs.json").write_text(
+        json.dumps({"pending": [{"kind": "score", "project": "3", "starts": MAX_CRASH_STARTS - 1}]})
+    )
+    port = silent.getsockname()[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        backend_port = probe.getsockname()[1]
+    env = {**os.environ, "LABEL_STUDIO_API_KEY": "0" * 40, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "backend._wsgi", "--port", str(backend_port)]
+    command += ["--state-dir", str(state), "--label-studio-url", f"http://127.0.0.1:{port}"]
+    command += ["--debounce", "0"]
+    log = tmp_path / "backend.log"
+    repo = Path(__file__).resolve().parents[1]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, cwd=repo, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 120
+        while b"starting score job for project 3" not in log.read_bytes():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        saved = json.loads((state / "jobs.json").read_text())
+        assert saved["pending"][0]["starts"] == MAX_CRASH_STARTS  # counted while it runs
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log.read_text()[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        silent.close()
+    (job,) = json.loads((state / "jobs.json").read_text())["pending"]
+    assert (job["kind"], job["project"], job["starts"]) == ("score", "3", MAX_CRASH_STARTS - 1)
+    assert JobQueue(state, {}).snapshot()["set_aside"] == []  # the next start runs it

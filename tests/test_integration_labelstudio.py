@@ -116,6 +116,7 @@ def backend(label_studio, tmp_path_factory, one_torch_thread):
         train_iterations=TRAIN_ITERATIONS,
         train_crop=64,
         train_batch_size=2,
+        metrics_detail=True,  # the checks below read the test case's id from /metrics
     )
     model = SugfwModel(config, scorer=SliceScorer(config))
     app = create_app(config, model)

@@ -18,6 +18,7 @@ from test_integration_labelstudio import REPO, auth, wait_for_jobs_idle
 from test_launch import DEPTH, phantom
 
 from backend.config import BackendConfig
+from backend.jobs.connected import ConnectedProjects
 from backend.jobs.queue import JobQueue
 from backend.jobs.storage import PredictionStore
 from backend.jobs.training_history import TrainingHistory
@@ -81,6 +82,7 @@ def test_the_first_training_run_reports_dsc_and_hd95_on_the_held_out_volume(
         train_epochs=3,
         val_every=2,
         debounce_s=0.2,
+        metrics_detail=True,  # the checks below read the test case's id from /metrics
     )
     assert config.test_data == test_data  # what the main job's backend reads
     jobs = JobQueue(
@@ -107,6 +109,7 @@ def test_the_first_training_run_reports_dsc_and_hd95_on_the_held_out_volume(
                     f"/api/tasks/{task.id}/annotations/", json={"result": result, "task": task.id}
                 )
                 assert answer.status_code == 201, answer.text
+        ConnectedProjects(config.state_dir).add(project_id)  # as Label Studio's /setup does
         hook = client.post(
             "/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": project_id}}
         )

@@ -41,6 +41,8 @@ STATE_VERSION = 1
 LOCK_FILE = "worker.lock"
 MAX_CRASH_STARTS = 3
 """Starts of one job that ended with the process gone, before it is set aside."""
+MAX_SET_ASIDE = 100
+"""Set-aside jobs remembered (the oldest forgotten first): the state file stays small."""
 MAX_RETRIES = 8
 RETRY_BASE_S = 5.0
 RETRY_CAP_S = 300.0
@@ -61,6 +63,12 @@ def is_transient(error: BaseException) -> bool:
     if status is None and isinstance(error, httpx.HTTPStatusError):
         status = error.response.status_code
     return isinstance(status, int) and (status >= 500 or status == 429)
+
+
+def error_kind(error: BaseException) -> str:
+    """The kind of ``error`` and its HTTP status, if any: what /metrics shows by default."""
+    status = getattr(error, "status_code", None)
+    return type(error).__name__ + (f" (HTTP {status})" if isinstance(status, int) else "")
 
 
 def retry_delay(retries: int) -> float:
@@ -170,6 +178,7 @@ class JobQueue:
         self._running: Progress | None = None
         self._finished = {"completed": 0, "failed": 0, "retried": 0}
         self._last_error: str | None = None
+        self._last_error_brief: str | None = None
         self._set_aside: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock_handle: Any = None
         self._condition = threading.Condition()
@@ -229,12 +238,40 @@ class JobQueue:
             log.warning("cannot tell whether project %s needs a %s job: %s", project, kind, error)
             return False
 
+    def revive(self, project: str | int) -> bool:
+        """Queue again every set-aside job of ``project`` (``/setup`` of the project: someone is
+        looking at it); True when one was."""
+        project = str(project)
+        with self._condition:
+            keys = [key for key in self._set_aside if key[1] == project]
+        for kind, _ in keys:
+            self.submit(kind, project)
+        return bool(keys)
+
+    def interrupt(self) -> None:
+        """The process is being stopped on purpose (SIGTERM): the running job is written back
+        as pending without counting this start, so a restart runs it again and an ordinary
+        restart is never taken for a crash."""
+        with self._condition:
+            self._stopping = True
+            if self._running is not None:
+                job = self._running.job
+                job.starts = max(job.starts - 1, 0)
+                log.info(
+                    "stopping: the running %s job for project %s will run again after the restart",
+                    job.kind,
+                    job.project,
+                )
+            self._save_locked()
+            self._condition.notify_all()
+
     def pending(self) -> list[Job]:
         with self._condition:
             return sorted(self._pending.values(), key=lambda job: job.due)
 
-    def snapshot(self) -> dict[str, Any]:
-        """Progress and queue contents for ``/metrics``."""
+    def snapshot(self, detail: bool = True) -> dict[str, Any]:
+        """Progress and queue contents for ``/metrics``; without ``detail`` the last error is only
+        its kind (a failed request's message can carry Label Studio's whole response)."""
         with self._condition:
             now = self.clock()
             return {
@@ -249,7 +286,7 @@ class JobQueue:
                     for job in sorted(self._pending.values(), key=lambda job: job.due)
                 ],
                 **self._finished,
-                "last_error": self._last_error,
+                "last_error": self._last_error if detail else self._last_error_brief,
                 "set_aside": list(self._set_aside.values()),
                 "worker_alive": bool(self._thread and self._thread.is_alive()),
             }
@@ -330,6 +367,8 @@ class JobQueue:
 
     def _take_due(self) -> Progress | None:
         with self._condition:
+            if self._stopping:
+                return None
             now = self.clock()
             due = [job for job in self._pending.values() if job.due <= now]
             if not due:
@@ -361,7 +400,8 @@ class JobQueue:
                 handler(job, progress)
             outcome, error = "completed", None
         except Exception as exc:  # a failed job must not kill the worker
-            error = f"{job.kind} job for project {job.project}: {type(exc).__name__}: {exc}"
+            brief = f"{job.kind} job for project {job.project}: {error_kind(exc)}"
+            error = f"{brief}: {exc}"
             if is_transient(exc) and job.retries < MAX_RETRIES:
                 delay = retry_delay(job.retries)
                 log.warning(
@@ -372,9 +412,16 @@ class JobQueue:
                 log.exception("%s job for project %s failed", job.kind, job.project)
                 outcome = "failed"
         with self._condition:
+            if outcome != "completed" and self._stopping and job.key not in self._pending:
+                # Failed while the process stops (its connections closing): the stop's doing,
+                # so the job waits for the restart as interrupt() left it.
+                self._pending[job.key] = job
+                self._running = None
+                self._save_locked()
+                return
             self._finished[outcome] += 1
             if error is not None:
-                self._last_error = error
+                self._last_error, self._last_error_brief = error, brief
             if outcome == "retried" and job.key not in self._pending:
                 job.retries += 1
                 job.starts = 0  # it ended cleanly: not a crash
@@ -403,7 +450,7 @@ class JobQueue:
                 }
                 for job in jobs
             ],
-            "set_aside": list(self._set_aside.values()),
+            "set_aside": list(self._set_aside.values())[-MAX_SET_ASIDE:],
         }
         try:
             atomic_write_json(self.state_path, payload)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
-from sugfw.atomic import atomic_write_json
+from sugfw.atomic import atomic_create_json, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,32 @@ class PredictionStore:
 
     def put(self, task_id: int, prediction: dict[str, Any]) -> None:
         atomic_write_json(self._path(task_id), prediction)
+
+    def put_if_absent(self, task_id: int, prediction: dict[str, Any]) -> bool:
+        """Store ``prediction`` unless the task has one already (never overwritten); True when
+        stored."""
+        return atomic_create_json(self._path(task_id), prediction)
+
+    def prune(self, max_age_s: float, now: float | None = None) -> int:
+        """Delete predictions not rewritten for ``max_age_s`` seconds (0: none); the count.
+
+        A task asked for again afterwards is scored again (its slice's record is cached)."""
+        if max_age_s <= 0 or not self.root.is_dir():
+            return 0
+        cutoff = (time.time() if now is None else now) - max_age_s
+        removed = 0
+        for path in self.root.glob("*.json"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # rewritten or removed meanwhile
+        if removed:
+            log.info(
+                "removed %d stored prediction(s) older than %.0f days", removed, max_age_s / 86400
+            )
+        return removed
 
     def __len__(self) -> int:
         return sum(1 for _ in self.root.glob("*.json")) if self.root.is_dir() else 0

@@ -155,21 +155,24 @@ def annotation_label_map(
 ) -> np.ndarray:
     """(H, W) uint8: 1 + index of each region's label in ``control.labels``, 0 where nothing is
     drawn."""
+    if not isinstance(result, list):
+        raise InvalidInputError(f"annotation result is {type(result).__name__}; expected a list")
     labels = np.zeros((height, width), dtype=np.uint8)
     for item in result:
+        if not isinstance(item, Mapping):
+            raise InvalidInputError(f"result item is {type(item).__name__}; expected an object")
         if item.get("from_name") != control.from_name:
             continue  # results of other controls (choices, text) are not part of the mask
-        names = (item.get("value") or {}).get(control.result_type) or [control.labels[0]]
+        value = item.get("value")
+        named = value.get(control.result_type) if isinstance(value, Mapping) else None
+        names = named if isinstance(named, list) and named else [control.labels[0]]
         if names[0] not in control.labels:
             raise InvalidInputError(
-                f"region label {names[0]!r} is not one of {control.from_name!r}'s labels "
-                f"{list(control.labels)}"
+                f"region label {str(names[0])[:40]!r} is not one of {control.from_name!r}'s "
+                f"labels {list(control.labels)}"
             )
-        drawn = result_to_mask(dict(item))
-        if drawn.shape != labels.shape:
-            raise InvalidInputError(
-                f"region of size {drawn.shape} on an image of size {labels.shape}"
-            )
+        # Sizes are checked against the image before the region is decoded (see result_to_mask).
+        drawn = result_to_mask(dict(item), (height, width))
         labels[drawn] = control.labels.index(names[0]) + 1
     return labels
 
@@ -450,12 +453,16 @@ class TrainJob:
             annotation = latest_submitted(task.get("annotations") or [])
             if annotation is None:
                 continue  # only cancelled ("skipped") annotations
-            data = task.get("data") or {}
+            data = task.get("data")
+            data = data if isinstance(data, Mapping) else {}
             try:
                 image = fetcher.fetch(task, control.image_key)
                 labels = annotation_label_map(annotation.get("result") or [], control, *image.shape)
-            except SugfwError as error:  # one bad task costs its slice, never the run
-                log.warning("task %s left out of training and testing: %s", task["id"], error)
+            except Exception as error:  # one bad task costs its slice, never the run
+                # Annotations are user input: whatever one trips on (a hostile RLE, a ragged
+                # polygon, a value of the wrong type) leaves that task out, with the reason.
+                reason = str(error) if isinstance(error, SugfwError) else repr(error)[:300]
+                log.warning("task %s left out of training and testing: %s", task["id"], reason)
                 continue
             item = LabelledSlice(
                 task["id"],

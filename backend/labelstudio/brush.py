@@ -7,7 +7,8 @@ vertices in percent of the image size.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,28 +164,90 @@ def mask_to_result(
     ]
 
 
-def result_to_mask(item: dict[str, Any]) -> np.ndarray:
-    """The bool H×W mask one brush or polygon result item draws."""
-    try:
-        height, width = int(item["original_height"]), int(item["original_width"])
-        value = item["value"]
-    except (KeyError, TypeError, ValueError) as error:
+MAX_POLYGON_POINTS = 100_000
+"""Vertices one polygon result may hold (Label Studio's editor draws hundreds at most)."""
+MAX_RESULT_PIXELS = 100_000_000
+"""Without the image's size at hand, the most pixels a result item may declare."""
+_RLE_HEADER_BYTES = 4
+_RLE_MAX_BITS_PER_VALUE = 27
+"""A Label Studio RLE spends at most 1 + 2 + 16 bits of run header and 8 bits of value on one
+value: a longer stream than that cannot be an honest encoding of the declared size."""
+
+
+def result_to_mask(item: dict[str, Any], shape: tuple[int, int] | None = None) -> np.ndarray:
+    """The bool H×W mask one brush or polygon result item draws.
+
+    Annotations are user input: every size is checked before anything is allocated. With
+    ``shape`` (the task's image), the item must declare exactly that size; without it, at most
+    ``MAX_RESULT_PIXELS``. Any malformed item is an ``InvalidInputError`` saying what is wrong.
+    """
+    if not isinstance(item, Mapping):
+        raise InvalidInputError(f"result item is {type(item).__name__}; expected an object")
+    height = _dimension(item.get("original_height"), "original_height")
+    width = _dimension(item.get("original_width"), "original_width")
+    value = item.get("value")
+    if not isinstance(value, Mapping):
         raise InvalidInputError(
-            f"result item lacks original_height/original_width/value: {error!r}"
-        ) from None
+            f"result item's value is {type(value).__name__}; expected an object"
+        )
+    if shape is not None and (height, width) != tuple(shape):
+        raise InvalidInputError(
+            f"result item of size {(height, width)} on an image of size {tuple(shape)}"
+        )
+    if height * width > MAX_RESULT_PIXELS:
+        raise InvalidInputError(
+            f"result item declares {height}×{width} pixels, more than {MAX_RESULT_PIXELS}"
+        )
     if item.get("type") == "polygonlabels" or "points" in value:
         return _fill_polygon(value.get("points", []), height, width)
     if value.get("format", "rle") != "rle" or "rle" not in value:
         raise InvalidInputError(
             f"brush result has format {value.get('format')!r}; expected 'rle' with an 'rle' list"
         )
-    decoded = decode_rle(value["rle"])
+    rle = _rle_bytes(value["rle"], height, width)
+    try:
+        decoded = decode_rle(rle)
+    except Exception as error:  # the SDK's decoder raises whatever a bad stream trips on
+        raise InvalidInputError(
+            f"brush RLE cannot be decoded ({type(error).__name__}: {str(error)[:80]})"
+        ) from None
     if decoded.size != height * width * 4:
         raise InvalidInputError(
             f"brush RLE decodes to {decoded.size} values; expected {height}×{width}×4 = "
             f"{height * width * 4}"
         )
     return decoded.reshape(height, width, 4)[..., 3] > 0
+
+
+def _dimension(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(f"result item's {key} is {str(value)[:40]!r}; expected a number")
+    if not (isinstance(value, int) or (math.isfinite(value) and value == int(value))):
+        raise InvalidInputError(f"result item's {key} is {value}; expected a whole number")
+    if not 1 <= value <= MAX_RESULT_PIXELS:
+        raise InvalidInputError(f"result item's {key} is {str(value)[:40]}; out of range")
+    return int(value)
+
+
+def _rle_bytes(rle: Any, height: int, width: int) -> np.ndarray:
+    """The RLE stream as uint8, refused unless its header declares the item's height × width × 4
+    values and its length could encode them: ``decode_rle`` allocates whatever the header
+    declares."""
+    values = height * width * 4
+    if not isinstance(rle, list):
+        raise InvalidInputError(f"brush RLE is {type(rle).__name__}; expected a list of bytes")
+    limit = _RLE_HEADER_BYTES + 1 + values * _RLE_MAX_BITS_PER_VALUE // 8
+    if not _RLE_HEADER_BYTES < len(rle) <= limit:
+        raise InvalidInputError(f"brush RLE of {len(rle)} bytes cannot encode {values} values")
+    if not all(type(byte) is int and 0 <= byte <= 255 for byte in rle):
+        raise InvalidInputError("brush RLE holds something other than integers 0-255")
+    stream = np.asarray(rle, dtype=np.uint8)
+    declared = int.from_bytes(stream[:_RLE_HEADER_BYTES].tobytes(), "big")
+    if declared != values:
+        raise InvalidInputError(
+            f"brush RLE decodes to {declared} values; expected {height}×{width}×4 = {values}"
+        )
+    return stream
 
 
 def results_to_mask(
@@ -194,14 +257,9 @@ def results_to_mask(
     results)."""
     mask = np.zeros((height, width), dtype=bool)
     for item in items:
-        if item.get("from_name") != control.from_name:
+        if not isinstance(item, Mapping) or item.get("from_name") != control.from_name:
             continue
-        drawn = result_to_mask(item)
-        if drawn.shape != mask.shape:
-            raise InvalidInputError(
-                f"result item of size {drawn.shape} on an image of size {mask.shape}"
-            )
-        mask |= drawn
+        mask |= result_to_mask(item, (height, width))
     return mask
 
 
@@ -221,11 +279,24 @@ def _outer_polygons(mask: np.ndarray) -> list[list[list[float]]]:
     return polygons
 
 
-def _fill_polygon(points: list[list[float]], height: int, width: int) -> np.ndarray:
+def _fill_polygon(points: Any, height: int, width: int) -> np.ndarray:
+    if not isinstance(points, list):
+        raise InvalidInputError(f"polygon points are {type(points).__name__}; expected a list")
+    if len(points) > MAX_POLYGON_POINTS:
+        raise InvalidInputError(
+            f"polygon of {len(points)} points; at most {MAX_POLYGON_POINTS} are accepted"
+        )
+    if not all(
+        isinstance(point, list)
+        and len(point) == 2
+        and all(type(c) in (int, float) and math.isfinite(c) for c in point)
+        for point in points
+    ):
+        raise InvalidInputError("polygon points must be [x, y] pairs of finite numbers (percent)")
     canvas = np.zeros((height, width), dtype=np.uint8)
     if len(points) >= 3:
-        vertices = np.rint(
-            np.asarray(points, dtype=np.float64) * [width / 100.0, height / 100.0]
-        ).astype(np.int32)
+        # Percent of the image; a vertex beyond the edge is drawn on it (int32 cannot hold 1e308).
+        percent = np.clip(np.asarray(points, dtype=np.float64), 0.0, 100.0)
+        vertices = np.rint(percent * [width / 100.0, height / 100.0]).astype(np.int32)
         cv2.fillPoly(canvas, [vertices], 1)
     return canvas.astype(bool)

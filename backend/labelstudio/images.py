@@ -10,6 +10,13 @@ Where an image can live, by the URL in ``task["data"][image_key]``:
 - ``s3://``, ``gs://``, ``azure-blob://``: through Label Studio's presign endpoint for the task;
 - absolute ``http(s)://`` URLs: fetched directly; the key is only sent to Label Studio's own host;
 - ``data:`` URLs: decoded in place.
+
+Task data is user input and the key is an admin's: with the key, only Label Studio's media paths
+are fetched (``LABEL_STUDIO_MEDIA_PATHS``: uploads, local files and a task's presign endpoint, the
+task id an integer), never its API (``/api/projects/1/next`` would lock a task for the admin).
+Only PNG, JPEG and TIFF are decoded (the formats a slice is stored in), each at most
+``max_pixels`` and with sides at most ``MAX_ASPECT_RATIO`` apart (an 8 × 5000 strip leaves no
+pixel of its short side on the model's canvas).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import base64
 import binascii
 import io
 import ipaddress
+import re
 import socket
 import tempfile
 import threading
@@ -41,8 +49,17 @@ AuthHeaders = Callable[[], Mapping[str, str]]
 Resolver = Callable[[str, int], list[str]]
 """(host, port) → its addresses; :func:`resolve_host` by default."""
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
-MAX_IMAGE_PIXELS = 100_000_000
+MAX_IMAGE_PIXELS = 16_777_216
+"""4096 × 4096: a decoded slice is float32, so about 64 MB each (the scorer runs 8 threads)."""
 MAX_REDIRECTS = 5
+MAX_ASPECT_RATIO = 32
+"""Longest side / shortest side of a slice: a 256-pixel canvas keeps 8 pixels of the short side."""
+SLICE_FORMATS = ("PNG", "JPEG", "TIFF")
+"""What Pillow may decode here: its other decoders are attack surface no slice needs."""
+LABEL_STUDIO_MEDIA_PATHS = re.compile(
+    r"^/(?:data/upload/.+|storage-data/uploaded/.+|data/local-files/?|tasks/[0-9]+/presign/?)$"
+)
+"""Paths on Label Studio's origin fetched with the API key (after percent-decoding)."""
 _CLOUD_SCHEMES = ("s3", "gs", "azure-blob")
 
 
@@ -294,6 +311,12 @@ class ImageFetcher:
             raise ImageFetchError(f"redirect to URL scheme {url.scheme!r} refused")
         host, port = url.host, _port(url)
         if self._is_label_studio(url):
+            if not is_media_path(url.path):
+                raise ImageFetchError(
+                    f"path {url.path[:80]!r} on Label Studio is not one of its media paths "
+                    "(/data/upload/, /storage-data/uploaded/, /data/local-files/, "
+                    "/tasks/<id>/presign/); refused"
+                )
             self._pins.set(host, port, None)  # the configured server, wherever it runs
             return
         if not sent_by_label_studio and not self._host_allowed(host, port):
@@ -310,16 +333,7 @@ class ImageFetcher:
         self._pins.set(host, port, addresses[0])
 
     def _host_allowed(self, host: str, port: int) -> bool:
-        host = host.lower()
-        for pattern, pattern_port in self.allowed_hosts:
-            if pattern_port is not None and pattern_port != port:
-                continue
-            if pattern.startswith("*."):
-                if host.endswith(pattern[1:]):
-                    return True
-            elif host == pattern:
-                return True
-        return False
+        return host_listed(host, port, self.allowed_hosts)
 
     def _resolve(self, url: str, task_id: Any) -> tuple[str, bool]:
         """The absolute URL to GET, and whether it goes to Label Studio (and so carries the key)."""
@@ -327,6 +341,9 @@ class ImageFetcher:
         if parts.scheme in ("http", "https"):
             return url, self._is_label_studio(url)
         if parts.scheme in _CLOUD_SCHEMES:
+            if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 1:
+                # It goes into a URL path sent with the key: only a number may.
+                raise ImageFetchError(f"task id {str(task_id)[:40]!r} is not a positive integer")
             encoded = base64.urlsafe_b64encode(url.encode()).decode()
             return self._on_label_studio(f"/tasks/{task_id}/presign/?fileuri={encoded}"), True
         if parts.scheme:
@@ -352,6 +369,14 @@ class ImageFetcher:
         except httpx.InvalidURL:
             return False
         return not parsed.userinfo and _origin(parsed) == self._ours
+
+
+def is_media_path(path: str) -> bool:
+    """Whether ``path`` (percent-decoded) is one of Label Studio's media paths, without dot
+    segments (Label Studio's router does not resolve them, so neither does this check)."""
+    if "\\" in path or any(part in (".", "..") for part in path.split("/")):
+        return False
+    return LABEL_STUDIO_MEDIA_PATHS.match(path) is not None
 
 
 def resolve_host(host: str, port: int) -> list[str]:
@@ -389,6 +414,22 @@ def _origin(url: str | httpx.URL) -> tuple[str, str, int]:
 
 def _port(url: httpx.URL) -> int:
     return url.port or (443 if url.scheme == "https" else 80)
+
+
+def host_listed(host: str, port: int, entries: Iterable[str | tuple[str, int | None]]) -> bool:
+    """Whether ``host``:``port`` matches one of ``entries`` ("host", "host:port", "[v6]:port",
+    "*.domain", or such an entry already parsed by ``_host_entry``)."""
+    host = host.lower()
+    for entry in entries:
+        pattern, pattern_port = _host_entry(entry) if isinstance(entry, str) else entry
+        if pattern_port is not None and pattern_port != port:
+            continue
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]):
+                return True
+        elif host == pattern:
+            return True
+    return False
 
 
 def _host_entry(entry: str) -> tuple[str, int | None]:
@@ -466,14 +507,18 @@ def _check_pixels(source: bytes | Path, max_pixels: int) -> None:
     """Refuse an image over ``max_pixels`` from its header, before it is decoded."""
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        with Image.open(handle) as image:
+        with Image.open(handle, formats=SLICE_FORMATS) as image:
             width, height = image.size
     except Image.DecompressionBombError as error:
         raise ImageFetchError(f"too many pixels: {error}; refused") from None
-    except Exception:  # not something Pillow reads: the decoder reports it properly
-        return
+    except Exception:  # Pillow raises many kinds for what it cannot identify
+        raise InvalidInputError(f"not a {', '.join(SLICE_FORMATS)} image Pillow can read") from None
     if width * height > max_pixels:
         raise ImageFetchError(f"{width} x {height} pixels, more than {max_pixels}; refused")
+    if max(width, height) > MAX_ASPECT_RATIO * max(min(width, height), 1):
+        raise ImageFetchError(
+            f"{width} x {height} pixels: sides more than {MAX_ASPECT_RATIO} times apart; refused"
+        )
 
 
 def _status_message(status: int, authenticated: bool) -> str:

@@ -19,17 +19,29 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from backend.config import BackendConfig
+from backend.jobs.connected import ConnectedProjects
 from backend.jobs.queue import JobQueue
-from backend.jobs.training_history import TrainingHistory, learning_curve_png
+from backend.jobs.training_history import (
+    TrainingHistory,
+    learning_curve_png,
+    public_record,
+    set_default_keep_last_runs,
+)
 from backend.labelstudio.brush import LabelConfigError, parse_label_config
-from backend.labelstudio.images import ImagePolicy, set_default_policy
+from backend.labelstudio.images import ImagePolicy, host_listed, set_default_policy
 from backend.model import LabelStudioAccessError, SugfwModel
 from backend.redact import redact, redact_url
+from backend.server.request_checks import RequestError, check_predict_body, parse_json
+from sugfw.cache import set_default_max_entries
 
 log = logging.getLogger(__name__)
 REALM = "sugfw"
 # Label Studio sends /setup's project as "<id>.<timestamp>"; webhooks carry the bare id.
 _PROJECT_ID = re.compile(r"^\s*([0-9]{1,18})(?:\.[0-9]+)?\s*$")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+"""Host header names always accepted: a page on another origin cannot make a browser send them
+(DNS rebinding hands the attacker's name to the browser, and the Host header carries it)."""
+JSON_TYPES = ("application/json",)
 
 
 class BadRequest(Exception):
@@ -45,8 +57,14 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
         jobs = JobQueue(config.state_dir, job_handlers(config, model), debounce_s=config.debounce_s)
         jobs.start()
     history = TrainingHistory(config.state_dir)
-    # Every fetcher of this process, the jobs' included, follows the configured image limits.
+    connected = ConnectedProjects(config.state_dir)
+    retention = _Retention(model, config.predictions_max_age_days * 86400.0)
+    retention.run()
+    # Every fetcher of this process, the jobs' included, follows the configured image limits;
+    # every score cache and training history, the configured retention.
     set_default_policy(ImagePolicy.from_config(config))
+    set_default_max_entries(config.score_cache_max_entries)
+    set_default_keep_last_runs(config.keep_last_runs)
     app = Flask(__name__)
     app.config["SUGFW_JOBS"] = jobs
     # Larger bodies get 413 before they are read (Werkzeug checks Content-Length and the stream).
@@ -55,6 +73,10 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
 
     @app.before_request
     def require_basic_auth() -> Response | None:
+        if not _host_accepted(config):
+            # 421: this server does not answer for that name (a DNS-rebinding page's, typically).
+            log.warning("request for Host %r refused (SUGFW_ALLOWED_HOSTS)", request.host[:80])
+            return jsonify({"error": _host_refusal(config)}), 421
         if config.auth_enabled and not _credentials_match(config):
             response = jsonify({"error": "authentication required"})
             response.status_code = 401
@@ -75,7 +97,7 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
 
     @app.post("/setup")
     def setup() -> Response:
-        payload = _json_body()
+        payload = _json_body(config)
         project = _required(payload, "project", (str, int))
         project_id = _project_number(project, "'project'")
         _log_request("setup", payload, project=project_id)
@@ -85,7 +107,10 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
                 raise BadRequest(f"key 'schema' must be str, got {type(schema).__name__}")
             parse_label_config(schema)  # no BrushLabels/PolygonLabels tag → 400 saying so
         model.check_access(project_id)  # a wrong API key → 400 saying so, nothing queued
+        connected.add(project_id)  # from now on its webhooks are acted on
+        retention.run()  # at most once a day
         version = model.setup(str(project_id), schema)
+        jobs.revive(str(project_id))  # a job set aside after crashes gets another chance
         # Connecting a project is the moment its queue needs an order: score it in the background.
         # Repeated /setup calls merge into one pending job.
         jobs.submit("score", str(project_id), gated=True)  # nothing changed → nothing queued
@@ -93,13 +118,8 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
 
     @app.post("/predict")
     def predict() -> Response:
-        payload = _json_body()
-        tasks = _required(payload, "tasks", list)
-        if not all(isinstance(task, dict) for task in tasks):
-            raise BadRequest("'tasks' must be a list of task objects")
-        params = payload.get("params") or {}
-        if not isinstance(params, dict):
-            raise BadRequest("'params' must be an object")
+        payload = _json_body(config)
+        tasks, params = check_predict_body(payload, config.predict_max_tasks)
         _log_request("predict", payload, project=payload.get("project"), tasks=len(tasks))
         _check_image_urls(tasks, payload.get("label_config"))
         results = model.predict(
@@ -114,7 +134,7 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
 
     @app.post("/webhook")
     def webhook() -> Response:
-        payload = _json_body()
+        payload = _json_body(config)
         action = _required(payload, "action", str)
         kind = model.fit(action, payload)
         if kind is None:
@@ -123,6 +143,15 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
             return jsonify({"status": "ignored", "action": action})
         project = _project_id(payload)
         _log_request("webhook", payload, action=action, project=project)
+        if not config.webhook_any_project and project not in connected:
+            log.warning("webhook %s for project %s refused: not connected", action, project)
+            return jsonify(
+                {
+                    "error": f"project {project} is not connected to this backend: connect it "
+                    "in Label Studio (Settings → Model), which calls /setup, or set "
+                    "SUGFW_WEBHOOK_ANY_PROJECT=1"
+                }
+            ), 403
         new = jobs.submit(kind, project)
         return jsonify({"status": "queued" if new else "merged", "job": kind, "project": project})
 
@@ -132,12 +161,16 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
 
     @app.get("/metrics")
     def metrics() -> Response:
+        detail = config.metrics_detail
+        training = history.all()
+        if not detail:  # case ids name patients' volumes: only when asked for
+            training = {key: [public_record(r) for r in runs] for key, runs in training.items()}
         return jsonify(
             {
                 "model_version": model.model_version,
                 "uptime_s": round(time.time() - started, 1),
-                "jobs": jobs.snapshot(),
-                "training": history.all(),
+                "jobs": jobs.snapshot(detail=detail),
+                "training": training,
             }
         )
 
@@ -161,6 +194,11 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
     def bad_request(error: BadRequest) -> tuple[Response, int]:
         log.info("400 on %s %s: %s", request.method, request.path, error)
         return jsonify({"error": str(error)}), 400
+
+    @app.errorhandler(RequestError)
+    def refused_request(error: RequestError) -> tuple[Response, int]:
+        log.info("%d on %s %s: %s", error.status, request.method, request.path, error)
+        return jsonify({"error": str(error)}), error.status
 
     @app.errorhandler(LabelStudioAccessError)
     def label_studio_access(error: LabelStudioAccessError) -> tuple[Response, int]:
@@ -187,6 +225,25 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
     return app
 
 
+class _Retention:
+    """Deletes stored predictions older than the retention, at start and then at most daily."""
+
+    EVERY_S = 86400.0
+
+    def __init__(self, model: SugfwModel, max_age_s: float) -> None:
+        self.model, self.max_age_s, self.last = model, max_age_s, -self.EVERY_S
+
+    def run(self) -> None:
+        now = time.monotonic()
+        if self.max_age_s <= 0 or now - self.last < self.EVERY_S:
+            return
+        self.last = now
+        try:
+            self.model.predictions.prune(self.max_age_s)
+        except OSError as error:  # a maintenance step: never fails a request
+            log.warning("stored predictions not pruned: %s", error)
+
+
 def _credentials_match(config: BackendConfig) -> bool:
     auth = request.authorization
     if auth is None or auth.type != "basic":
@@ -198,12 +255,41 @@ def _credentials_match(config: BackendConfig) -> bool:
     return user_ok & pass_ok
 
 
-def _json_body() -> dict[str, Any]:
-    payload = request.get_json(silent=True, force=True)
+def _json_body(config: BackendConfig) -> dict[str, Any]:
+    # Only a JSON content type: a form or text/plain post is what a web page in a browser can send
+    # to any address without the browser asking the server first (no CORS preflight).
+    if request.mimetype not in JSON_TYPES:
+        raise RequestError(
+            f"request body of type {request.mimetype or 'none'!r}; expected application/json",
+            415,
+        )
+    payload = parse_json(request.get_data(cache=True), config.json_max_depth)
     if not isinstance(payload, dict):
-        what = "is not valid JSON" if payload is None else f"is JSON {type(payload).__name__}"
-        raise BadRequest(f"request body {what}; expected a JSON object")
+        raise BadRequest(f"request body is JSON {type(payload).__name__}; expected a JSON object")
     return payload
+
+
+def _host_accepted(config: BackendConfig) -> bool:
+    """Whether the Host header names this server: a loopback name or one of SUGFW_ALLOWED_HOSTS.
+
+    Behind Basic auth a rebinding page has no credentials, so without a list any name is
+    accepted there; without auth the list is enforced always.
+    """
+    if config.auth_enabled and not config.allowed_hosts:
+        return True
+    try:
+        parsed = httpx.URL(f"http://{request.host}/")
+    except (httpx.InvalidURL, ValueError):
+        return False
+    host, port = parsed.host.lower(), parsed.port or 80
+    return host in LOOPBACK_HOSTS or host_listed(host, port, config.allowed_hosts)
+
+
+def _host_refusal(config: BackendConfig) -> str:
+    return (
+        "this backend does not answer for that Host name; add it to SUGFW_ALLOWED_HOSTS "
+        f"(accepted now: {', '.join(LOOPBACK_HOSTS + tuple(config.allowed_hosts))})"
+    )
 
 
 def _required(payload: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
