@@ -105,7 +105,7 @@ def main() -> None:
                     )
                     job = TrainJob(config, predictions=None)  # type: ignore[arg-type]
                     started = time.perf_counter()
-                    model, _ = job.train("bench", 1, split, 2)
+                    model, _ = job.train("1", 1, split, 2)
                     minutes = (time.perf_counter() - started) / 60
                 scores = [
                     dice(segment(model, s.image[None], "cpu")[0] > 0, s.labels > 0) for s in rest
