@@ -24,7 +24,9 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from backend.jobs.storage import PredictionStore, ProjectStateStore
+from backend.jobs.training_history import UNET_VERSION_PREFIX
 from backend.labelstudio.client import ProjectClient
+from backend.labelstudio.prefill import prefill_prediction
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,37 @@ def publish_predictions(
             project.delete_version(item_version)
             deleted += count
     return deleted
+
+
+def publish_round(
+    project: ProjectClient,
+    store: PredictionStore,
+    states: ProjectStateStore,
+    project_id: str,
+    results: Mapping[int, list[dict[str, Any]]],
+    scores: Mapping[int, float],
+    version: str,
+) -> dict[int, dict[str, Any]]:
+    """A training run's predictions (task → result items drawn by the UNet, task → score in the
+    round's order) published as ``version``: the project serves it and records it as its served
+    version, and earlier UNet versions are deleted (the cold-start batch stays). Returns the
+    predictions."""
+    # No cluster: Label Studio would serve the annotator's least-labelled cluster first.
+    predictions = {
+        task_id: prefill_prediction(results[task_id], version, scores[task_id])
+        for task_id in results
+    }
+    publish_predictions(
+        project,
+        store,
+        states,
+        project_id,
+        predictions,
+        version,
+        is_stale=lambda item_version: (item_version or "").startswith(UNET_VERSION_PREFIX),
+        after_serving=lambda: states.set_served_version(project_id, version),
+    )
+    return predictions
 
 
 def _stored_of(

@@ -65,11 +65,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from backend.config import BackendConfig
-from backend.jobs.publish import publish_predictions
+from backend.jobs.publish import publish_round
 from backend.jobs.queue import Job, Progress
 from backend.jobs.round_ranking import RoundRanker
 from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
-from backend.jobs.training_history import UNET_VERSION_PREFIX, TrainingHistory, unet_version
+from backend.jobs.training_history import TrainingHistory, unet_version
 from backend.labelstudio.brush import (
     SegmentationControl,
     mask_to_result,
@@ -78,7 +78,6 @@ from backend.labelstudio.brush import (
 )
 from backend.labelstudio.client import ProjectClient, image_fetcher
 from backend.labelstudio.images import ImageFetcher
-from backend.labelstudio.prefill import prefill_prediction
 from sugfw.errors import CheckpointError, InvalidInputError, SugfwError
 from sugfw.metrics import CaseMetrics, case_metrics, summarise
 from sugfw.segmentation.preprocess import zscore
@@ -642,20 +641,8 @@ class TrainJob:
             {task_id: stored.get("score") for task_id, stored in stored_by_task.items()},
             config.round_budget,
         )
-        # No cluster: Label Studio would serve the annotator's least-labelled cluster first.
-        predictions = {
-            task_id: prefill_prediction(results[task_id], version, scores[task_id])
-            for task_id in results
-        }
-        publish_predictions(
-            project,
-            self.predictions,
-            self.states,
-            project_id,
-            predictions,
-            version,
-            is_stale=lambda item_version: (item_version or "").startswith(UNET_VERSION_PREFIX),
-            after_serving=lambda: self.states.set_served_version(project_id, version),
+        predictions = publish_round(
+            project, self.predictions, self.states, project_id, results, scores, version
         )
         log.info(
             "project %s: %d unlabelled task(s) pre-annotated as %s",
