@@ -35,7 +35,8 @@ UNCERTAINTY_SAMPLING = "Uncertainty sampling"
 QUEUE_VIEW_TITLE = "SUGFW queue"
 QUEUE_ORDERING = ["tasks:predictions_score"]
 """Ascending: score 0 (queue position 0) is labelled first."""
-PAGE_SIZE = 100
+PAGE_SIZE = 1000
+"""Tasks per listed page (Label Studio sets no maximum by default): 100,000 tasks in 100 requests."""
 IMPORT_CHUNK = 1000
 """Predictions per import request at most."""
 IMPORT_CHUNK_BYTES = 8 * 1024 * 1024
@@ -144,7 +145,8 @@ class ProjectClient:
                 f"Label Studio listed the model versions of project {self.project_id} as "
                 f"{type(counts).__name__}, not as version → count"
             )
-        return {str(version): int(count) for version, count in counts.items()}
+        # The project's own version is listed with 0 when it has no prediction.
+        return {str(v): int(count) for v, count in counts.items() if v is not None and count}
 
     def create_predictions(self, predictions: Mapping[int, Mapping[str, Any]]) -> None:
         """One prediction per task id (``result``, ``score``, ``model_version``), through the
@@ -166,7 +168,7 @@ class ProjectClient:
             f"api/projects/{self.project_id}/model-versions/",
             json={"model_version": model_version},
         ).json()
-        deleted = answer.get("deleted") if isinstance(answer, dict) else answer
+        deleted = answer.get("deleted_predictions") if isinstance(answer, dict) else None
         return int(deleted) if isinstance(deleted, (int, float)) else 0
 
     def fingerprint(self) -> dict[str, Any]:
