@@ -28,7 +28,7 @@ class PredictionStore:
     """Pre-annotations keyed by Label Studio task id (ids are unique across projects).
 
     One JSON file per task, ``<root>/<task id>.json``, holding the prediction exactly as
-    ``/predict`` returns it (``result``, ``score``, ``model_version``, optionally ``cluster``).
+    ``/predict`` returns it (``result``, ``score``, ``model_version``).
     """
 
     def __init__(self, root: Path) -> None:
@@ -56,10 +56,10 @@ class ProjectStateStore:
     """What each project was last published with, ``<root>/<project id>.json``.
 
     ``{"model_version": <cold-start batch>, "served_version": <version the queue follows>,
-    "images": {task id: [image URL, content hash]}}``. The served version is the cold-start batch
-    until a training run publishes ``sugfw-unet-<n>`` (same scores, better masks); ``/setup``
-    answers
-    with it, and the next scoring job skips downloading images whose URL is unchanged.
+    "images": {task id: [image URL, content hash]}, "published": {task id: [version, score]}}``
+    (the published map: ``backend.jobs.publish``). The served version is the cold-start batch
+    until a training run publishes ``sugfw-unet-<n>`` (re-ranked, better masks); ``/setup``
+    answers with it, and the next scoring job skips downloading images whose URL is unchanged.
     """
 
     def served_version(self, project_id: int | str) -> str | None:

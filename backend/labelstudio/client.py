@@ -36,7 +36,7 @@ QUEUE_VIEW_TITLE = "SUGFW queue"
 QUEUE_ORDERING = ["tasks:predictions_score"]
 """Ascending: score 0 (queue position 0) is labelled first."""
 PAGE_SIZE = 1000
-"""Tasks per listed page (Label Studio sets no maximum by default): 100,000 tasks in 100 requests."""
+"""Tasks per listed page (Label Studio sets no maximum by default): 100,000 tasks, 100 requests."""
 IMPORT_CHUNK = 1000
 """Predictions per import request at most."""
 IMPORT_CHUNK_BYTES = 8 * 1024 * 1024
