@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from backend.labelstudio.brush import mask_to_result, parse_label_config
+from backend.labelstudio.client import QUEUE_VIEW_TITLE
 from tests.test_integration_labelstudio import (  # noqa: F401 (fixtures)
     REPO,
     auth,
@@ -130,6 +131,12 @@ def test_next_serves_the_published_queue_before_and_after_a_re_rank(label_studio
         left = [task for task in cold if task not in served]
         assert sorted(ranked) == sorted(left)
         assert ranked != left, "the re-rank kept the cold-start order: nothing is tested"
+        # "Label Tasks As Displayed" follows the queue tab: the same order.
+        (view,) = [
+            v for v in ls.views.list(project=project_id) if v.data.get("title") == QUEUE_VIEW_TITLE
+        ]
+        listed = [t.id for t in ls.tasks.list(project=project_id, view=view.id, fields="task_only")]
+        assert [task for task in listed if task in set(ranked)] == ranked
         with httpx.Client(
             base_url=label_studio.url, headers=auth(label_studio), timeout=30.0
         ) as client:

@@ -69,8 +69,7 @@ def publish_predictions(
     ``task_ids``, when given, are the project's tasks now: map entries of other (deleted) tasks
     are dropped first, since Label Studio dropped their predictions with them.
     """
-    for task_id, prediction in predictions.items():
-        store.put(task_id, dict(prediction))
+    store.put_many(predictions)
     published = published_map(states, project_id)
     if task_ids is not None:
         present = set(task_ids)

@@ -37,10 +37,13 @@ QUEUE_ORDERING = ["tasks:predictions_score"]
 """Ascending: score 0 (queue position 0) is labelled first."""
 PAGE_SIZE = 1000
 """Tasks per listed page (Label Studio sets no maximum by default): 100,000 tasks, 100 requests."""
-IMPORT_CHUNK = 1000
-"""Predictions per import request at most."""
-IMPORT_CHUNK_BYTES = 8 * 1024 * 1024
-"""And at most this much JSON per request (brush masks make predictions large)."""
+IMPORT_CHUNK = 10_000
+"""Predictions per import request at most. Few and large: after each import request Label
+Studio 1.23 recounts the counters of every task in the project (measured: 5.7 s at 5,000 tasks,
+whether the request carried 100 predictions or 1,000)."""
+IMPORT_CHUNK_BYTES = 32 * 1024 * 1024
+"""And at most this much JSON per request (brush masks make predictions large; the server takes
+up to 250 MB)."""
 
 
 def require_label_studio(config: BackendConfig) -> tuple[str, str]:
