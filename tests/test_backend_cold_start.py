@@ -693,3 +693,22 @@ def test_the_served_app_runs_score_jobs_with_the_models_scorer(tmp_path):
         BackendConfig(state_dir=tmp_path), scorer=SliceScorer(BackendConfig(state_dir=tmp_path))
     )
     assert job_handlers(model.config, model)["score"].scorer is model.scorer  # one model in memory
+
+
+def test_predictions_deleted_by_hand_are_restored_at_the_next_publish(
+    world, textured_slice, caplog
+):
+    # The published map says task 11 holds the served version; Label Studio's count says one is
+    # missing: the next publish imports the version again whole, from the local store.
+    run(world.job(world.scorer()))
+    project = world.project
+    version = project.model_version
+    before = {t: p["score"] for t, p in project.predictions_of(version).items()}
+    project.stored = [p for p in project.stored if p["task"] != 11]
+    write_png(world.root / "s16.png", textured_slice(32, 40, seed=9))
+    project.task_list.append({"id": 16, "data": {"image": "/data/local-files/?d=s16.png"}})
+    with caplog.at_level(logging.WARNING, logger="backend"):
+        run(world.job(world.scorer()))
+    assert "Label Studio holds 3 prediction(s)" in caplog.text
+    batch = assert_converged(world, project, version, [10, 11, 12, 15, 16])
+    assert {t: batch[t]["score"] for t in before} == before
