@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image
 
 from backend.config import BackendConfig, parse_grid
 from backend.jobs.cold_start import ScoreJob
+from backend.jobs.publish import publish_predictions
 from backend.jobs.queue import Job, Progress
 from backend.jobs.ranking import cluster_count
 from backend.jobs.slice_scorer import SCORE_CACHE_DIR, SliceScorer
@@ -50,7 +52,6 @@ class FakeProject:
         self.stored: list[dict] = []
         self.next_id = 1
         self.creates: list[list[int]] = []
-        self.data_writes: list[int] = []
         self.deleted: list[int] = []
         self.sampling: str | None = None
         self.model_version: str | None = None
@@ -65,8 +66,8 @@ class FakeProject:
     def tasks(self) -> list[dict]:
         return [{"id": task["id"], "data": dict(task["data"])} for task in self.task_list]
 
-    def prediction_versions(self) -> list[tuple[int, int, str | None]]:
-        return [(p["id"], p["task"], p["model_version"]) for p in self.stored]
+    def version_counts(self) -> dict[str, int]:
+        return dict(Counter(p["model_version"] for p in self.stored))
 
     def add_prediction(self, task_id: int, prediction: dict) -> None:
         self.stored.append({"id": self.next_id, "task": task_id, **prediction})
@@ -77,21 +78,14 @@ class FakeProject:
         for task_id, prediction in predictions.items():
             self.add_prediction(task_id, prediction)
 
-    def delete_predictions(self, ids) -> None:
-        ids = list(ids)
-        self.deleted += ids
-        self.stored = [p for p in self.stored if p["id"] not in ids]
-
-    def set_task_data(self, task_id: int, data: dict) -> None:
-        self.data_writes.append(task_id)
-        next(task for task in self.task_list if task["id"] == task_id)["data"] = dict(data)
+    def delete_version(self, model_version: str) -> int:
+        gone = [p["id"] for p in self.stored if p["model_version"] == model_version]
+        self.deleted += gone
+        self.stored = [p for p in self.stored if p["model_version"] != model_version]
+        return len(gone)
 
     def fingerprint(self) -> dict:
         return {"tasks": len(self.task_list), "label_config": LABEL_CONFIG}
-
-    def set_tasks_data(self, changes: dict) -> None:
-        for task_id, data in changes.items():
-            self.set_task_data(task_id, data)
 
     def serve_by_prediction_score(self, model_version: str) -> None:
         assert any(p["model_version"] == model_version for p in self.stored), (
@@ -99,7 +93,7 @@ class FakeProject:
         )
         self.sampling, self.model_version = "Uncertainty sampling", model_version
 
-    def ensure_priority_view(self) -> None:
+    def ensure_queue_view(self) -> None:
         self.views += 1
 
     def predictions_of(self, version: str) -> dict[int, dict]:
@@ -212,28 +206,26 @@ def test_job_writes_the_gscu_queue_and_skips_broken_tasks(world, caplog):
     assert re.fullmatch(r"sugfw-litemedsam-[0-9a-f]{10}", version)
     assert project.sampling == "Uncertainty sampling"
 
-    ranks, clusters, masks = expected_queue(world, [10, 11, 12, 15])
+    ranks, _, masks = expected_queue(world, [10, 11, 12, 15])
     written = project.predictions_of(version)
     assert sorted(written) == [10, 11, 12, 15]
     for task_id, prediction in written.items():
         assert prediction["score"] == ranks[task_id] / 4  # queue position over the 4 scored tasks
-        assert prediction["cluster"] == clusters[task_id]
+        # No cluster: Label Studio would serve the least-labelled cluster before the score order.
+        assert "cluster" not in prediction
         items = prediction["result"]
         assert all(item["value"]["brushlabels"] == ["left_atrium"] for item in items)
         # The tiny SAM keeps no mask under these settings: nothing drawn, not an empty region.
         drawn = results_to_mask(items, CONTROL, *masks[task_id].shape)
         np.testing.assert_array_equal(drawn, masks[task_id])
         stored = world.store.get(task_id)
-        assert {key: stored[key] for key in ("score", "cluster", "model_version", "result")} == {
-            key: prediction[key] for key in ("score", "cluster", "model_version", "result")
+        assert {key: stored[key] for key in ("score", "model_version", "result")} == {
+            key: prediction[key] for key in ("score", "model_version", "result")
         }
 
-    priority = {task["id"]: task["data"]["priority"] for task in project.task_list}
-    # Scored tasks: their queue position; the broken (13) and image-less (14) tasks after them, by
-    # id.
-    assert priority == {**ranks, 13: 4, 14: 5}
-    assert all(type(value) is int for value in priority.values())
-    assert project.task_list[0]["data"]["case"] == "c1"  # other data fields kept
+    # The queue lives in the scores alone: no task data is written (one request per task).
+    assert all("priority" not in task["data"] for task in project.task_list)
+    assert project.task_list[0]["data"]["case"] == "c1"
     assert project.views == 1
     assert (progress.done, progress.total) == (12, 12)  # six tasks scored, six written
     assert re.search(
@@ -295,11 +287,7 @@ def counting_fetcher(world):
 def test_rerun_of_the_published_batch_downloads_computes_and_writes_nothing(world):
     run(world.job(world.scorer()))
     project = world.project
-    version, creates, writes = (
-        project.model_version,
-        list(project.creates),
-        list(project.data_writes),
-    )
+    version, creates = project.model_version, list(project.creates)
 
     scorer = world.scorer()
     run(world.job(scorer, fetcher=counting_fetcher(world)))
@@ -307,7 +295,7 @@ def test_rerun_of_the_published_batch_downloads_computes_and_writes_nothing(worl
     assert CountingFetcher.fetched == [13, 14]
     assert scorer.scorer.computed == []
     assert project.model_version == version
-    assert (project.creates, project.data_writes, project.deleted) == (creates, writes, [])
+    assert (project.creates, project.deleted) == (creates, [])
 
 
 class Crash(Exception):
@@ -315,8 +303,9 @@ class Crash(Exception):
 
 
 class CrashingProject(FakeProject):
-    """Raises on the n-th call of one write (create and delete count one prediction per call, as
-    the real client sends one request each), after the calls before it took effect."""
+    """Raises on the n-th call of one write (create counts one prediction per call, so a crash
+    can leave a chunk half imported; delete counts one version per call), after the calls before
+    it took effect."""
 
     def __init__(self, tasks: list[dict], method: str | None = None, n: int = 0) -> None:
         super().__init__(tasks)
@@ -336,14 +325,9 @@ class CrashingProject(FakeProject):
             self._tick("create_predictions")
             self.add_prediction(task_id, prediction)
 
-    def delete_predictions(self, ids) -> None:
-        for prediction_id in ids:
-            self._tick("delete_predictions")
-            super().delete_predictions([prediction_id])
-
-    def set_task_data(self, task_id: int, data: dict) -> None:
-        self._tick("set_task_data")
-        super().set_task_data(task_id, data)
+    def delete_version(self, model_version: str) -> int:
+        self._tick("delete_version")
+        return super().delete_version(model_version)
 
     def serve_by_prediction_score(self, model_version: str) -> None:
         self._tick("serve_by_prediction_score")
@@ -357,23 +341,19 @@ def assert_converged(world, project, version: str, task_ids: list[int]) -> dict[
     assert sorted(batch) == task_ids
     for task_id, prediction in batch.items():  # /predict answers what Label Studio holds
         stored = world.store.get(task_id)
-        assert {k: stored[k] for k in ("score", "cluster", "model_version", "result")} == {
-            k: prediction[k] for k in ("score", "cluster", "model_version", "result")
+        assert {k: stored[k] for k in ("score", "model_version", "result")} == {
+            k: prediction[k] for k in ("score", "model_version", "result")
         }
-    creates, writes, deleted = (
-        list(project.creates),
-        list(project.data_writes),
-        list(project.deleted),
-    )
+    creates, deleted = list(project.creates), list(project.deleted)
     run(world.job(world.scorer()))
     assert project.model_version == version
-    assert (project.creates, project.data_writes, project.deleted) == (creates, writes, deleted)
+    assert (project.creates, project.deleted) == (creates, deleted)
     return batch
 
 
 @pytest.mark.parametrize(
     "method,n",
-    [("create_predictions", 1), ("serve_by_prediction_score", 1), ("set_task_data", 1)],
+    [("create_predictions", 1), ("serve_by_prediction_score", 1)],
 )
 def test_rerun_after_a_crash_mid_import_converges(world, textured_slice, method, n):
     project = CrashingProject(world.project.task_list)
@@ -396,18 +376,15 @@ def test_rerun_after_a_crash_mid_import_converges(world, textured_slice, method,
     assert project.model_version == version
     batch = assert_converged(world, project, version, [10, 11, 12, 15, 16])
     assert {p["id"]: p for p in project.stored if p["id"] in before} == before
-    ranks, clusters, _ = expected_queue(world, [10, 11, 12, 15, 16])
-    assert batch[16]["cluster"] == clusters[16]
-    # Its score and priority sit between those of its neighbours in the new GSCU order
-    # (bounded by 0 and 1, or the last priority + 2, at the ends).
+    ranks, _, _ = expected_queue(world, [10, 11, 12, 15, 16])
+    # Its score sits between those of its neighbours in the new GSCU order (bounded by 0 and 1 at
+    # the ends).
     by_rank = sorted(batch, key=ranks.__getitem__)
     at = by_rank.index(16)
-    priority = {task["id"]: task["data"]["priority"] for task in project.task_list}
     scores = {t: p["score"] for t, p in batch.items()}
-    for values, low, high in ((scores, 0.0, 1.0), (priority, -1.0, 5.0)):
-        before = values[by_rank[at - 1]] if at > 0 else low
-        after = values[by_rank[at + 1]] if at < len(by_rank) - 1 else high
-        assert min(before, after) < values[16] < max(before, after)
+    before = scores[by_rank[at - 1]] if at > 0 else 0.0
+    after = scores[by_rank[at + 1]] if at < len(by_rank) - 1 else 1.0
+    assert min(before, after) < scores[16] < max(before, after)
     assert project.task_list[-1]["data"]["case"] == "c2"
 
 
@@ -417,9 +394,8 @@ def test_rerun_after_a_crash_mid_import_converges(world, textured_slice, method,
         ("create_predictions", 1),
         ("create_predictions", 4),
         ("serve_by_prediction_score", 1),
-        ("set_task_data", 1),
-        ("delete_predictions", 1),
-        ("delete_predictions", 3),
+        ("delete_version", 1),
+        ("delete_version", 3),
     ],
 )
 def test_rerun_after_a_crash_mid_republish_converges(world, method, n):
@@ -446,13 +422,9 @@ def test_rerun_after_a_crash_mid_republish_converges(world, method, n):
 
     version = project.model_version
     assert version not in (None, first_version)
-    ranks, clusters, _ = expected_queue(world, [10, 11, 12, 15], budget=3)
+    ranks, _, _ = expected_queue(world, [10, 11, 12, 15], budget=3)
     batch = assert_converged(world, project, version, [10, 11, 12, 15])
-    assert {t: (p["score"], p["cluster"]) for t, p in batch.items()} == {
-        t: (ranks[t] / 4, clusters[t]) for t in batch
-    }
-    priority = {task["id"]: task["data"]["priority"] for task in project.task_list}
-    assert priority == {**ranks, 13: 4, 14: 5}
+    assert {t: p["score"] for t, p in batch.items()} == {t: ranks[t] / 4 for t in batch}
     # Every earlier batch of ours is gone; someone else's prediction stays.
     assert sorted(
         (p["task"], p["model_version"]) for p in project.stored if p["model_version"] != version
@@ -482,12 +454,15 @@ def test_content_aware_cold_start_orders_the_queue_and_changes_its_settings(worl
     task_ids = [10, 11, 12, 15]
     index = RecordIndex.from_records(library_records(world, task_ids))
     ranks = get_strategy("gscu_content_aware").run(index, BUDGET, 0).ranks()
-    expected = {**{t: int(ranks[i]) for i, t in enumerate(task_ids)}, 13: 4, 14: 5}
+    expected = {t: int(ranks[i]) / len(task_ids) for i, t in enumerate(task_ids)}
+
+    def published() -> dict[int, float]:
+        batch = world.project.predictions_of(world.project.model_version)
+        return {t: p["score"] for t, p in batch.items()}
 
     # Republished from the cache alone (no image is downloaded): content comes from the cache.
     run(world.job(world.scorer(), fetcher=counting_fetcher(world)))
-    priority = {task["id"]: task["data"]["priority"] for task in world.project.task_list}
-    assert priority == expected
+    assert published() == expected
     assert CountingFetcher.fetched == [13, 14]  # only the unusable tasks are tried again
 
     # Entries written before content was cached lack it: those slices are read again, the
@@ -498,7 +473,7 @@ def test_content_aware_cold_start_orders_the_queue_and_changes_its_settings(worl
             old = {name: data[name] for name in data.files if name != "content"}
         np.savez_compressed(entry, **old)
     run(world.job(world.scorer(), fetcher=counting_fetcher(world)))
-    assert {task["id"]: task["data"]["priority"] for task in world.project.task_list} == expected
+    assert published() == expected
     assert sorted(CountingFetcher.fetched) == [10, 11, 12, 13, 14, 15]
     assert all("content" in np.load(entry).files for entry in entries)
 
@@ -545,18 +520,23 @@ def test_an_import_writes_only_the_new_tasks_and_keeps_unet_masks(world, texture
     run(world.job(world.scorer()))
     project = world.project
     version = project.model_version
-    # After a training run the queue follows the UNet's predictions.
+    # After a training run the queue follows the UNet's predictions, published as the train job
+    # publishes them.
     unet = "sugfw-unet-1"
-    for task_id in (10, 11, 12, 15):
-        prediction = {
-            **world.store.get(task_id),
-            "model_version": unet,
-            "result": [{"unet": task_id}],
-        }
-        world.store.put(task_id, prediction)
-        project.add_prediction(task_id, prediction)
-    SugfwModel(world.config).projects.set_served_version(PROJECT, unet)
-    project.serve_by_prediction_score(unet)
+    states = SugfwModel(world.config).projects
+    publish_predictions(
+        project,
+        world.store,
+        states,
+        str(PROJECT),
+        {
+            task_id: {**world.store.get(task_id), "model_version": unet, "result": [{"unet": 1}]}
+            for task_id in (10, 11, 12, 15)
+        },
+        unet,
+        is_stale=lambda item_version: False,
+        after_serving=lambda: states.set_served_version(PROJECT, unet),
+    )
     before = {p["id"]: dict(p) for p in project.stored}
 
     write_png(world.root / "s16.png", textured_slice(32, 40, seed=9))
@@ -713,3 +693,22 @@ def test_the_served_app_runs_score_jobs_with_the_models_scorer(tmp_path):
         BackendConfig(state_dir=tmp_path), scorer=SliceScorer(BackendConfig(state_dir=tmp_path))
     )
     assert job_handlers(model.config, model)["score"].scorer is model.scorer  # one model in memory
+
+
+def test_predictions_deleted_by_hand_are_restored_at_the_next_publish(
+    world, textured_slice, caplog
+):
+    # The published map says task 11 holds the served version; Label Studio's count says one is
+    # missing: the next publish imports the version again whole, from the local store.
+    run(world.job(world.scorer()))
+    project = world.project
+    version = project.model_version
+    before = {t: p["score"] for t, p in project.predictions_of(version).items()}
+    project.stored = [p for p in project.stored if p["task"] != 11]
+    write_png(world.root / "s16.png", textured_slice(32, 40, seed=9))
+    project.task_list.append({"id": 16, "data": {"image": "/data/local-files/?d=s16.png"}})
+    with caplog.at_level(logging.WARNING, logger="backend"):
+        run(world.job(world.scorer()))
+    assert "Label Studio holds 3 prediction(s)" in caplog.text
+    batch = assert_converged(world, project, version, [10, 11, 12, 15, 16])
+    assert {t: batch[t]["score"] for t in before} == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 
 import sugfw.segmentation
 from backend.config import BackendConfig
+from backend.jobs.publish import published_map
 from backend.jobs.queue import JobQueue
 from backend.jobs.storage import PredictionStore
 from backend.jobs.training_history import TrainingHistory
@@ -89,17 +91,18 @@ class FakeProject:
     def annotated_tasks(self) -> list[dict]:
         return [dict(t) for t in self.task_list if t.get("annotations")]
 
-    def prediction_versions(self):
-        return [(p["id"], p["task"], p["model_version"]) for p in self.stored]
+    def version_counts(self) -> dict[str, int]:
+        return dict(Counter(p["model_version"] for p in self.stored))
 
     def create_predictions(self, predictions: dict) -> None:
         for task_id, prediction in predictions.items():
             self.stored.append({"id": self.next_id, "task": task_id, **prediction})
             self.next_id += 1
 
-    def delete_predictions(self, ids) -> None:
-        ids = set(ids)
-        self.stored = [p for p in self.stored if p["id"] not in ids]
+    def delete_version(self, model_version: str) -> int:
+        count = self.version_counts().get(model_version, 0)
+        self.stored = [p for p in self.stored if p["model_version"] != model_version]
+        return count
 
     def serve_by_prediction_score(self, model_version: str) -> None:
         assert any(p["model_version"] == model_version for p in self.stored), (
@@ -109,11 +112,6 @@ class FakeProject:
 
     def predictions_of(self, version: str) -> dict[int, dict]:
         return {p["task"]: p for p in self.stored if p["model_version"] == version}
-
-    def set_tasks_data(self, changes: dict[int, dict]) -> None:
-        for task in self.task_list:
-            if task["id"] in changes:
-                task["data"] = dict(changes[task["id"]])
 
 
 @pytest.fixture
@@ -288,8 +286,9 @@ def test_unlabelled_tasks_get_unet_masks_in_the_cold_start_order(world):
     served = world.project.predictions_of("sugfw-unet-1")
     assert sorted(served) == [7, 8, 9]
     assert world.project.model_version == "sugfw-unet-1"
-    for task_id, (score, cluster) in world.cold.items():
-        assert (served[task_id]["score"], served[task_id]["cluster"]) == (score, cluster)
+    for task_id, (score, _) in world.cold.items():
+        # The cold-start score, and no cluster: Label Studio would serve by cluster first.
+        assert served[task_id]["score"] == score and "cluster" not in served[task_id]
         assert world.store.get(task_id)["model_version"] == "sugfw-unet-1"
     for task_id in (7, 8):
         drawn = np.zeros((SIZE, SIZE), dtype=bool)
@@ -313,9 +312,12 @@ def test_entropy_rounds_re_rank_the_unlabelled_tasks_by_the_new_unet(world):
     first, second = sorted(entropy, key=lambda t: (-entropy[t], world.cold[t][0]))
     # The two slices by the new UNet's entropy, the unlabelled test task (not observed) last.
     assert [served[t]["score"] for t in (first, second, 9)] == [0.0, 1 / 3, 2 / 3]
-    assert {t: served[t]["cluster"] for t in served} == {t: c for t, (_, c) in world.cold.items()}
-    priorities = {t["id"]: t["data"].get("priority") for t in world.project.task_list}
-    assert (priorities[first], priorities[second], priorities[9]) == (0, 1, 2)
+    assert not any("cluster" in p for p in served.values())
+    # The published map holds the new order, for a later import to be placed in.
+    published = published_map(world.job.states, str(PROJECT))
+    assert {t: published[t] for t in served} == {
+        t: ("sugfw-unet-1", served[t]["score"]) for t in served
+    }
 
 
 def revise_annotation(world, task_id: int) -> None:
@@ -346,7 +348,7 @@ def test_second_run_warm_starts_from_the_first_and_replaces_its_predictions(worl
     assert [r["model_version"] for r in records] == ["sugfw-unet-1", "sugfw-unet-2"]
     assert world.project.predictions_of("sugfw-unet-1") == {}
     served = world.project.predictions_of("sugfw-unet-2")
-    assert {t: (p["score"], p["cluster"]) for t, p in served.items()} == world.cold
+    assert {t: p["score"] for t, p in served.items()} == {t: s for t, (s, _) in world.cold.items()}
     assert world.project.model_version == "sugfw-unet-2"
     assert sorted(world.project.predictions_of(COLD_VERSION)) == [
         7,
@@ -537,24 +539,15 @@ class ScoredProject(FakeProject):
         self.writes += [("create", task_id) for task_id in predictions]
         super().create_predictions(predictions)
 
-    def delete_predictions(self, ids) -> None:
-        ids = list(ids)
-        self.writes += [("delete", i) for i in ids]
-        super().delete_predictions(ids)
+    def delete_version(self, model_version: str) -> int:
+        self.writes.append(("delete", model_version))
+        return super().delete_version(model_version)
 
     def serve_by_prediction_score(self, model_version: str) -> None:
         super().serve_by_prediction_score(model_version)
         self.writes.append(("serve", model_version))
 
-    def set_task_data(self, task_id: int, data: dict) -> None:
-        self.writes.append(("data", task_id))
-        next(t for t in self.task_list if t["id"] == task_id)["data"] = dict(data)
-
-    def set_tasks_data(self, changes: dict) -> None:
-        for task_id, data in changes.items():
-            self.set_task_data(task_id, data)
-
-    def ensure_priority_view(self) -> None:
+    def ensure_queue_view(self) -> None:
         pass
 
 

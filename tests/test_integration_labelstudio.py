@@ -22,7 +22,7 @@ from werkzeug.serving import make_server
 from backend.config import BackendConfig
 from backend.jobs.slice_scorer import SliceScorer
 from backend.labelstudio.brush import mask_to_result, parse_label_config, result_to_mask
-from backend.labelstudio.client import PRIORITY_ORDERING, PRIORITY_VIEW_TITLE, ProjectClient
+from backend.labelstudio.client import QUEUE_ORDERING, QUEUE_VIEW_TITLE, ProjectClient
 from backend.model import SugfwModel
 from backend.server.app import create_app
 from sugfw.data import load_image_file
@@ -237,7 +237,6 @@ class LibraryQueue:
     """Task ids in GSCU queue order."""
     masks: dict[int, np.ndarray]
     ranks: dict[int, int]
-    clusters: dict[int, int]
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +271,6 @@ def library_queue(library_records):
             order=[ids[i] for i in selection.order],
             masks={task_id: records[i].union_mask for i, task_id in enumerate(ids)},
             ranks={task_id: int(rank) for task_id, rank in zip(ids, selection.ranks())},
-            clusters={task_id: int(cluster) for task_id, cluster in zip(ids, selection.clusters)},
         )
 
     return queue
@@ -296,7 +294,7 @@ def test_each_prediction_decodes_to_the_sam_union_mask(connected_project, librar
         assert (
             prediction.score == ranks[prediction.task] / N_SLICES
         )  # queue position, scaled into [0, 1)
-        assert prediction.cluster == expected.clusters[prediction.task]
+        assert prediction.cluster is None  # the score alone orders the stream
         # One brush region per kept mask: together they draw the union.
         assert all(item["value"]["brushlabels"] == ["left_atrium"] for item in prediction.result)
         np.testing.assert_array_equal(
@@ -312,16 +310,18 @@ def _decoded_union(items: list[dict], shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def test_tasks_carry_a_numeric_priority_and_a_tab_sorts_by_it(connected_project, library_queue):
+def test_the_queue_tab_lists_the_tasks_in_queue_order(connected_project, library_queue):
+    # "Label Tasks As Displayed" follows this tab: sorted by the served version's score, with no
+    # per-task write (task data stays as imported).
     ls, project_id = connected_project
-    ranks = library_queue(ls, project_id).ranks
-    priorities = {task.id: task.data["priority"] for task in ls.tasks.list(project=project_id)}
-    assert priorities == ranks
-    assert all(type(value) is int for value in priorities.values())
-    views = [dict(view.data or {}) for view in ls.views.list(project=project_id)]
-    assert [view["ordering"] for view in views if view.get("title") == PRIORITY_VIEW_TITLE] == [
-        PRIORITY_ORDERING
+    expected = library_queue(ls, project_id).order
+    (view,) = [
+        v for v in ls.views.list(project=project_id) if v.data.get("title") == QUEUE_VIEW_TITLE
     ]
+    assert view.data["ordering"] == QUEUE_ORDERING
+    listed = list(ls.tasks.list(project=project_id, view=view.id, fields="task_only"))
+    assert [task.id for task in listed] == expected
+    assert all("priority" not in task.data for task in listed)
 
 
 def test_predict_serves_the_stored_prediction(connected_project, backend, library_queue):
@@ -428,8 +428,6 @@ def test_imported_task_joins_the_served_queue(label_studio, make_project, backen
     assert of_served == sorted([*old_ids, new_task])  # one each, the new task included
     assert all(version == served for _, version, _ in predictions)  # no other batch of ours left
     assert all(0.0 <= score < 1.0 for _, _, score in predictions)
-    priorities = {task.id: task.data.get("priority") for task in ls.tasks.list(project=project_id)}
-    assert all(isinstance(value, (int, float)) for value in priorities.values()), priorities
     # Once the old tasks are annotated, the stream serves the new one.
     with httpx.Client(
         base_url=label_studio.url, headers=auth(label_studio), timeout=30.0
@@ -559,7 +557,7 @@ def test_annotations_train_the_unet_once_and_its_masks_replace_sam(label_studio,
     }
     order = sorted(unlabelled_ids, key=lambda t: (-entropy[t], cold[t].score))
     assert [by_task[t].score for t in order] == pytest.approx([0.0, 1 / 3, 2 / 3])
-    assert all(by_task[t].cluster == cold[t].cluster for t in unlabelled_ids)
+    assert all(by_task[t].cluster is None for t in unlabelled_ids)
     with httpx.Client(
         base_url=label_studio.url, headers=auth(label_studio), timeout=30.0
     ) as client:

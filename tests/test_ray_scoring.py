@@ -282,8 +282,7 @@ def test_the_backend_score_job_on_ray_publishes_the_local_queue(ray_cluster, tmp
             run(job)
             version = project.model_version
             published[where] = {
-                t: (p["score"], p["cluster"], p["result"])
-                for t, p in project.predictions_of(version).items()
+                t: (p["score"], p["result"]) for t, p in project.predictions_of(version).items()
             }
     finally:
         torch.set_num_threads(previous)

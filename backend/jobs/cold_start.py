@@ -11,15 +11,14 @@ Steps, each safe to repeat after a restart:
    - first time, or after a change of settings (model, K, grid, budget, seed): a new batch, one
      prediction per task (its UNet mask when it has one, else SAM's kept masks, each its own
      region: ``backend.labelstudio.prefill.region_results``) with ``score`` =
-     queue position / number of tasks (Label Studio refuses scores outside [0, 1]) and
-     ``cluster`` = GSCU cluster, under a ``model_version`` naming the batch; the project serves
-     it, and predictions of earlier batches are deleted (Label Studio reads a task's cluster as
-     the maximum over its predictions, so stale ones would misplace it);
+     queue position / number of tasks (Label Studio refuses scores outside [0, 1]) and no
+     ``cluster`` (Label Studio would serve the least-labelled cluster first, against the
+     published order), under a ``model_version`` naming the batch; the project serves it, and
+     predictions of earlier batches are deleted;
    - otherwise only the tasks not yet in the published queue get a prediction, under the version
      the project serves, placed by the new GSCU order between their published neighbours
      (``place_new_tasks``); nothing published before is rewritten;
-5. each task's ``data.priority`` holds its queue position (tasks left out go last) for the Data
-   Manager tab sorted by it; only values that changed are written.
+5. a Data Manager tab *SUGFW queue* sorted by prediction score, for "Label Tasks As Displayed".
 
 Label Studio calls ``/setup`` whenever its model settings are read: ``up_to_date`` lets the queue
 skip the job when the task count, labelling config and settings are those of the published queue.
@@ -37,14 +36,14 @@ from typing import Any, NamedTuple
 import httpx
 
 from backend.config import BackendConfig
-from backend.jobs.publish import publish_predictions
+from backend.jobs.publish import publish_predictions, published_map
 from backend.jobs.queue import Job, Progress
 from backend.jobs.ranking import plan_queue
 from backend.jobs.slice_scorer import SliceScorer
 from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
 from backend.jobs.training_history import UNET_VERSION_PREFIX
 from backend.labelstudio.brush import SegmentationControl, parse_label_config
-from backend.labelstudio.client import PRIORITY_FIELD, ProjectClient, image_fetcher
+from backend.labelstudio.client import ProjectClient, image_fetcher
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.prefill import prefill_prediction, region_results
 from sugfw.cache import settings_key
@@ -75,40 +74,31 @@ class ScoredTask(NamedTuple):
 
 
 def place_new_tasks(
-    ranks: dict[int, int], queue: dict[int, tuple], new_ids: list[int]
-) -> dict[int, tuple[float, float]]:
-    """(score, priority) for each new task, between those of its published neighbours.
+    ranks: dict[int, int], scores: dict[int, float], new_ids: list[int]
+) -> dict[int, float]:
+    """Score of each new task, between those of its published neighbours.
 
-    ``ranks`` is the full GSCU order over old and new tasks; ``queue`` holds the published
-    (score, cluster, priority) of the old ones, which stay as they are, so an import writes only
-    the new tasks' predictions. A run of new tasks between two old ones is spread evenly between
-    their values; before the first old task the bound is 0, after the last it is 1 (score) or the
-    last priority + 1.
+    ``ranks`` is the full GSCU order over old and new tasks; ``scores`` holds the published scores
+    of the old ones, which stay as they are, so an import writes only the new tasks' predictions.
+    A run of new tasks between two old ones is spread evenly between their scores; before the
+    first old task the bound is 0, after the last it is 1.
     """
     new = set(new_ids)
     order = sorted(ranks, key=ranks.__getitem__)
-    placed: dict[int, tuple[float, float]] = {}
+    placed: dict[int, float] = {}
     run: list[int] = []
-    previous: tuple[float, float] = (0.0, -1.0)
+    previous = 0.0
     for task_id in [*order, None]:
         if task_id in new:
             run.append(task_id)
             continue
-        if task_id is None:
-            upper = (1.0, previous[1] + 1.0 + len(run))
-        else:
-            upper = (float(queue[task_id][0]), float(queue[task_id][2]))
+        upper = 1.0 if task_id is None else float(scores[task_id])
         for j, waiting in enumerate(run, start=1):
-            fraction = j / (len(run) + 1)
-            placed[waiting] = tuple(lo + (hi - lo) * fraction for lo, hi in zip(previous, upper))
+            placed[waiting] = previous + (upper - previous) * j / (len(run) + 1)
         run = []
         if task_id is not None:
             previous = upper
     return placed
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class _LazyResults:
@@ -209,9 +199,8 @@ class ScoreJob:
             records, self.config.budget, self.config.seed, self.config.cold_start_strategy
         )
         ranks = {item.task_id: int(rank) for item, rank in zip(scored, selection.ranks())}
-        clusters = {item.task_id: int(cluster) for item, cluster in zip(scored, selection.clusters)}
         ordering = self.ordering_key()
-        queue = {int(t): tuple(v) for t, v in published.get("queue", {}).items()}
+        queue = {t: score for t, (_, score) in published_map(self.states, job.project).items()}
         served = self.states.served_version(job.project)
         incremental = published.get("ordering") == ordering and bool(queue) and served is not None
         new_ids = [item.task_id for item in scored if item.task_id not in queue]
@@ -223,69 +212,65 @@ class ScoreJob:
             len(skipped),
             selection.n_selected,
         )
-        if incremental:
-            if not new_ids:
-                log.info(
-                    "project %s: queue unchanged since it was published as %s", job.project, served
-                )
-                # Re-assert what the queue follows, in case someone changed the sampling by hand.
-                project.serve_by_prediction_score(served)
-                self.write_priorities(
-                    project, tasks, {t: v[2] for t, v in queue.items()}, skipped, progress
-                )
-                self._save(job.project, {**published, "fingerprint": fingerprint}, images, queue)
-                return
-            placed = place_new_tasks(ranks, queue, new_ids)
-            queue.update(
-                {t: (score, clusters[t], priority) for t, (score, priority) in placed.items()}
+        if incremental and not new_ids:
+            log.info(
+                "project %s: queue unchanged since it was published as %s", job.project, served
             )
+            # Re-assert what the queue follows, in case someone changed the sampling by hand.
+            project.serve_by_prediction_score(served)
+            project.ensure_queue_view()
+            progress.update(2 * len(tasks))
+            self._save(job.project, {"fingerprint": fingerprint}, images)
+            return
+        if incremental:
             version = served
+            placed = place_new_tasks(ranks, queue, new_ids)
             predictions = {
-                t: prefill_prediction(self._results[t], version, queue[t][0], queue[t][1])
-                for t in new_ids
+                t: prefill_prediction(self._results[t], version, placed[t]) for t in new_ids
             }
             is_stale = self._never
         else:
             version = self.batch_version(scored, selection)
             n = len(scored)
-            queue = {t: (queue_score(rank, n), clusters[t], rank) for t, rank in ranks.items()}
             predictions = {
-                t: prefill_prediction(self.best_result(t), version, queue[t][0], queue[t][1])
-                for t in ranks
+                t: prefill_prediction(self.best_result(t), version, queue_score(rank, n))
+                for t, rank in ranks.items()
             }
             is_stale = lambda item_version: self.is_earlier_batch(item_version, version)  # noqa: E731
-        priorities = {t: v[2] for t, v in queue.items()}
         deleted = publish_predictions(
             project,
             self.predictions,
+            self.states,
+            job.project,
             predictions,
             version,
             is_stale=is_stale,
-            after_serving=lambda: self.write_priorities(
-                project, tasks, priorities, skipped, progress
-            ),
+            after_serving=project.ensure_queue_view,
+            task_ids=[task["id"] for task in tasks],
         )
+        progress.update(2 * len(tasks))
         if deleted:
             log.info(
                 "project %s: deleted %d prediction(s) of earlier batches", job.project, deleted
             )
-        state = {**published, "ordering": ordering, "fingerprint": fingerprint}
+        state = {"ordering": ordering, "fingerprint": fingerprint}
         if not incremental:
             state.update(model_version=version, served_version=version)
-        self._save(job.project, state, images, queue)
+        self._save(job.project, state, images)
         log.info(
             "project %s: queue ready: %d task(s) published as %s (%d new prediction(s))",
             job.project,
-            len(queue),
+            len(queue) + len(new_ids) if incremental else len(predictions),
             version,
             len(predictions),
         )
 
-    def _save(
-        self, project_id: str, state: dict[str, Any], images: dict[str, list[str]], queue: dict
-    ) -> None:
-        known = {str(t): list(v) for t, v in queue.items() if str(t) in images}
-        self.states.put(project_id, {**state, "images": images, "queue": known})
+    def _save(self, project_id: str, changes: dict[str, Any], images: dict[str, list[str]]) -> None:
+        """``changes`` and ``images`` into the project's state; the published map, written by
+        ``publish_predictions``, stays as it is."""
+        state = {**self.states.get(project_id), **changes, "images": images}
+        state.pop("queue", None)  # the older backend's queue: the published map replaced it
+        self.states.put(project_id, state)
 
     @staticmethod
     def _never(item_version: str | None) -> bool:
@@ -420,30 +405,6 @@ class ScoreJob:
         }
         digest = hashlib.sha256(json.dumps(batch, sort_keys=True).encode()).hexdigest()
         return f"{self.config.model_version}-{digest[:10]}"
-
-    @staticmethod
-    def write_priorities(
-        project: ProjectClient,
-        tasks: list[dict[str, Any]],
-        priorities: dict[int, float],
-        skipped: list[int],
-        progress: Progress,
-    ) -> None:
-        """Queue positions as numeric task data (tasks left out follow, in id order), and the tab
-        sorted by them; only values that differ are written."""
-        priority = dict(priorities)
-        last = max(priority.values(), default=-1)
-        end = int(last) + 1
-        priority.update({task_id: end + j for j, task_id in enumerate(skipped)})
-        changes = {}
-        for task in tasks:
-            value = priority.get(task["id"])
-            current = task["data"].get(PRIORITY_FIELD)
-            if value is not None and not (_is_number(current) and current == value):
-                changes[task["id"]] = {**task["data"], PRIORITY_FIELD: value}
-        project.set_tasks_data(changes)
-        progress.update(2 * len(tasks))
-        project.ensure_priority_view()
 
     def is_earlier_batch(self, item_version: str | None, version: str) -> bool:
         """Predictions a new batch supersedes: other cold-start batches, on-demand ones (bare model

@@ -34,12 +34,13 @@ Steps of one run for a project:
    (``backend.jobs.training_history``) under ``sugfw-unet-<run>``, with the sizes of the training
    and validation sets (slices and cases), the iterations run, the best validation Dice and
    whether the run stopped early;
-6. every task without an annotation gets a prediction of the new version: the UNet's mask, its
-   cluster, and a ``score`` from the round strategy ``SUGFW_ROUND_STRATEGY``
+6. every task without an annotation gets a prediction of the new version: the UNet's mask and a
+   ``score`` from the round strategy ``SUGFW_ROUND_STRATEGY``
    (``backend.jobs.round_ranking``; ``sugfw.active``): by default ``entropy``, the mean predictive
    entropy of the new UNet under ``SUGFW_MC_PASSES`` Monte-Carlo dropout passes, most uncertain
-   first (ties to the previous order); ``cold_start`` keeps the scores the tasks had. Each task's
-   ``data.priority`` becomes its position in the new order (0 = next). Unlabelled test tasks and
+   first (ties to the previous order); ``cold_start`` keeps the scores the tasks had. No
+   ``cluster``, so Label Studio serves exactly the score order; the published map
+   (``backend.jobs.publish``) keeps the new scores for a later import. Unlabelled test tasks and
    tasks whose image failed keep their previous mask and go after the re-ranked ones, so the
    model under test never pre-draws its own test truth and is never asked to. The project
    then serves the new version (Label Studio orders the stream only by predictions of
@@ -65,24 +66,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import numpy as np
 
 from backend.config import BackendConfig
-from backend.jobs.publish import publish_predictions
+from backend.jobs.publish import publish_round
 from backend.jobs.queue import Job, Progress
 from backend.jobs.round_ranking import RoundRanker
 from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
-from backend.jobs.training_history import UNET_VERSION_PREFIX, TrainingHistory, unet_version
+from backend.jobs.training_history import TrainingHistory, unet_version
 from backend.labelstudio.brush import (
     SegmentationControl,
     mask_to_result,
     parse_label_config,
     result_to_mask,
 )
-from backend.labelstudio.client import PRIORITY_FIELD, ProjectClient, image_fetcher
+from backend.labelstudio.client import ProjectClient, image_fetcher
 from backend.labelstudio.images import ImageFetcher
-from backend.labelstudio.prefill import prefill_prediction
 from sugfw.errors import CheckpointError, InvalidInputError, SugfwError
 from sugfw.metrics import CaseMetrics, case_metrics, summarise
 from sugfw.segmentation.preprocess import zscore
@@ -636,40 +635,6 @@ class TrainJob:
             else 'no test set: mark tasks with data.split = "test" or set SUGFW_TEST_DATA',
         }
 
-    def adopt_order(
-        self,
-        project_id: str,
-        project: ProjectClient,
-        unlabelled: Sequence[Mapping[str, Any]],
-        predictions: Mapping[int, Mapping[str, Any]],
-    ) -> None:
-        """The round's order becomes the published queue: ``data.priority`` of the unlabelled
-        tasks (only changed values are written) and the score job's saved queue, so a later
-        import is placed among the new scores and a rescore re-asserts them."""
-        scores = {task_id: float(p["score"]) for task_id, p in predictions.items()}
-        priorities = queue_priorities(scores)
-        changes = {
-            task["id"]: {**task["data"], PRIORITY_FIELD: priorities[task["id"]]}
-            for task in unlabelled
-            if isinstance(task.get("data"), Mapping)
-            and task["id"] in priorities
-            and task["data"].get(PRIORITY_FIELD) != priorities[task["id"]]
-        }
-        state = self.states.get(project_id)
-        queue = dict(state.get("queue") or {})
-        for task_id, prediction in predictions.items():
-            if str(task_id) in queue:
-                queue[str(task_id)] = [
-                    scores[task_id],
-                    prediction.get("cluster"),
-                    priorities[task_id],
-                ]
-        self.states.put(project_id, {**state, "queue": queue})
-        try:
-            project.set_tasks_data(changes)
-        except (SugfwError, httpx.HTTPError) as error:  # the scores still order the queue
-            log.warning("project %s: task priorities not updated: %s", project_id, error)
-
     def publish(
         self,
         project_id: str,
@@ -710,24 +675,8 @@ class TrainJob:
             {task_id: stored.get("score") for task_id, stored in stored_by_task.items()},
             config.round_budget,
         )
-        predictions = {
-            task_id: prefill_prediction(
-                results[task_id], version, scores[task_id], stored_by_task[task_id].get("cluster")
-            )
-            for task_id in results
-        }
-
-        def after_serving() -> None:
-            self.states.set_served_version(project_id, version)
-            self.adopt_order(project_id, project, unlabelled, predictions)
-
-        publish_predictions(
-            project,
-            self.predictions,
-            predictions,
-            version,
-            is_stale=lambda item_version: (item_version or "").startswith(UNET_VERSION_PREFIX),
-            after_serving=after_serving,
+        predictions = publish_round(
+            project, self.predictions, self.states, project_id, results, scores, version
         )
         log.info(
             "project %s: %d unlabelled task(s) pre-annotated as %s",
@@ -735,12 +684,6 @@ class TrainJob:
             len(predictions),
             version,
         )
-
-
-def queue_priorities(scores: Mapping[int, float]) -> dict[int, int]:
-    """Queue positions 0, 1, ... of the tasks in ``scores``, by score (ties by task id)."""
-    order = sorted(scores, key=lambda task_id: (scores[task_id], task_id))
-    return {task_id: rank for rank, task_id in enumerate(order)}
 
 
 def labels_to_result(labels: np.ndarray, control: SegmentationControl) -> list[dict[str, Any]]:
