@@ -108,7 +108,7 @@ def main() -> None:
                     model, _ = job.train("1", 1, split, 2)
                     minutes = (time.perf_counter() - started) / 60
                 scores = [
-                    dice(segment(model, s.image[None], "cpu")[0] > 0, s.labels > 0) for s in rest
+                    dice(segment(model, s.image[None], "cpu") > 0, s.labels[None] > 0) for s in rest
                 ]
                 print(
                     f"| {name} | {count} | {policy} | {len(split.train)} | "
