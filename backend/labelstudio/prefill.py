@@ -37,17 +37,12 @@ def region_results(record: Any, control: SegmentationControl) -> list[dict[str, 
 
 
 def prefill_prediction(
-    result: list[dict[str, Any]],
-    model_version: str,
-    score: float | None,
-    cluster: int | None = None,
+    result: list[dict[str, Any]], model_version: str, score: float | None
 ) -> dict[str, Any]:
-    """``{result, score, model_version[, cluster]}``; ``result`` from ``region_results`` (or
-    ``backend.labelstudio.brush.mask_to_result``).
+    """``{result, score, model_version}``; ``result`` from ``region_results`` (or
+    ``backend.labelstudio.brush.mask_to_result``). No ``cluster``: Label Studio would serve the
+    least-solved cluster first and break the published score order.
 
     ``score`` is the queue position (lower = label first), or ``None`` for a task outside the queue.
     """
-    prediction: dict[str, Any] = {"result": result, "score": score, "model_version": model_version}
-    if cluster is not None:
-        prediction["cluster"] = int(cluster)
-    return prediction
+    return {"result": result, "score": score, "model_version": model_version}
