@@ -7,6 +7,7 @@ import dataclasses
 import logging
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -336,6 +337,32 @@ def test_a_burst_over_unchanged_annotations_trains_nothing(world, caplog):
     revise_annotation(world, 2)
     assert burst(world) == 1
     assert len(world.calls) == 2
+
+
+def test_a_stop_after_recording_publishes_that_run_instead_of_training_a_duplicate(
+    world, monkeypatch
+):
+    """A crash between the history record and the publish: the rerun trains nothing, adds no
+    record and publishes the recorded run's version."""
+    real_publish = TrainJob.publish
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("stopped mid-publish")
+
+    monkeypatch.setattr(TrainJob, "publish", crash)
+    for _ in range(3):
+        world.queue.submit("train", PROJECT)
+    world.clock[0] += 1.0
+    world.queue.run_due()
+    assert "stopped mid-publish" in str(world.queue.snapshot()["last_error"])
+    assert len(TrainingHistory(world.config.state_dir).records(PROJECT)) == 1
+    monkeypatch.setattr(TrainJob, "publish", real_publish)
+    world.job.run(PROJECT, world.project, SimpleNamespace(update=lambda *args: None))
+    records = TrainingHistory(world.config.state_dir).records(PROJECT)
+    assert [r["model_version"] for r in records] == ["sugfw-unet-1"]
+    assert len(world.calls) == 1  # trained once
+    assert world.project.model_version == "sugfw-unet-1"
+    assert sorted(world.project.predictions_of("sugfw-unet-1")) == [7, 8, 9]
 
 
 def test_second_run_warm_starts_from_the_first_and_replaces_its_predictions(world):

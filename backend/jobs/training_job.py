@@ -398,6 +398,30 @@ class TrainJob:
         progress.update(0, len(annotated) + 2 + len(unlabelled))
         fetcher = self.fetcher()
         try:
+            recorded = self.history.records(project_id)
+            if recorded and recorded[-1].get("fingerprint") == fingerprint:
+                # Stopped after recording this run and before its queue was published: publish
+                # that run again instead of training a duplicate under a new number.
+                run = len(recorded)
+                log.info(
+                    "project %s: run %d recorded but not published; publishing", project_id, run
+                )
+                model = self.trained_model(project_id, run)
+                self.publish(
+                    project_id,
+                    project,
+                    unlabelled,
+                    control,
+                    model,
+                    recorded[-1]["model_version"],
+                    fetcher,
+                    progress,
+                    len(annotated) + 2,
+                )
+                self.states.put(
+                    project_id, {**self.states.get(project_id), "trained_on": fingerprint}
+                )
+                return recorded[-1]
             train_slices, test_slices = self.collect(annotated, control, fetcher, progress)
             if not train_slices:
                 log.info(
@@ -419,6 +443,7 @@ class TrainJob:
             model, result = self.train(project_id, run, split, len(control.labels) + 1)
             progress.update(len(annotated) + 1)
             record = self.record(version, split, cases, model, time.monotonic() - started, result)
+            record["fingerprint"] = fingerprint  # lets a restart before publishing resume here
             self.history.append(project_id, record)
             progress.update(len(annotated) + 2)
             log.info("project %s: %s", project_id, summary_line(record))
@@ -513,7 +538,7 @@ class TrainJob:
         """The UNet after this run (best on validation, else the last weights) and its training
         result, trained in ``<project dir>/run-<run>`` from ``run-<run - 1>``'s kept weights."""
         from sugfw.models import resolve_device
-        from sugfw.segmentation import load_trained_unet, train
+        from sugfw.segmentation import train
         from sugfw.segmentation.train import case_dice_validator, recipe_config
 
         project_dir = self.history.project_dir(project_id)
@@ -581,7 +606,15 @@ class TrainJob:
             kept,
             f"; warm-started from {init}" if init is not None else "",
         )
-        return load_trained_unet(run_dir / "best.pt", device), result
+        return self.trained_model(project_id, run), result
+
+    def trained_model(self, project_id: str, run: int) -> Any:
+        """The kept weights of run ``run`` of the project, on the configured device."""
+        from sugfw.models import resolve_device
+        from sugfw.segmentation import load_trained_unet
+
+        run_dir = self.history.project_dir(project_id) / f"run-{run}"
+        return load_trained_unet(run_dir / "best.pt", str(resolve_device(self.config.device)))
 
     def record(
         self,
