@@ -62,8 +62,7 @@ make_base() {
   echo "build_local: making the stand-in $base_ref from Debian 12 (debootstrap, about a minute)"
   rm -rf "$root" && mkdir -p "$WORK"
   debootstrap --variant=minbase --include=python3,python3-pip,python3-venv bookworm "$root" \
-    http://deb.debian.org/debian >"$WORK/debootstrap.log" 2>&1 ||
-    { tail -n 20 "$WORK/debootstrap.log" >&2; exit 1; }
+    >"$WORK/debootstrap.log" 2>&1 || { tail -n 20 "$WORK/debootstrap.log" >&2; exit 1; }
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   rm -f "$root"/usr/lib/python3.*/EXTERNALLY-MANAGED
   ln -sf /usr/bin/python3 "$root/usr/local/bin/python"

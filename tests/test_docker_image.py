@@ -13,6 +13,7 @@ container shares the host's network, so the backend in it and the Label Studio o
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
@@ -45,9 +46,16 @@ def selected(config: pytest.Config) -> bool:
     return re.search(r"(?<!not )\bcontainer\b", expression) is not None
 
 
-def podman(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+def podman(
+    *args: str, timeout: float = 120.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*PODMAN, *args], capture_output=True, text=True, timeout=timeout, check=False
+        [*PODMAN, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -120,8 +128,9 @@ def container(image, request) -> Iterator[Container]:
         "SUGFW_BUDGET": "2",
         "SUGFW_DEBOUNCE_S": "0.2",
     }
-    flags = [f"--env={key}={value}" for key, value in env.items()]
-    started = podman("run", "--detach", "--network=host", f"--name={name}", *flags, image)
+    # `--env NAME` takes the value from podman's environment: no secret on a command line.
+    flags = [f"--env={key}" for key in env]
+    started = podman("run", "--detach", "--network=host", f"--name={name}", *flags, image, env=env)
     assert started.returncode == 0, started.stderr
     running = Container(name, f"http://127.0.0.1:{port}", user, password, label_studio)
     try:
