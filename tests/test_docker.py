@@ -1,11 +1,12 @@
 """Docker files checked without a Docker engine: the compose file parsed with PyYAML, the
-Dockerfile's
-instructions read as text, and the health probe run against a local HTTP server."""
+Dockerfile's instructions read as text, and the health probe run against a local HTTP server.
+(tests/test_docker_image.py builds and runs the image with podman.)"""
 
 from __future__ import annotations
 
 import base64
 import importlib.util
+import ipaddress
 import json
 import re
 import shlex
@@ -17,8 +18,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from backend._wsgi import build_parser
+from backend._wsgi import build_parser, check_gunicorn_binds
 from backend.local.server import LABEL_STUDIO_VERSION
+from sugfw.errors import SugfwError
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -65,6 +67,29 @@ def interpolated(value: str) -> set[str]:
     return set(VARIABLE.findall(str(value)))
 
 
+def env_example() -> dict[str, str]:
+    lines = (DOCKER / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def resolved(value: str, env: dict[str, str]) -> str:
+    """Compose's interpolation of ${NAME}, ${NAME:-default} and ${NAME:?message} from ``env``."""
+
+    def one(match: re.Match) -> str:
+        name, operator, argument = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        if operator == ":?":
+            raise ValueError(f"{name}: {argument}")
+        return argument if operator == ":-" else ""
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:[-?])([^}]*))?\}", one, str(value))
+
+
+def backend_environment(env: dict[str, str]) -> dict[str, str]:
+    return {name: resolved(value, env) for name, value in BACKEND["environment"].items()}
+
+
 # -- compose
 # ----------------------------------------------------------------------------------------------
 
@@ -96,17 +121,55 @@ def test_label_studio_and_backend_share_one_required_api_key():
 def test_label_studio_settings_a_backend_on_the_compose_network_needs():
     env = LS["environment"]
     assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
-    # With only the first switched off, the backend connects but gets no webhook (see notes).
-    assert (env["LABEL_STUDIO_ML_BLOCK_LOCAL_IP"], env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"]) == (
-        "false",
-        "false",
-    )
     assert env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] == "true"
     # Both services see the served files at the same path, so the backend can read them from disk.
     root = env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"]
     assert BACKEND["environment"]["LOCAL_FILES_DOCUMENT_ROOT"] == root
     for service in (LS, BACKEND):
         assert root in volume_targets(service)
+
+
+def test_label_studio_is_published_on_the_hosts_loopback_only():
+    assert LS["ports"] and all(str(mapping).startswith("127.0.0.1:") for mapping in LS["ports"])
+    assert BACKEND["ports"] and all(
+        str(mapping).startswith("127.0.0.1:") for mapping in BACKEND["ports"]
+    )
+
+
+# Addresses a forged request must not reach: loopback, the private ranges (other Docker networks
+# included), link-local (cloud metadata), shared, unspecified and IPv4-mapped IPv6 addresses.
+FORBIDDEN = (
+    "127.0.0.1 127.255.255.254 10.0.0.1 10.255.0.9 192.168.1.1 169.254.169.254 100.64.0.1 0.0.0.0 "
+    "172.16.0.1 172.17.0.2 172.23.1.1 172.27.0.1 172.30.255.254 ::1 :: ::ffff:127.0.0.1 "
+    "::ffff:10.0.0.1 fd00::1 fe80::1 ff02::1"
+).split()
+
+
+def test_label_studio_guards_against_forged_requests_except_to_the_backend_network():
+    env = LS["environment"]
+    # The guard on (Label Studio's own default; the old file switched both off).
+    assert env.get("LABEL_STUDIO_SSRF_PROTECTION_ENABLED", "true") == "true"
+    assert env.get("LABEL_STUDIO_ML_BLOCK_LOCAL_IP", "true") == "true"
+    # Label Studio bans its default list unless told not to, then only the additional list.
+    assert env.get("LABEL_STUDIO_USE_DEFAULT_BANNED_SUBNETS") == "false"
+    additional = env["LABEL_STUDIO_USER_ADDITIONAL_BANNED_SUBNETS"]
+    assert " " not in additional  # Label Studio splits on "," and does not strip
+    banned = [ipaddress.ip_network(subnet) for subnet in additional.split(",")]
+    (pool,) = COMPOSE["networks"]["default"]["ipam"]["config"]
+    network = ipaddress.ip_network(pool["subnet"])
+    assert network.is_private
+
+    def is_banned(address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        return any(ip.version == subnet.version and ip in subnet for subnet in banned)
+
+    # The backend's address on the compose network is let through, so its webhook is created.
+    assert not any(is_banned(str(host)) for host in (network[1], network[2], network[-2]))
+    assert [address for address in FORBIDDEN if not is_banned(address)] == []
+    # Every other private /16 of 172.16.0.0/12 (where Docker puts its networks) stays banned.
+    for other in ipaddress.ip_network("172.16.0.0/12").subnets(new_prefix=16):
+        if other != network:
+            assert is_banned(str(other[1])), other
 
 
 def test_state_dir_and_label_studio_data_are_named_volumes():
@@ -206,10 +269,27 @@ def test_gunicorn_refuses_a_public_bind_without_auth(monkeypatch, env, binds, st
         assert "without Basic auth" in arbiter.errors[0]
 
 
-def test_compose_allows_the_unauthenticated_bind_explicitly():
-    # The image refuses 0.0.0.0 without auth; compose says so in one visible, overridable line.
-    env = BACKEND["environment"]
-    assert env["SUGFW_ALLOW_UNAUTHENTICATED"] == "${SUGFW_ALLOW_UNAUTHENTICATED:-1}"
+@pytest.mark.parametrize(
+    "changes,starts",
+    [
+        ({}, False),  # .env.example as copied: Basic auth not filled in
+        ({"BASIC_AUTH_USER": "sugfw", "BASIC_AUTH_PASS": "s3cret"}, True),
+        ({"SUGFW_ALLOW_UNAUTHENTICATED": "1"}, True),  # told to
+        (None, False),  # no .env at all: the file's own defaults
+    ],
+    ids=["env-example", "basic-auth", "told-to", "defaults"],
+)
+def test_compose_does_not_start_the_backend_without_credentials_unless_told(changes, starts):
+    env = {} if changes is None else {**env_example(), **changes}
+    env["LABEL_STUDIO_API_KEY"] = "0" * 40  # the secret the compose file itself requires
+    environment = backend_environment(env)
+    binds = load_gunicorn_config().bind  # what the image's gunicorn binds without SUGFW_BIND
+    assert "SUGFW_BIND" not in environment
+    if starts:
+        check_gunicorn_binds(binds, environ=environment)
+    else:
+        with pytest.raises(SugfwError, match="Basic auth"):
+            check_gunicorn_binds(binds, environ=environment)
 
 
 def test_local_entry_point_binds_loopback_by_default():
