@@ -69,6 +69,9 @@ def test_rounds_share_the_cold_start_follow_the_strategy_and_resume(
     # The strategy benchmark's report reads the rounds: round 0 is the same model for both arms.
     report = write_report(path, out / "rounds").markdown.read_text()
     assert "| 3 slices | entropy | 1 | 2 |" in report and "+0.00 [+0.00, +0.00]" in report
+    # As `sugfw bench --rounds` writes it: paired by seed, round 0 differs by exactly 0.
+    paired = write_report(path, out / "rounds", paired=True).markdown.read_text()
+    assert "## Paired by replicate" in paired and "| 3 | entropy | 1 | +0.00 |" in paired
 
     # A rerun trains nothing and leaves the rows as they were.
     before = path.read_bytes()

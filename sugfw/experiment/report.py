@@ -245,18 +245,27 @@ def plot_dsc(rows: list[dict[str, str]], path: Path | str, rule: Rule = "physica
     return path
 
 
-def write_report(results_csv: Path | str, out_dir: Path | str) -> ReportFiles:
-    """report.md (tables under both metric rules) and dsc_vs_budget.png in ``out_dir``."""
+def write_report(
+    results_csv: Path | str, out_dir: Path | str, paired: bool | None = None
+) -> ReportFiles:
+    """report.md (tables under both metric rules) and dsc_vs_budget.png in ``out_dir``.
+
+    ``paired``: whether equal seeds of different strategies are one replicate (the multi-round
+    benchmark, whose arms share each seed's cold start, passes True); None: read it from the
+    bench.json beside ``results_csv`` (sub-pool replicates)."""
     rows = load_results(results_csv)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = out_dir / REPORT_FILE
-    paired = paired_table(rows) if _replicate_design(Path(results_csv).parent) else ""
+    if paired is None:
+        paired = _replicate_design(Path(results_csv).parent)
+    paired_text = paired_table(rows) if paired else ""
     markdown.write_text(
         "# Benchmark results\n\n"
         + (
-            "## Paired by replicate (sub-pool and training seed shared by every arm)\n\n" + paired
-            if paired
+            "## Paired by replicate (what a replicate's arms share: its seed's data, cold start "
+            "and training seed)\n\n" + paired_text
+            if paired_text
             else ""
         )
         + "\n## Physical HD95 (mm), explicit empty-mask rule\n\n"

@@ -10,8 +10,9 @@ Every training starts from scratch with the config's one training seed, so two a
 in the slices they chose (the backend warm-starts instead, which is faster but mixes in the order
 of the rounds). Rows go to ``rounds.csv`` in the results schema of the strategy benchmark, with
 ``budget`` = slices labelled after the round, so the same report (mean ± std over seeds, bootstrap
-95 % interval of the difference from ``random``, DSC against budget) reads it. The folder can be
-the strategy benchmark's: the scored pool and its cache are shared.
+95 % interval of the difference from ``random``, DSC against budget) reads it, led by the paired
+table (``sugfw.experiment.paired``: differences within each seed, so round 0 gives exactly 0).
+The folder can be the strategy benchmark's: the scored pool and its cache are shared.
 """
 
 from __future__ import annotations
