@@ -73,6 +73,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--policies", nargs="+", default=["new"], choices=["new", "old"])
     parser.add_argument("--recipe", default="few_slice", choices=["few_slice", "paper"])
+    parser.add_argument(
+        "--epochs", type=int, help="SUGFW_TRAIN_EPOCHS for the run (default: the backend's)"
+    )
     args = parser.parse_args()
     if not args.data.exists():
         print(f"skipped: {args.data} not found")
@@ -102,7 +105,7 @@ def main() -> None:
                 with tempfile.TemporaryDirectory() as state:
                     config = BackendConfig(
                         state_dir=Path(state), device="cpu", train_recipe=args.recipe
-                    )
+                    ).replace(train_epochs=args.epochs)
                     job = TrainJob(config, predictions=None)  # type: ignore[arg-type]
                     started = time.perf_counter()
                     model, _ = job.train("1", 1, split, 2)
