@@ -585,22 +585,27 @@ def test_cli_bench_passes_overrides_and_writes_the_report(
     assert "budget=1.5" in capsys.readouterr().err
 
 
+def bench_tested_on(test_root: Path, strategy: str, data: Path, tmp_path: Path) -> list[dict]:
+    """Rows of a TINY run of ``strategy`` (no full supervision) tested on ``test_root``."""
+    config = TINY.with_overrides(strategies=[strategy], full_supervision=False)
+    results = run_bench(
+        config,
+        data,
+        tmp_path / "out",
+        lambda c, d: StubRecordScorer(),
+        progress=False,
+        test_data=test_root,
+    )
+    return read_rows(results)
+
+
 def test_run_bench_tests_on_a_separate_labelled_set(tiny_dataset, tmp_path):
     test_root = tmp_path / "test_data"
     for index in range(5, 8):
         image, label = disk_case(index)
         write_nifti(test_root / f"other{index}.nii.gz", image)
         write_nifti(test_root / f"other{index}_label.nii.gz", label)
-    config = TINY.with_overrides(strategies=["gscu"], full_supervision=False)
-    results = run_bench(
-        config,
-        tiny_dataset,
-        tmp_path / "out",
-        lambda c, d: StubRecordScorer(),
-        progress=False,
-        test_data=test_root,
-    )
-    rows = read_rows(results)
+    rows = bench_tested_on(test_root, "gscu", tiny_dataset, tmp_path)
     # n_test = 2 of the 3 separate cases; --data keeps 1 validation and 4 training cases.
     assert len({r["case_id"] for r in rows}) == 2
     assert {r["case_id"] for r in rows} <= {"other5", "other6", "other7"}
@@ -649,15 +654,5 @@ def test_test_data_folder_with_only_images_ts_and_labels_ts(tiny_dataset, tmp_pa
         write_nifti(test_root / "labelsTs" / f"other{index}.nii.gz", label)
     files = find_case_files(test_root)
     assert [(f.case_id, f.subset) for f in files] == [("other5", "test"), ("other6", "test")]
-    config = TINY.with_overrides(strategies=["random"], full_supervision=False)
-    rows = read_rows(
-        run_bench(
-            config,
-            tiny_dataset,
-            tmp_path / "out",
-            lambda c, d: StubRecordScorer(),
-            progress=False,
-            test_data=test_root,
-        )
-    )
+    rows = bench_tested_on(test_root, "random", tiny_dataset, tmp_path)
     assert {r["case_id"] for r in rows} == {"other5", "other6"}

@@ -402,58 +402,27 @@ class TrainJob:
             if recorded and recorded[-1].get("fingerprint") == fingerprint:
                 # Stopped after recording this run and before its queue was published: publish
                 # that run again instead of training a duplicate under a new number.
-                run = len(recorded)
+                record = recorded[-1]
                 log.info(
-                    "project %s: run %d recorded but not published; publishing", project_id, run
-                )
-                model = self.trained_model(project_id, run)
-                self.publish(
+                    "project %s: %s recorded but not published; publishing",
                     project_id,
-                    project,
-                    unlabelled,
-                    control,
-                    model,
-                    recorded[-1]["model_version"],
-                    fetcher,
-                    progress,
-                    len(annotated) + 2,
+                    record["model_version"],
                 )
-                self.states.put(
-                    project_id, {**self.states.get(project_id), "trained_on": fingerprint}
+                model = self.trained_model(project_id, len(recorded))
+            else:
+                trained = self.train_and_record(
+                    project_id, annotated, control, fetcher, progress, fingerprint
                 )
-                return recorded[-1]
-            train_slices, test_slices = self.collect(annotated, control, fetcher, progress)
-            if not train_slices:
-                log.info(
-                    "project %s: no submitted annotation outside the test set; training skipped",
-                    project_id,
-                )
-                return None
-            split = split_validation(train_slices, self.config.val_fraction, self.config.seed)
-            if not split.train:
-                log.info(
-                    "project %s: every annotated case is marked for validation; training skipped",
-                    project_id,
-                )
-                return None
-            cases = group_test_cases(test_slices) + self.configured_test_cases()
-            run = len(self.history.records(project_id)) + 1
-            version = unet_version(run)
-            started = time.monotonic()
-            model, result = self.train(project_id, run, split, len(control.labels) + 1)
-            progress.update(len(annotated) + 1)
-            record = self.record(version, split, cases, model, time.monotonic() - started, result)
-            record["fingerprint"] = fingerprint  # lets a restart before publishing resume here
-            self.history.append(project_id, record)
-            progress.update(len(annotated) + 2)
-            log.info("project %s: %s", project_id, summary_line(record))
+                if trained is None:
+                    return None
+                record, model = trained
             self.publish(
                 project_id,
                 project,
                 unlabelled,
                 control,
                 model,
-                version,
+                record["model_version"],
                 fetcher,
                 progress,
                 len(annotated) + 2,
@@ -462,6 +431,45 @@ class TrainJob:
             return record
         finally:
             fetcher.close()
+
+    def train_and_record(
+        self,
+        project_id: str,
+        annotated: Sequence[Mapping[str, Any]],
+        control: SegmentationControl,
+        fetcher: ImageFetcher,
+        progress: Progress,
+        fingerprint: str,
+    ) -> tuple[dict[str, Any], Any] | None:
+        """Train a new run on the annotations, test it and append its history record; (record,
+        model), or None when there is nothing to train on."""
+        train_slices, test_slices = self.collect(annotated, control, fetcher, progress)
+        if not train_slices:
+            log.info(
+                "project %s: no submitted annotation outside the test set; training skipped",
+                project_id,
+            )
+            return None
+        split = split_validation(train_slices, self.config.val_fraction, self.config.seed)
+        if not split.train:
+            log.info(
+                "project %s: every annotated case is marked for validation; training skipped",
+                project_id,
+            )
+            return None
+        cases = group_test_cases(test_slices) + self.configured_test_cases()
+        run = len(self.history.records(project_id)) + 1
+        started = time.monotonic()
+        model, result = self.train(project_id, run, split, len(control.labels) + 1)
+        progress.update(len(annotated) + 1)
+        record = self.record(
+            unet_version(run), split, cases, model, time.monotonic() - started, result
+        )
+        record["fingerprint"] = fingerprint  # lets a restart before publishing resume there
+        self.history.append(project_id, record)
+        progress.update(len(annotated) + 2)
+        log.info("project %s: %s", project_id, summary_line(record))
+        return record, model
 
     def collect(
         self,
