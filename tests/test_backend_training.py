@@ -365,6 +365,33 @@ def test_a_stop_after_recording_publishes_that_run_instead_of_training_a_duplica
     assert sorted(world.project.predictions_of("sugfw-unet-1")) == [7, 8, 9]
 
 
+def test_one_slice_failing_in_the_unet_costs_only_its_own_pre_annotation(world, monkeypatch):
+    """A RuntimeError (CUDA out of memory, say) on one unlabelled slice: the run is published,
+    that task keeps its cold-start mask and its place, the others get the UNet's."""
+    import backend.jobs.training_job as training_job
+
+    real_segment, real_publish, calls = training_job.segment, TrainJob.publish, []
+
+    def failing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory")
+        return real_segment(*args, **kwargs)
+
+    def publish_with_a_failing_slice(*args, **kwargs):  # tests on the test case run unharmed
+        monkeypatch.setattr(training_job, "segment", failing_once)
+        return real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(TrainJob, "publish", publish_with_a_failing_slice)
+    assert burst(world) == 1
+    assert len(calls) == 2  # tasks 7 and 8; task 9 is a test task, never segmented
+    served = world.project.predictions_of("sugfw-unet-1")
+    assert sorted(served) == [7, 8, 9]
+    cold = world.project.predictions_of(COLD_VERSION)
+    assert served[7]["result"] == cold[7]["result"]  # task 7 came first and failed
+    assert len(TrainingHistory(world.config.state_dir).records(PROJECT)) == 1
+
+
 def test_second_run_warm_starts_from_the_first_and_replaces_its_predictions(world):
     burst(world)
     revise_annotation(world, 1)

@@ -704,10 +704,11 @@ class TrainJob:
                         segment(model, image[None], device)[0], control
                     )
                     ranker.observe(task["id"], model, image)
-                except (
-                    SugfwError
-                ) as error:  # keep the SAM mask: the task still needs its place in the queue
-                    log.warning("task %s keeps its previous pre-annotation: %s", task["id"], error)
+                except Exception as error:  # e.g. a bad image, or CUDA out of memory on one
+                    # slice: that task keeps its SAM mask and its place in the queue, the rest go on
+                    log.warning(
+                        "task %s keeps its previous pre-annotation: %s", task["id"], repr(error)
+                    )
             progress.update(step)
         if not results:
             return
