@@ -20,6 +20,26 @@ LA2018_ENV = "SUGFW_LA2018"
 LA2018_DEFAULT = REPO.parent / "shared" / "data" / "la2018"
 
 
+@pytest.fixture(autouse=True)
+def process_defaults_restored() -> Iterator[None]:
+    """``create_app`` sets process-wide defaults (image policy, score-cache cap, checkpoint
+    retention) for every later fetcher, cache and history of the process; each test ends by
+    putting back what it found, so no test depends on which app an earlier one created."""
+    import backend.jobs.training_history as training_history
+    import backend.labelstudio.images as images
+    import sugfw.cache as cache
+
+    saved = (
+        images._default_policy,
+        cache._default_max_entries,
+        training_history._keep_last_runs,
+    )
+    yield
+    images.set_default_policy(saved[0])
+    cache.set_default_max_entries(saved[1])
+    training_history.set_default_keep_last_runs(saved[2])
+
+
 def la2018_root() -> Path:
     """The LA2018 data folder: ``$SUGFW_LA2018``, else ``../shared/data/la2018`` beside the
     checkout."""
