@@ -16,7 +16,8 @@ and tests every model on the configuration's test cases (3-D DSC and HD95 per ca
 
 Rows go to ``OUT/learner.csv`` (one per run and test case; finished runs are skipped on a
 rerun, so the script is resumable) and a summary is printed: mean DSC with a t-interval over
-seeds, HD95, collapse count, minutes per run.
+seeds, HD95, collapse count, minutes per run (wall time of the invocation that finished the run:
+a run resumed from its checkpoints counts only what was left).
 
 Usage:
 
@@ -60,7 +61,7 @@ COLUMNS = (
 )
 
 
-def recipe_config(base: BenchConfig, recipe: str) -> BenchConfig:
+def with_recipe(base: BenchConfig, recipe: str) -> BenchConfig:
     """``base`` with the named training recipe (``paper``: cpu_realistic's training)."""
     if recipe == "few_slice":
         return replace(base, recipe="few_slice")
@@ -119,7 +120,7 @@ def main() -> None:
     files = {f.case_id: f for f in find_case_files(args.data)}
     split = plan_split(list(files.values()), base)
     for recipe in args.recipes:
-        config = recipe_config(base, recipe)
+        config = with_recipe(base, recipe)
         if args.iterations:
             config = replace(config, iterations=args.iterations)
 
