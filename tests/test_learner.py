@@ -40,7 +40,7 @@ def test_monai_law_keeps_shape_dtype_and_label_alignment():
                 continue  # scaled or rotated mostly out of the field of view
             inside, outside = xi[yi == 1], xi[yi == 0]
             # The bright disk stays under label 1 whatever the intensity transforms did.
-            assert inside.median() > outside.median() + 0.5 * (xi.max() - xi.min()) * 0.3
+            assert inside.median() > outside.median() + 0.15 * (xi.max() - xi.min())
             moved += int(not torch.equal(yi, torch.from_numpy(label).long()))
     assert moved > 10  # the spatial transforms did act
 
