@@ -22,7 +22,7 @@ run, which restores that generator, continues the same stream).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -33,6 +33,8 @@ from sugfw.errors import InvalidInputError
 AugmentationLaw = Literal["rot_flip", "monai"]
 AUGMENTATION_LAWS: tuple[str, ...] = get_args(AugmentationLaw)
 IMAGE, LABEL = "image", "label"
+Window = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""Cuts a (slice, label) pair before augmentation, e.g. a random crop."""
 SPATIAL_PROBABILITY = 0.2
 SCALE_RANGE = (0.7, 1.4)
 
@@ -79,10 +81,13 @@ def augment_pairs(
     labels: Sequence[np.ndarray],
     law: AugmentationLaw,
     rng: np.random.Generator,
+    window: Window | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch (B, 1, H, W) float32 and its labels (B, H, W) int64, each pair augmented by ``law``.
+    """A batch (B, 1, h, w) float32 and its labels (B, h, w) int64, each pair first cut by
+    ``window`` (e.g. a random crop drawing from ``rng``; None: whole) and then augmented by ``law``.
 
-    All pairs must share one (H, W); the output keeps it.
+    The windowed pairs must share one (h, w) (square for ``rot_flip``, whose quarter turns swap
+    the sides). ``rot_flip`` draws window and symmetry pair by pair, the paper recipe's stream.
     """
     if law not in AUGMENTATION_LAWS:
         raise InvalidInputError(
@@ -93,20 +98,21 @@ def augment_pairs(
             f"augmentation needs as many labels as images (at least one), got {len(images)} and "
             f"{len(labels)}"
         )
-    shapes = {image.shape for image in images} | {label.shape for label in labels}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
-        raise InvalidInputError(f"augmentation needs 2-D pairs of one shape, got {sorted(shapes)}")
+    window = window or (lambda image, label: (image, label))
     if law == "rot_flip":
-        pairs = [rot_flip(image, label, rng) for image, label in zip(images, labels)]
+        pairs = [rot_flip(*window(image, label), rng) for image, label in zip(images, labels)]
+        _check_shapes(pairs, square=True)
         x = np.stack([image for image, _ in pairs]).astype(np.float32)[:, None]
         y = np.stack([label for _, label in pairs]).astype(np.int64)
         return torch.from_numpy(x), torch.from_numpy(y)
     from monai.utils import convert_to_tensor
 
+    pairs = [window(image, label) for image, label in zip(images, labels)]
+    _check_shapes(pairs, square=False)
     pipeline = monai_pipeline()
     pipeline.set_random_state(seed=int(rng.integers(2**31)))
     xs, ys = [], []
-    for image, label in zip(images, labels):
+    for image, label in pairs:
         out = pipeline(
             {
                 IMAGE: torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None],
@@ -117,6 +123,14 @@ def augment_pairs(
         xs.append(convert_to_tensor(out[IMAGE], dtype=torch.float32, track_meta=False))
         ys.append(convert_to_tensor(out[LABEL], track_meta=False)[0].round().long())
     return torch.stack(xs), torch.stack(ys)
+
+
+def _check_shapes(pairs: Sequence[tuple[np.ndarray, np.ndarray]], square: bool) -> None:
+    shapes = {image.shape for image, _ in pairs} | {label.shape for _, label in pairs}
+    shape = next(iter(shapes))
+    if len(shapes) != 1 or len(shape) != 2 or (square and shape[0] != shape[1]):
+        kind = "square 2-D pairs" if square else "2-D pairs"
+        raise InvalidInputError(f"augmentation needs {kind} of one shape, got {sorted(shapes)}")
 
 
 def rot_flip(

@@ -536,12 +536,10 @@ def _augmented_batch(
     rng: np.random.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch's slices, cropped (unless ``crop_size`` is None) and augmented."""
-    if config.crop_size is None:
-        pairs = [(images[i], masks[i]) for i in batch]
-    else:
-        pairs = [_random_crop(images[i], masks[i], config.crop_size, rng) for i in batch]
+    size = config.crop_size
+    window = None if size is None else (lambda image, mask: _random_crop(image, mask, size, rng))
     return augment_pairs(
-        [image for image, _ in pairs], [mask for _, mask in pairs], config.augmentation, rng
+        [images[i] for i in batch], [masks[i] for i in batch], config.augmentation, rng, window
     )
 
 
