@@ -26,14 +26,11 @@ import logging
 import signal
 import socket
 import sys
-from pathlib import Path
 from typing import Any
 
-from backend.config import BackendConfig, parse_grid, parse_optional_budget
-from backend.jobs.ranking import COLD_START_STRATEGIES
-from sugfw.active.round_strategies import ROUND_STRATEGIES
+from backend.config import BackendConfig
 from sugfw.errors import InvalidInputError, SugfwError
-from sugfw.segmentation.train import RECIPES as TRAIN_RECIPES
+from sugfw.settings import add_flags, from_args
 
 log = logging.getLogger("backend")
 
@@ -50,90 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="interface to listen on (default 127.0.0.1; 0.0.0.0 needs Basic auth "
         "or --allow-unauthenticated)",
     )
-    parser.add_argument(
-        "--allow-unauthenticated",
-        action="store_true",
-        default=None,
-        help="[SUGFW_ALLOW_UNAUTHENTICATED] serve a non-loopback address without Basic auth",
-    )
     parser.add_argument("--port", type=int, default=9090, help="port (default 9090)")
-    parser.add_argument(
-        "--label-studio-url", help="[LABEL_STUDIO_URL] e.g. http://label-studio:8080"
-    )
-    parser.add_argument(
-        "--model", help="[SUGFW_MODEL] litemedsam (default), sam_vit_b, sam_vit_l, sam_vit_h"
-    )
-    parser.add_argument(
-        "--checkpoint", type=Path, help="[SUGFW_CHECKPOINT] checkpoint file (SAM variants)"
-    )
-    parser.add_argument("--device", help="[SUGFW_DEVICE] auto (default), cpu, cuda, cuda:1 ...")
-    parser.add_argument(
-        "--k", type=int, help="[SUGFW_K] augmented everything-mode runs per slice (default 10)"
-    )
-    parser.add_argument(
-        "--budget",
-        help="[SUGFW_BUDGET] annotations to plan for: count (35) or ratio (0.01, default)",
-    )
-    parser.add_argument(
-        "--grid",
-        help="[SUGFW_GRID] everything-mode grid, e.g. 128 or 64,96,128 (default per model)",
-    )
-    parser.add_argument(
-        "--seed", type=int, help="[SUGFW_SEED] seed of the augmentations and of GSCU (default 0)"
-    )
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        help="[SUGFW_STATE_DIR] job state and caches (default .sugfw-backend)",
-    )
-    parser.add_argument(
-        "--test-data", type=Path, help="[SUGFW_TEST_DATA] held-out labelled volumes for evaluation"
-    )
-    parser.add_argument(
-        "--train-iterations",
-        type=int,
-        help="[SUGFW_TRAIN_ITERATIONS] deprecated: a fixed SGD iteration count per retraining "
-        "run instead of [SUGFW_TRAIN_EPOCHS] epochs capped at [SUGFW_TRAIN_MAX_ITERATIONS] "
-        "(unset by default)",
-    )
-    parser.add_argument(
-        "--cold-start-strategy",
-        choices=COLD_START_STRATEGIES,
-        help="[SUGFW_COLD_START_STRATEGY] queue order before any training run (default gscu; "
-        "gscu_content_aware also queues dark-centred slices last, a prior for organ-centred "
-        "scans)",
-    )
-    parser.add_argument(
-        "--round-strategy",
-        choices=ROUND_STRATEGIES,
-        help="[SUGFW_ROUND_STRATEGY] queue order after each training run (default entropy: the "
-        "new UNet's Monte-Carlo dropout entropy, most uncertain first; cold_start keeps GSCU's)",
-    )
-    parser.add_argument(
-        "--train-recipe",
-        choices=TRAIN_RECIPES,
-        help="[SUGFW_TRAIN_RECIPE] UNet training recipe (default few_slice: whole slices, "
-        "instance norm, AdamW, MONAI augmentation; paper: SGD, BatchNorm, crops, rot90/flip)",
-    )
-    parser.add_argument(
-        "--train-crop",
-        type=int,
-        help="[SUGFW_TRAIN_CROP] largest training window side in pixels (default 256: "
-        "few_slice trains on whole slices up to this side)",
-    )
-    parser.add_argument(
-        "--train-batch", type=int, help="[SUGFW_TRAIN_BATCH] slices per training batch (default 8)"
-    )
-    parser.add_argument(
-        "--local-files-root",
-        type=Path,
-        help="[LOCAL_FILES_DOCUMENT_ROOT] read /data/local-files/ images here",
-    )
-    parser.add_argument(
-        "--debounce",
-        type=float,
-        help="[SUGFW_DEBOUNCE_S] seconds a burst of events is merged over (default 5)",
-    )
+    add_flags(parser, BackendConfig)  # not given: the environment's value (or the default)
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
@@ -141,27 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> BackendConfig:
-    return BackendConfig.from_env().replace(
-        label_studio_url=args.label_studio_url,
-        model=args.model,
-        checkpoint=args.checkpoint,
-        device=args.device,
-        k=args.k,
-        budget=parse_optional_budget(args.budget, "--budget"),
-        grid=parse_grid(args.grid, "--grid"),
-        seed=args.seed,
-        state_dir=args.state_dir,
-        test_data=args.test_data,
-        train_iterations=args.train_iterations,
-        cold_start_strategy=args.cold_start_strategy,
-        round_strategy=args.round_strategy,
-        train_recipe=args.train_recipe,
-        train_crop=args.train_crop,
-        train_batch_size=args.train_batch,
-        local_files_document_root=args.local_files_root,
-        debounce_s=args.debounce,
-        allow_unauthenticated=args.allow_unauthenticated,
-    )
+    return BackendConfig.from_env().replace(**from_args(BackendConfig, args))
 
 
 def is_loopback(host: str) -> bool:

@@ -16,6 +16,7 @@ from sugfw.errors import SugfwError
 
 if TYPE_CHECKING:
     from sugfw.pipeline import ScorerSpec
+    from sugfw.scorer_options import RayOptions
 
 # Names of sugfw.experiment.CONFIGS, listed here so that --help does not import torch.
 BENCH_CONFIG_NAMES = [
@@ -42,87 +43,32 @@ def _budget(text: str) -> int | float:
 
 
 def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
-    from sugfw.models import MODEL_NAMES
+    """The scoring flags, from the declarations of ``sugfw.scorer_options``."""
+    from sugfw.scorer_options import ScoringOptions
+    from sugfw.settings import add_flags
 
+    # The command line reads no SUGFW_* scoring variable (the backend does): flags only.
     group = parser.add_argument_group("model and scoring")
-    group.add_argument(
-        "--model",
-        choices=MODEL_NAMES,
-        default="litemedsam",
-        help="SAM-family model (default: litemedsam, bundled weights)",
-    )
-    group.add_argument("--checkpoint", type=Path, help="checkpoint file (required for sam_vit_*)")
-    group.add_argument(
-        "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ..."
-    )
-    group.add_argument(
-        "--k", type=int, default=10, help="augmented everything-mode runs per slice (default 10)"
-    )
-    group.add_argument(
-        "--seed", type=int, default=0, help="base seed of the per-slice augmentations"
-    )
-    group.add_argument(
-        "--grid",
-        type=int,
-        nargs="+",
-        help="points per side (SAM) or box sides in canvas pixels (LiteMedSAM); default per model",
-    )
-    group.add_argument(
-        "--pred-iou-thresh", type=float, help="keep masks with predicted IoU above this"
-    )
-    group.add_argument(
-        "--stability-thresh", type=float, help="keep masks with stability score at least this"
-    )
-    group.add_argument(
-        "--max-area",
-        type=float,
-        dest="max_area_fraction",
-        help="drop masks covering this fraction of the slice or more",
-    )
-    group.add_argument("--box-nms-thresh", type=float, help="box NMS IoU threshold (1.0 disables)")
-    group.add_argument(
-        "--uncertainty-sign",
-        choices=["code", "paper"],
-        default="code",
-        help="Eq. 3: +M(1-M)+0.5 (code, default) or -M(1-M)+0.5 (paper's printed formula)",
-    )
-    group.add_argument(
-        "--alignment",
-        choices=["content", "authors"],
-        default="content",
-        help="pool U onto the patches the slice covers (default) or the authors' whole-grid "
-        "pooling",
-    )
-    group.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    group.add_argument(
-        "--prompt-batch", type=int, help="prompts per decoder call (default: 1024 GPU, 64 CPU)"
-    )
-    group.add_argument(
-        "--encoder-batch", type=int, help="images per encoder call (default: K+1 GPU, 1 CPU)"
-    )
+    add_flags(group, ScoringOptions, defaults=True, show_env=False)
 
 
 def scorer_spec(args: argparse.Namespace) -> ScorerSpec:
     """The scorer the ``model and scoring`` arguments describe."""
     from sugfw.pipeline import ScorerSpec
+    from sugfw.settings import from_args
 
-    return ScorerSpec(
-        model=args.model,
-        checkpoint=args.checkpoint,
-        device=args.device,
-        k=args.k,
-        seed=args.seed,
-        grid=tuple(args.grid) if args.grid else None,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_thresh=args.stability_thresh,
-        max_area_fraction=args.max_area_fraction,
-        box_nms_thresh=args.box_nms_thresh,
-        uncertainty_sign=args.uncertainty_sign,
-        alignment=args.alignment,
-        precision=args.precision,
-        encoder_batch=args.encoder_batch,
-        prompt_batch=args.prompt_batch,
-    )
+    return ScorerSpec(**from_args(ScorerSpec, args))
+
+
+def ray_options(args: argparse.Namespace) -> RayOptions:
+    """The Ray settings: flags over the environment."""
+    import dataclasses
+    import os
+
+    from sugfw.scorer_options import RayOptions, ray_options_from_env
+    from sugfw.settings import from_args
+
+    return dataclasses.replace(ray_options_from_env(os.environ), **from_args(RayOptions, args))
 
 
 def _chosen_slices(args: argparse.Namespace):
@@ -134,7 +80,6 @@ def _chosen_slices(args: argparse.Namespace):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    import os
     import time
 
     from sugfw.pipeline import index_from_scored, score_stream
@@ -144,26 +89,28 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise SugfwError(f"--slice-step {args.slice_step}: must be at least 1")
     args.out.mkdir(parents=True, exist_ok=True)
     spec, cache_dir = scorer_spec(args), args.cache_dir or args.out / "cache"
-    ray_address = args.ray or os.environ.get("SUGFW_RAY_ADDRESS") or None
+    ray = ray_options(args)
     started = time.perf_counter()
     scorer = None
-    if ray_address:
+    if ray.ray_address:
         from sugfw.distributed import score_on_ray
 
-        log.info("scoring with %s on the Ray cluster at %s (K=%d)", spec.model, ray_address, args.k)
+        log.info(
+            "scoring with %s on the Ray cluster at %s (K=%d)", spec.model, ray.ray_address, spec.k
+        )
         scored = list(
             score_on_ray(
                 spec,
                 _chosen_slices(args),
                 cache_dir,
-                ray_address,
-                actors=args.ray_actors,
+                ray.ray_address,
+                actors=ray.ray_actors,
                 progress=not args.quiet,
             )
         )
     else:
         scorer = spec.build(cache_dir)
-        log.info("scoring with %s on %s (K=%d)", scorer.model.name, scorer.model.device, args.k)
+        log.info("scoring with %s on %s (K=%d)", scorer.model.name, scorer.model.device, spec.k)
         scored = list(score_stream(scorer, _chosen_slices(args), progress=not args.quiet))
     if not scored:
         raise SugfwError(f"no slices to score in {args.input} (check --slice-step / --limit)")
@@ -271,7 +218,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from sugfw.active import ROUND_STRATEGIES
+    from sugfw.scorer_options import RayOptions
     from sugfw.selection import STRATEGIES
+    from sugfw.settings import add_flags
 
     parser = argparse.ArgumentParser(prog="sugfw", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -300,17 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preview-slice", help="slice id for --save-preview (default: the most uncertain)"
     )
     score.add_argument("--quiet", action="store_true", help="no progress bar")
-    score.add_argument(
-        "--ray",
-        metavar="ADDRESS",
-        help="score on the Ray cluster at ADDRESS ('auto': the one this machine joined; "
-        "default $SUGFW_RAY_ADDRESS); needs sugfw[ray]",
-    )
-    score.add_argument(
-        "--ray-actors",
-        type=int,
-        help="at most this many Ray actors (default: one per GPU, else one per CPU)",
-    )
+    add_flags(score, RayOptions)  # no defaults: the environment's apply when not given
     add_scoring_arguments(score)
     score.set_defaults(func=cmd_score)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -25,13 +25,12 @@ from tqdm.auto import tqdm
 from sugfw.cache import RecordCache
 from sugfw.errors import SugfwError
 from sugfw.records import SliceRecord, content_hash
+from sugfw.scorer_options import ray_options_from_env
 
 if TYPE_CHECKING:
     from sugfw.data import Slice
     from sugfw.pipeline import ScorerSpec
 
-RAY_ADDRESS_ENV = "SUGFW_RAY_ADDRESS"
-"""Environment variable naming the Ray cluster the backend's score job runs on (unset: local)."""
 INSTALL_HINT = "pip install 'sugfw[ray]'"
 MAX_ATTEMPTS = 3
 """Times one slice is sent to an actor before the run gives up (each try on a live actor)."""
@@ -57,10 +56,11 @@ def require_ray() -> ModuleType:
     return ray
 
 
-def ray_address_from_env(environ: dict[str, str] | None = None) -> str | None:
-    """The cluster address in ``SUGFW_RAY_ADDRESS`` ("auto", "HOST:PORT", ...); None when unset."""
-    value = (os.environ if environ is None else environ).get(RAY_ADDRESS_ENV, "").strip()
-    return value or None
+def ray_address_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The cluster address in ``SUGFW_RAY_ADDRESS`` ("auto", "HOST:PORT", ...); None when unset.
+
+    The setting is declared (and read) in ``sugfw.scorer_options``."""
+    return ray_options_from_env(os.environ if environ is None else environ).ray_address
 
 
 class ScoringActor:

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sugfw.records import RecordIndex, SliceRecord
+from sugfw.scorer_options import ScoringOptions
 
 if TYPE_CHECKING:
     from sugfw.data import Slice
@@ -30,25 +31,11 @@ class RecordScorer(Protocol):
 
 
 @dataclass(frozen=True)
-class ScorerSpec:
-    """Everything needed to build a scorer; ``None`` means the model's own default."""
+class ScorerSpec(ScoringOptions):
+    """Everything needed to build a scorer: the declared scoring settings
+    (``sugfw.scorer_options``), plus untrained weights for tests and benchmarks."""
 
-    model: str = "litemedsam"
-    checkpoint: Path | None = None
-    device: str = "auto"
     random_weights: bool = False
-    k: int = 10
-    seed: int = 0
-    grid: tuple[int, ...] | None = None
-    pred_iou_thresh: float | None = None
-    stability_thresh: float | None = None
-    max_area_fraction: float | None = None
-    box_nms_thresh: float | None = None
-    uncertainty_sign: str = "code"
-    alignment: str = "content"
-    precision: str = "fp32"
-    encoder_batch: int | None = None
-    prompt_batch: int | None = None
 
     def build(self, cache_dir: Path | None = None) -> Scorer:
         """Load the model on its device and wrap it in a ``Scorer`` caching under ``cache_dir``."""

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.config import BackendConfig, parse_grid
+from backend.config import BackendConfig
 from backend.jobs.cold_start import ScoreJob
 from backend.jobs.publish import publish_predictions
 from backend.jobs.queue import Job, Progress
@@ -33,6 +33,7 @@ from sugfw.data import load_image_file
 from sugfw.errors import BudgetError, InvalidInputError
 from sugfw.everything import EverythingSettings
 from sugfw.records import REGION_CAP, RecordIndex
+from sugfw.scorer_options import parse_grid
 from sugfw.scoring import Scorer, ScoringSettings
 from sugfw.selection import get_strategy, gscu
 

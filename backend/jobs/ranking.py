@@ -14,15 +14,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from backend.config import COLD_START_STRATEGIES, DEFAULT_COLD_START  # noqa: F401 (re-export)
 from sugfw.records import RecordIndex, SliceRecord
 from sugfw.selection import Selection, get_strategy, resolve_budget
 
 log = logging.getLogger(__name__)
-
-DEFAULT_COLD_START = "gscu"
-COLD_START_STRATEGIES = ("gscu", "gscu_tie_aware", "gscu_content_aware")
-"""Strategies that may order a project before any training run (``SUGFW_COLD_START_STRATEGY``):
-faithful GSCU by default, since the benchmark has not shown the label-free remedies better."""
 
 
 def cluster_count(budget: int | float, features: np.ndarray) -> int:

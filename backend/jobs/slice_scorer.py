@@ -16,6 +16,8 @@ import numpy as np
 from backend.config import BackendConfig
 from sugfw.pipeline import ScorerSpec
 from sugfw.records import SliceRecord
+from sugfw.scorer_options import ScoringOptions
+from sugfw.settings import declared
 
 if TYPE_CHECKING:
     from sugfw.scoring import Scorer
@@ -58,15 +60,8 @@ class SliceScorer:
 
 
 def scorer_spec(config: BackendConfig) -> ScorerSpec:
-    """The configured model, grid, K and seed as a ``ScorerSpec`` (also what Ray workers build)."""
-    return ScorerSpec(
-        model=config.model,
-        checkpoint=config.checkpoint,
-        device=config.device,
-        k=config.k,
-        seed=config.seed,
-        grid=config.grid,
-    )
+    """The configured scoring settings as a ``ScorerSpec`` (also what Ray workers build)."""
+    return ScorerSpec(**{name: getattr(config, name) for name, _, _ in declared(ScoringOptions)})
 
 
 def build_scorer(config: BackendConfig) -> Scorer:
