@@ -69,61 +69,35 @@ PATH = Kind("path", lambda text, name: Path(text).expanduser())
 
 @dataclass(frozen=True)
 class Setting:
-    """One declared setting (the field's metadata); see ``setting``."""
+    """One declared setting (the field's metadata), made by ``setting``.
+
+    ``flag``: True derives ``--field-name``, a string names the flag, False keeps the setting
+    environment-only (always so for a ``secret``, which is also masked in views). ``choices`` is
+    a callable so that listing them (a registry) waits until a parser or a check needs them.
+    ``many``: the flag takes one or more values, each parsed, joined into one tuple.
+    ``strip=False`` keeps surrounding spaces (passwords). ``redact`` masks part of a value in
+    views (a URL's credentials). ``default_text`` describes a ``None`` default ("per model").
+    """
 
     env: str
     help: str
-    kind: Kind
-    flag: str | bool
-    check: Check | None
-    choices: Callable[[], Sequence[str]] | None
-    many: bool
-    strip: bool
-    secret: bool
-    redact: Callable[[Any], Any] | None
-    default_text: str | None
-    metavar: str | None
+    kind: Kind = TEXT
+    flag: str | bool = True
+    check: Check | None = None
+    choices: Callable[[], Sequence[str]] | None = None
+    many: bool = False
+    strip: bool = True
+    secret: bool = False
+    redact: Callable[[Any], Any] | None = None
+    default_text: str | None = None
+    metavar: str | None = None
 
 
-def setting(
-    default: Any,
-    env: str,
-    help: str,
-    *,
-    kind: Kind = TEXT,
-    flag: str | bool = True,
-    check: Check | None = None,
-    choices: Callable[[], Sequence[str]] | None = None,
-    many: bool = False,
-    strip: bool = True,
-    secret: bool = False,
-    redact: Callable[[Any], Any] | None = None,
-    default_text: str | None = None,
-    metavar: str | None = None,
-) -> Any:
-    """A dataclass field declaring a setting.
-
-    ``flag``: True derives ``--field-name``, a string names the flag, False keeps the setting
-    environment-only (always so for ``secret``). ``choices`` is a callable so that listing them
-    (a registry) waits until a parser or a check needs them. ``many``: the flag takes one or more
-    values, each parsed, joined into one tuple. ``strip=False`` keeps surrounding spaces
-    (passwords). ``default_text`` describes a ``None`` default ("per model").
-    """
-    declared = Setting(
-        env=env,
-        help=help,
-        kind=kind,
-        flag=False if secret else flag,
-        check=check,
-        choices=choices,
-        many=many,
-        strip=strip,
-        secret=secret,
-        redact=redact,
-        default_text=default_text,
-        metavar=metavar,
-    )
-    return dataclasses.field(default=default, metadata={METADATA_KEY: declared})
+def setting(default: Any, env: str, help: str, **options: Any) -> Any:
+    """A dataclass field declaring a setting: its default, variable, help and ``Setting``
+    options."""
+    declaration = Setting(env, help, **options)
+    return dataclasses.field(default=default, metadata={METADATA_KEY: declaration})
 
 
 def declared(cls: type) -> Iterator[tuple[str, Setting, Any]]:
@@ -135,7 +109,7 @@ def declared(cls: type) -> Iterator[tuple[str, Setting, Any]]:
 
 def flag_of(name: str, declaration: Setting) -> str | None:
     """The setting's flag, or None for an environment-only setting."""
-    if declaration.flag is False:
+    if declaration.flag is False or declaration.secret:
         return None
     if declaration.flag is True:
         return "--" + name.replace("_", "-")
