@@ -4,7 +4,8 @@
 A non-loopback bind without Basic auth is refused unless SUGFW_ALLOW_UNAUTHENTICATED=1 (or
 ``--allow-unauthenticated``): anyone who reaches the port could queue jobs and read predictions.
 
-Settings come from environment variables (see ``backend/config.py``); flags override them.
+Settings come from environment variables; flags override them. Both are generated from the
+declarations in ``backend/config.py`` and ``sugfw/scorer_options.py`` (table: docs/settings.md).
 Secrets (LABEL_STUDIO_API_KEY, BASIC_AUTH_PASS) are read from the environment only, because
 command lines are visible to every user of the machine.
 
