@@ -207,13 +207,6 @@ def augment(image: Tensor, p: AugmentationParams) -> Tensor:
     return apply_spatial(apply_intensity(image, p), p)
 
 
-def augment_batch(image: Tensor, params: Sequence[AugmentationParams]) -> list[Tensor]:
-    """One augmented copy of an (H, W) image per params; a list since rot90 may swap H and W."""
-    if image.ndim != 2:
-        raise InvalidInputError(f"image of shape {tuple(image.shape)}: expected (H, W)")
-    return [augment(image, p) for p in params]
-
-
 def _posterize(x: Tensor, bits: int) -> Tensor:
     # Work on the 8-bit code like PIL: floor to 0..255, drop the low (8 - bits) bits.
     codes = torch.floor(x * 255).to(torch.int32)
