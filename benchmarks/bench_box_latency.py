@@ -27,6 +27,7 @@ import torch
 from backend.interactive import EmbeddingCache, Prompt, PromptSegmenter, bounding_box
 from backend.labelstudio.brush import SegmentationControl, mask_to_result
 from sugfw.experiment.dataset import find_case_files, load_case
+from sugfw.metrics import mask_dice
 from sugfw.models import build_model
 from sugfw.scoring import ScoringSettings
 
@@ -49,12 +50,6 @@ def pick_slices(
         for z in present[np.linspace(0, len(present) - 1, per_case).round().astype(int)]:
             picked.append((f"{files.case_id}:{z}", case.image[..., z], case.label[..., z] > 0))
     return picked[:n_slices]
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two 2-D masks (``sugfw.metrics.dice`` takes volumes)."""
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / total if total else 1.0
 
 
 def percentiles(values: list[float]) -> str:
@@ -106,7 +101,7 @@ def main() -> int:
         start = time.perf_counter()
         mask_to_result(mask, CONTROL)
         rle.append(time.perf_counter() - start)
-        dices.append(dice(mask, label))
+        dices.append(mask_dice(mask, label))
     ratio = np.median(uncached) / np.median(cached)
     print(f"box, embedding not cached (encoder + decoder): {percentiles(uncached)}")
     print(f"box, embedding cached (decoder only):          {percentiles(cached)}")

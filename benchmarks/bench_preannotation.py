@@ -30,7 +30,7 @@ from sugfw.data import validate_slice
 from sugfw.experiment.configs import CONFIGS
 from sugfw.experiment.dataset import PreparedCase, find_case_files, load_case, prepare_case
 from sugfw.experiment.runner import Cell, build_pool, plan_split
-from sugfw.metrics import dice
+from sugfw.metrics import mask_dice
 from sugfw.records import content_hash
 from sugfw.segmentation.infer import predict_volume
 from sugfw.segmentation.train import BEST_CHECKPOINT, load_trained_unet
@@ -78,11 +78,9 @@ def main() -> None:
         if record is None:
             continue
         regions = record.regions()
-        best = max((dice(r[None], truth[None]) for r in regions), default=0.0)
+        best = max((mask_dice(r, truth) for r in regions), default=0.0)
         unet = predict_volume(model, image[None])[0] > 0
-        rows.append(
-            (dice(record.union_mask[None], truth[None]), best, dice(unet[None], truth[None]))
-        )
+        rows.append((mask_dice(record.union_mask, truth), best, mask_dice(unet, truth)))
     values = np.array(rows)
     print(
         f"cell {cell}: {len(picks)} annotated slices; "

@@ -34,7 +34,7 @@ import torch
 from sugfw.data import load_volume
 from sugfw.everything import EverythingSettings, everything_union
 from sugfw.intensity import scale_intensities
-from sugfw.metrics import dice
+from sugfw.metrics import mask_dice
 from sugfw.models import CanvasGeometry, build_model
 from sugfw.records import REGION_CAP
 
@@ -56,7 +56,7 @@ def mid_slices(data: Path, count: int) -> list[tuple[str, np.ndarray, np.ndarray
 
 
 def dice_2d(mask: np.ndarray, label: np.ndarray) -> float:
-    return dice(mask[None], label[None], empty_value=0.0)  # sugfw.metrics takes volumes
+    return mask_dice(mask, label, empty_value=0.0)
 
 
 def region_figures(regions: np.ndarray, union: np.ndarray, label: np.ndarray) -> dict[str, float]:

@@ -119,20 +119,14 @@ def _choice(rng: np.random.Generator, choices: Sequence) -> object:
 
 def _sample_authors(rng: np.random.Generator) -> AugmentationParams:
     low, high = AUTHORS_POSTERIZE_BITS
-    # Drawn in the authors' order of application: gamma, flip, rotation, posterize, enhancers.
-    gamma = float(_choice(rng, GAMMA_CHOICES))
-    flip_axis = int(_choice(rng, AUTHORS_FLIP_AXES))
-    rot90 = int(_choice(rng, AUTHORS_ROT90))
-    posterize_bits = int(rng.integers(low, high + 1))
-    contrast, sharpness, brightness = (float(_choice(rng, ENHANCE_FACTORS)) for _ in range(3))
+    # Drawn in the authors' order of application, which is the field order (arguments are
+    # evaluated left to right): gamma, flip, rotation, posterize, enhancers.
     return AugmentationParams(
-        gamma=gamma,
-        flip_axis=flip_axis,
-        rot90=rot90,
-        posterize_bits=posterize_bits,
-        contrast=contrast,
-        sharpness=sharpness,
-        brightness=brightness,
+        float(_choice(rng, GAMMA_CHOICES)),
+        int(_choice(rng, AUTHORS_FLIP_AXES)),
+        int(_choice(rng, AUTHORS_ROT90)),
+        int(rng.integers(low, high + 1)),
+        *(float(_choice(rng, ENHANCE_FACTORS)) for _ in range(3)),
     )
 
 
@@ -142,25 +136,17 @@ def _sample_one(rng: np.random.Generator) -> AugmentationParams:
     def maybe(choices: Sequence[float], off: float) -> float:
         # Draw the value unconditionally so every draw consumes the same amount of the stream.
         enabled = rng.random() < ENABLE_PROBABILITY
-        value = choices[int(rng.integers(len(choices)))]
+        value = _choice(rng, choices)
         return float(value) if enabled else off
 
-    gamma = maybe(GAMMA_CHOICES, 1.0)
-    flip_axis = FLIP_CHOICES[int(rng.integers(len(FLIP_CHOICES)))]
-    rot90 = int(rng.integers(4))
     low, high = POSTERIZE_BITS_RANGE
-    posterize_bits = int(maybe(range(low, high + 1), high))
-    contrast = maybe(ENHANCE_FACTORS, 1.0)
-    sharpness = maybe(ENHANCE_FACTORS, 1.0)
-    brightness = maybe(ENHANCE_FACTORS, 1.0)
+    # Field order is draw order (arguments are evaluated left to right).
     return AugmentationParams(
-        gamma=gamma,
-        flip_axis=flip_axis,
-        rot90=rot90,
-        posterize_bits=posterize_bits,
-        contrast=contrast,
-        sharpness=sharpness,
-        brightness=brightness,
+        maybe(GAMMA_CHOICES, 1.0),
+        _choice(rng, FLIP_CHOICES),
+        int(rng.integers(4)),
+        int(maybe(range(low, high + 1), high)),
+        *(maybe(ENHANCE_FACTORS, 1.0) for _ in range(3)),
     )
 
 
@@ -205,13 +191,6 @@ def invert_spatial(x: Tensor, p: AugmentationParams) -> Tensor:
 def augment(image: Tensor, p: AugmentationParams) -> Tensor:
     """Intensity then spatial augmentation of an (H, W) or (B, H, W) image in [0, 1]."""
     return apply_spatial(apply_intensity(image, p), p)
-
-
-def augment_batch(image: Tensor, params: Sequence[AugmentationParams]) -> list[Tensor]:
-    """One augmented copy of an (H, W) image per params; a list since rot90 may swap H and W."""
-    if image.ndim != 2:
-        raise InvalidInputError(f"image of shape {tuple(image.shape)}: expected (H, W)")
-    return [augment(image, p) for p in params]
 
 
 def _posterize(x: Tensor, bits: int) -> Tensor:

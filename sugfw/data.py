@@ -269,17 +269,6 @@ def iter_slices(path: Path | str) -> Iterator[Slice]:
     return _unique_slices(files)
 
 
-def load_slices(path: Path | str) -> list[Slice]:
-    """All slices of ``iter_slices(path)``; finding none is an InvalidInputError."""
-    slices = list(iter_slices(path))
-    if not slices:
-        raise InvalidInputError(
-            f"no images found in {path}; expected files ending in "
-            f"{', '.join(SUPPORTED_SUFFIXES)} (hidden files and sub-folders are skipped)"
-        )
-    return slices
-
-
 def _unique_slices(files: list[Path]) -> Iterator[Slice]:
     # Ids name output files downstream, so a repeat ("a.png" and "a.tif") must not overwrite.
     first_source: dict[str, str] = {}

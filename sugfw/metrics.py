@@ -57,13 +57,28 @@ class CaseMetrics:
 
 
 def dice(pred: np.ndarray, truth: np.ndarray, empty_value: float = 1.0) -> float:
-    """Dice = 2|P ∩ T| / (|P| + |T|); ``empty_value`` when both masks are empty."""
+    """Dice = 2|P ∩ T| / (|P| + |T|) of two validated 3-D masks; ``empty_value`` when both are
+    empty."""
     pred, truth = _validated_pair(pred, truth)
-    pred_size, truth_size = int(np.count_nonzero(pred)), int(np.count_nonzero(truth))
-    if pred_size + truth_size == 0:
+    return mask_dice(pred, truth, empty_value)
+
+
+def mask_dice(a: np.ndarray, b: np.ndarray, empty_value: float = 1.0) -> float:
+    """Dice of two boolean masks of one shape, any number of axes (slices as well as volumes);
+    ``empty_value`` when both are empty. The one Dice formula: :func:`dice` validates, then
+    calls it."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    if total == 0:
         return float(empty_value)
-    intersection = int(np.count_nonzero(pred & truth))
-    return 2.0 * intersection / (pred_size + truth_size)
+    return 2.0 * int(np.count_nonzero(a & b)) / total
+
+
+def foreground_dice(prediction: np.ndarray, target: np.ndarray, n_classes: int) -> float:
+    """Mean over classes 1..C−1 of the label maps' Dice, counting a class absent from both as 1."""
+    return float(
+        np.mean([mask_dice(prediction == label, target == label) for label in range(1, n_classes)])
+    )
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -13,7 +13,6 @@ from sugfw.augment import (
     apply_intensity,
     apply_spatial,
     augment,
-    augment_batch,
     invert_spatial,
     sample_augmentations,
 )
@@ -207,7 +206,8 @@ def test_masks_on_augmented_slices_map_back_to_the_right_pixel() -> None:
     spatial_only = [only(flip_axis=f, rot90=r) for f, r in SPATIAL_COMBOS]
     params = spatial_only + sample_augmentations(40, seed=7)
     restored = []
-    for p, augmented in zip(params, augment_batch(image, params)):
+    for p in params:
+        augmented = augment(image, p)
         mask = augmented == augmented.max()  # a stand-in segmenter that finds the bright pixel
         back = invert_spatial(mask, p)
         assert torch.equal(back, truth), p
@@ -216,14 +216,10 @@ def test_masks_on_augmented_slices_map_back_to_the_right_pixel() -> None:
     assert torch.equal(torch.stack(restored).mean(dim=0), truth.double())
 
 
-def test_augment_batch_returns_one_copy_per_params() -> None:
+def test_augment_swaps_height_and_width_on_an_odd_quarter_turn() -> None:
     image = torch.rand(5, 7, generator=torch.Generator().manual_seed(8))
-    params = sample_augmentations(12, seed=9)
-    copies = augment_batch(image, params)
-    assert len(copies) == len(params)
-    for p, copy in zip(params, copies):
-        assert copy.shape == ((7, 5) if p.rot90 % 2 else (5, 7))
-        assert torch.equal(copy, augment(image, p))
+    for p in sample_augmentations(12, seed=9):
+        assert augment(image, p).shape == ((7, 5) if p.rot90 % 2 else (5, 7))
 
 
 # --- sampling --------------------------------------------------------------------------------
@@ -329,12 +325,10 @@ def test_intensity_rejects_bad_images(image: torch.Tensor, message: str) -> None
         apply_intensity(image, IDENTITY)
 
 
-def test_bad_spatial_and_batch_inputs() -> None:
+def test_bad_spatial_inputs() -> None:
     with pytest.raises(InvalidInputError, match="shape"):
         apply_spatial(torch.zeros(7), IDENTITY)
     with pytest.raises(InvalidInputError, match="shape"):
         invert_spatial(torch.zeros(7), IDENTITY)
     with pytest.raises(InvalidInputError, match="expected a torch.Tensor"):
         apply_intensity([[0.5]], IDENTITY)  # type: ignore[arg-type]
-    with pytest.raises(InvalidInputError, match=r"expected \(H, W\)"):
-        augment_batch(torch.zeros(2, 5, 7), [IDENTITY])

@@ -10,7 +10,16 @@ from medpy.metric import binary as medpy_binary
 from scipy.ndimage import gaussian_filter
 
 from sugfw.errors import InvalidInputError
-from sugfw.metrics import CaseMetrics, case_metrics, dice, field_of_view_diagonal, hd95, summarise
+from sugfw.metrics import (
+    CaseMetrics,
+    case_metrics,
+    dice,
+    field_of_view_diagonal,
+    foreground_dice,
+    hd95,
+    mask_dice,
+    summarise,
+)
 
 SPACING = (2.5, 0.625, 0.7)
 SHAPE = (10, 40, 36)
@@ -148,6 +157,21 @@ def test_dice_of_two_empty_masks_is_the_chosen_empty_value() -> None:
     assert dice(EMPTY, EMPTY) == 1.0
     assert dice(EMPTY, EMPTY, empty_value=0.0) == 0.0
     assert dice(EMPTY, ONE_VOXEL) == 0.0
+
+
+def test_mask_dice_takes_slices_and_agrees_with_dice() -> None:
+    pred, truth = blob_pair(0)
+    assert mask_dice(pred, truth) == dice(pred, truth)
+    assert mask_dice(pred[3], truth[3]) == dice(pred[3][None], truth[3][None])
+    assert mask_dice(EMPTY[0], EMPTY[0]) == 1.0
+    assert mask_dice(EMPTY[0], EMPTY[0], empty_value=0.0) == 0.0
+
+
+def test_foreground_dice_averages_the_classes_and_counts_an_absent_class_as_one() -> None:
+    truth = np.array([[0, 1, 1, 2]])
+    pred = np.array([[0, 1, 0, 0]])
+    # class 1: 2·1 / (1 + 2); class 2: 0; class 3 absent from both: 1
+    assert foreground_dice(pred, truth, 4) == pytest.approx((2 / 3 + 0 + 1) / 3)
 
 
 def test_physical_rule_both_empty_is_perfect() -> None:

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from sugfw.errors import CheckpointError, InvalidInputError
+from sugfw.metrics import foreground_dice
 from sugfw.segmentation.augmentation import rot_flip
 from sugfw.segmentation.infer import predict_volume
 from sugfw.segmentation.train import (
     TrainConfig,
     _random_crop,
-    foreground_dice,
     load_trained_unet,
     poly_lr,
     train,

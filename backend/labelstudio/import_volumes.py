@@ -37,6 +37,13 @@ from PIL import Image
 from sugfw.data import MIN_SIDE, VOLUME_SUFFIXES, load_volume
 from sugfw.errors import InvalidInputError, SugfwError
 from sugfw.intensity import window_to_uint8
+from sugfw.msd import (
+    case_id_of,
+    is_first_channel,
+    training_images,
+    volume_files,
+    volume_stem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +54,6 @@ MEDIA_URL = "/data/"
 """Where Label Studio serves stored uploads (its ``MEDIA_URL``):
 ``/data/upload/<project>/<name>``."""
 
-# nnU-Net names channels <case>_0000, <case>_0001, ...; MSD ids like la_003 have 3 digits.
-_CHANNEL = re.compile(r"_(\d{4})$")
 # The server rewrites other characters in stored file names; the task's case_id keeps the original.
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -90,15 +95,15 @@ def find_volumes(inputs: Sequence[Path | str]) -> list[Path]:
     volumes: list[Path] = []
     for item in map(Path, inputs):
         if item.is_file():
-            if _volume_stem(item) is None:
+            if volume_stem(item) is None:
                 raise InvalidInputError(
                     f"{item}: not a NIfTI volume; expected a name ending in "
                     f"{' or '.join(VOLUME_SUFFIXES)}"
                 )
             volumes.append(item)
         elif item.is_dir():
-            folder = item / "imagesTr" if (item / "imagesTr").is_dir() else item
-            found = sorted(path for path in folder.iterdir() if _is_volume_file(path))
+            folder = training_images(item)
+            found = [path for path in volume_files(folder) if is_first_channel(path)]
             if not found:
                 raise InvalidInputError(
                     f"no NIfTI volumes ({', '.join(VOLUME_SUFFIXES)}) in {folder}"
@@ -118,47 +123,6 @@ def find_volumes(inputs: Sequence[Path | str]) -> list[Path]:
             )
         cases[case] = path
     return volumes
-
-
-def _is_volume_file(path: Path) -> bool:
-    # Hidden files include macOS "._la_003.nii.gz" resource forks, which MSD archives ship.
-    if path.name.startswith(".") or not path.is_file() or _volume_stem(path) is None:
-        return False
-    channel = _CHANNEL.search(_volume_stem(path) or "")
-    return channel is None or channel.group(1) == "0000"
-
-
-def _volume_stem(path: Path) -> str | None:
-    name = path.name
-    for suffix in VOLUME_SUFFIXES:
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
-def case_id_of(path: Path) -> str:
-    """File name without ``.nii[.gz]`` and without nnU-Net's ``_0000`` channel suffix."""
-    stem = _volume_stem(path)
-    if stem is None:
-        raise InvalidInputError(f"{path}: not a NIfTI volume")
-    channel = _CHANNEL.search(stem)
-    return stem[: channel.start()] if channel and channel.group(1) == "0000" else stem
-
-
-def label_volume_of(path: Path) -> Path | None:
-    """The label map of an MSD / nnU-Net image ``<root>/imagesTr/<case>[_0000].nii[.gz]``:
-    ``<root>/labelsTr/<case>.nii[.gz]`` (``imagesTs`` → ``labelsTs``), or None when there is
-    none."""
-    path = Path(path)
-    if path.parent.name not in ("imagesTr", "imagesTs"):
-        return None
-    labels = path.parent.parent / path.parent.name.replace("images", "labels", 1)
-    case = case_id_of(path)
-    for suffix in VOLUME_SUFFIXES:
-        candidate = labels / f"{case}{suffix}"
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def window_volume(volume: np.ndarray) -> np.ndarray:

@@ -33,13 +33,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from backend.labelstudio.connection import Connection, connect
-from backend.labelstudio.import_volumes import (
-    case_id_of,
-    find_volumes,
-    import_volumes,
-    label_volume_of,
-)
+from backend.labelstudio.import_volumes import find_volumes, import_volumes
 from backend.local import server as local_server
+from sugfw.msd import case_id_of, label_volume_of
 
 log = logging.getLogger("sugfw.launch")
 REPO = Path(__file__).resolve().parents[2]

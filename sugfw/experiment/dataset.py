@@ -2,12 +2,7 @@
 
 Layouts (detected by the presence of ``imagesTr/`` or ``imagesTs/``; a test-only folder with
 just ``imagesTs/`` + ``labelsTs/`` is an MSD/nnU-Net folder too, e.g. for ``--test-data``):
-- MSD / nnU-Net: ``imagesTr/``, ``labelsTr/``, optional ``imagesTs/``, ``labelsTs/``,
-  ``dataset.json``. When ``dataset.json`` has a ``"training"`` list of ``{"image", "label"}``
-  entries (MSD), those pairs are used. Otherwise each label ``labelsXx/<case>.nii[.gz]`` is paired
-  with ``imagesXx/<case>_0000.nii[.gz]`` (nnU-Net) or ``imagesXx/<case>.nii[.gz]`` (MSD); other
-  channels (``_0001`` ...) are not used. Every ``imagesTr`` image needs a label; ``imagesTs``
-  images without one are skipped (MSD ships its test labels separately, if at all).
+- MSD / nnU-Net: read by ``sugfw.msd`` (see there for the pairing rules).
 - Plain folder: ``<case>.nii[.gz]`` with its label ``<case><suffix>.nii[.gz]``, where ``<suffix>``
   is one of ``LABEL_SUFFIXES``; every image needs a label and every label an image.
 
@@ -17,9 +12,6 @@ Promise12); the benchmark is binary, like the paper's.
 
 from __future__ import annotations
 
-import json
-import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,27 +20,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sugfw.data import VOLUME_SUFFIXES, load_volume
+from sugfw.data import load_volume
 from sugfw.errors import InvalidInputError
+from sugfw.msd import CaseFiles, Subset, file_stem, is_msd_root, msd_pairs, volume_files
 from sugfw.segmentation.preprocess import README_UPPER_PERCENTILE, normalise_volume
-
-log = logging.getLogger(__name__)
 
 LABEL_SUFFIXES = ("_segmentation", "_label", "_labels", "_seg", "_mask", "_gt")
 """Plain layout: a label file is its image's stem plus one of these."""
 FOREGROUND_MARGIN = 2
 """The authors' "Foreslices": the foreground z-range widened by 2 slices on each side."""
-Subset = Literal["train", "test"]
-_CHANNEL = re.compile(r"_(\d{4})$")
-
-
-@dataclass(frozen=True)
-class CaseFiles:
-    case_id: str
-    image: Path
-    label: Path
-    subset: Subset
-    """"test" for ``imagesTs`` cases, "train" otherwise."""
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: field-wise == on arrays is ambiguous
@@ -98,8 +78,8 @@ def find_case_files(root: Path | str) -> list[CaseFiles]:
     root = Path(root)
     if not root.is_dir():
         raise InvalidInputError(f"dataset folder {root} does not exist or is not a folder")
-    if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
-        pairs = _msd_pairs(root)
+    if is_msd_root(root):
+        pairs = msd_pairs(root)
     else:
         pairs = _plain_pairs(root)
     if not pairs:
@@ -230,72 +210,8 @@ def split_cases(case_ids: list[str], n_val: int, n_test: int, seed: int) -> Case
     return CaseSplit(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)))
 
 
-def _msd_pairs(root: Path) -> list[CaseFiles]:
-    listed = _dataset_json_pairs(root)
-    if listed is not None:
-        return listed + _folder_pairs(root / "imagesTs", root / "labelsTs", "test")
-    return _folder_pairs(root / "imagesTr", root / "labelsTr", "train") + _folder_pairs(
-        root / "imagesTs", root / "labelsTs", "test"
-    )
-
-
-def _dataset_json_pairs(root: Path) -> list[CaseFiles] | None:
-    path = root / "dataset.json"
-    if not path.is_file():
-        return None
-    try:
-        description = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidInputError(f"cannot read {path}: {error}") from error
-    entries = description.get("training") if isinstance(description, dict) else None
-    pairs_listed = isinstance(entries, list) and all(
-        isinstance(entry, dict) and {"image", "label"} <= entry.keys() for entry in entries
-    )
-    if not pairs_listed:
-        return None  # nnU-Net v2's dataset.json lists no pairs: match by file name instead
-    pairs = []
-    for entry in entries:
-        image, label = root / entry["image"], root / entry["label"]
-        for path_ in (image, label):
-            if not path_.is_file():
-                raise InvalidInputError(f"{path} lists {path_}, which does not exist")
-        pairs.append(CaseFiles(_stem(label), image, label, "train"))
-    return pairs
-
-
-def _folder_pairs(images_dir: Path, labels_dir: Path, subset: Subset) -> list[CaseFiles]:
-    if not images_dir.is_dir():
-        return []
-    images = {_stem(path): path for path in _volumes(images_dir)}
-    labels = {_stem(path): path for path in _volumes(labels_dir)} if labels_dir.is_dir() else {}
-    pairs, used = [], set()
-    for case_id, label in labels.items():
-        image_key = f"{case_id}_0000" if f"{case_id}_0000" in images else case_id
-        if image_key not in images:
-            raise InvalidInputError(
-                f"label {label} has no image: expected {images_dir / case_id}_0000.nii.gz or "
-                f"{images_dir / case_id}.nii.gz"
-            )
-        pairs.append(CaseFiles(case_id, images[image_key], label, subset))
-        used.add(image_key)
-    # Other channels of a used case, or a _0000 channel whose label is named without it.
-    unlabelled = [
-        path
-        for key, path in images.items()
-        if key not in used and _CHANNEL.sub("", key) not in labels
-    ]
-    if unlabelled and subset == "train":
-        raise InvalidInputError(
-            f"{len(unlabelled)} training image(s) without a label in {labels_dir}, e.g. "
-            f"{unlabelled[0]}"
-        )
-    if unlabelled:
-        log.info("skipping %d unlabelled image(s) in %s", len(unlabelled), images_dir)
-    return pairs
-
-
 def _plain_pairs(root: Path) -> list[CaseFiles]:
-    volumes = {_stem(path): path for path in _volumes(root)}
+    volumes = {file_stem(path): path for path in volume_files(root)}
     labels = {}
     for stem, path in volumes.items():
         suffix = next((s for s in LABEL_SUFFIXES if stem.endswith(s) and len(stem) > len(s)), None)
@@ -315,22 +231,3 @@ def _plain_pairs(root: Path) -> list[CaseFiles]:
             f"<suffix>.nii.gz beside each, with <suffix> one of {', '.join(LABEL_SUFFIXES)}"
         )
     return [CaseFiles(case_id, images[case_id], labels[case_id], "train") for case_id in images]
-
-
-def _volumes(folder: Path) -> list[Path]:
-    # Hidden files skipped: MSD archives carry macOS "._" resource forks beside each volume.
-    return sorted(
-        path
-        for path in folder.iterdir()
-        if path.is_file()
-        and not path.name.startswith(".")
-        and path.name.lower().endswith(VOLUME_SUFFIXES)
-    )
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in VOLUME_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name

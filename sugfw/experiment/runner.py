@@ -207,11 +207,6 @@ def score_pool(pool: TrainingPool, scorer: RecordScorer, progress: bool = True) 
     return score_to_index(scorer, slices, progress, total=len(pool.images))
 
 
-def select_slices(cell: Cell, index: RecordIndex) -> np.ndarray:
-    """Pool positions picked by the cell's strategy (all of them for full supervision)."""
-    return select_queue(cell, index).picks
-
-
 def select_queue(cell: Cell, index: RecordIndex) -> Selection:
     """The cell's Selection (full supervision: every slice in pool order, no clusters)."""
     n = len(index.slice_ids)

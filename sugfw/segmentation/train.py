@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from sugfw.atomic import atomic_path
 from sugfw.checkpoints import read_checkpoint
 from sugfw.errors import CheckpointError, InvalidInputError
+from sugfw.metrics import foreground_dice, mask_dice
 from sugfw.segmentation.augmentation import AUGMENTATION_LAWS, AugmentationLaw, augment_pairs
 from sugfw.segmentation.infer import predict_volume
 from sugfw.segmentation.losses import segmentation_loss
@@ -510,22 +511,10 @@ def case_dice_validator(
         for images, labels in cases:
             volume = np.asarray(images, dtype=np.float32)
             predictions = predict_volume(model, volume, config.device, batch_size=config.batch_size)
-            predicted, true = predictions > 0, np.asarray(labels) > 0
-            total = int(predicted.sum()) + int(true.sum())
-            scores.append(1.0 if total == 0 else 2.0 * int((predicted & true).sum()) / total)
+            scores.append(mask_dice(predictions > 0, np.asarray(labels) > 0))
         return float(np.mean(scores))
 
     return evaluate
-
-
-def foreground_dice(prediction: np.ndarray, target: np.ndarray, n_classes: int) -> float:
-    """Mean over classes 1..C−1 of 2|P∩T| / (|P| + |T|), counting a class absent from both as 1."""
-    scores = []
-    for label in range(1, n_classes):
-        predicted, true = prediction == label, target == label
-        total = int(predicted.sum()) + int(true.sum())
-        scores.append(1.0 if total == 0 else 2.0 * int((predicted & true).sum()) / total)
-    return float(np.mean(scores))
 
 
 def _augmented_batch(

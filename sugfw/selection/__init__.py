@@ -13,6 +13,7 @@ import numpy as np
 
 from sugfw.errors import InvalidInputError
 from sugfw.records import RecordIndex
+from sugfw.registry import Registry
 from sugfw.selection.alps import alps
 from sugfw.selection.base import Selection, SelectionStrategy
 from sugfw.selection.budget import check_budget, parse_budget, resolve_budget
@@ -63,41 +64,38 @@ class StrategySpec:
         return self.select(features, index.uncertainty, budget, seed)
 
 
-STRATEGIES: dict[str, StrategySpec] = {
-    "gscu": StrategySpec(gscu, "pgdr"),
-    # GSCU with clusters visited by smallest member and ties to the lowest index (file order).
-    "gscu_index_order": StrategySpec(gscu_index_order, "pgdr"),
-    # GSCU with the slices at Û = 0.5 (no disagreement between views) queued last.
-    "gscu_tie_aware": StrategySpec(gscu_tie_aware, "pgdr"),
-    # Tie-aware GSCU that also queues the darkest-centred third of the pool last (label-free
-    # prior for organ-centred scans; sugfw/content.py).
-    "gscu_content_aware": StrategySpec(gscu_content_aware, "pgdr", uses_content=True),
-    # "w/o PGDR" changes the features, not the selection rule.
-    "gscu_no_pgdr": StrategySpec(gscu, "mean"),
-    "gscu_no_clustering": StrategySpec(gscu_without_clustering, "pgdr"),
-    "gscu_no_greedy": StrategySpec(gscu_without_greedy, "pgdr"),
-    # Baselines of the paper's Table 1, all run on PGDR features as in the paper. Random is
-    # reported as the mean over 5 seeds; TypiClust as its authors define it, and the SUGFW
-    # authors' simplified variant beside it.
-    "random": StrategySpec(random_selection, "pgdr"),
-    "probcover": StrategySpec(probcover, "pgdr"),
-    "fps": StrategySpec(fps, "pgdr"),
-    "typiclust": StrategySpec(typiclust, "pgdr"),
-    "typiclust_sugfw": StrategySpec(typiclust_sugfw, "pgdr"),
-    "calr": StrategySpec(calr, "pgdr"),
-    "alps": StrategySpec(alps, "pgdr"),
-}
+STRATEGIES: Registry[StrategySpec] = Registry(
+    {
+        "gscu": StrategySpec(gscu, "pgdr"),
+        # GSCU with clusters visited by smallest member and ties to the lowest index (file order).
+        "gscu_index_order": StrategySpec(gscu_index_order, "pgdr"),
+        # GSCU with the slices at Û = 0.5 (no disagreement between views) queued last.
+        "gscu_tie_aware": StrategySpec(gscu_tie_aware, "pgdr"),
+        # Tie-aware GSCU that also queues the darkest-centred third of the pool last (label-free
+        # prior for organ-centred scans; sugfw/content.py).
+        "gscu_content_aware": StrategySpec(gscu_content_aware, "pgdr", uses_content=True),
+        # "w/o PGDR" changes the features, not the selection rule.
+        "gscu_no_pgdr": StrategySpec(gscu, "mean"),
+        "gscu_no_clustering": StrategySpec(gscu_without_clustering, "pgdr"),
+        "gscu_no_greedy": StrategySpec(gscu_without_greedy, "pgdr"),
+        # Baselines of the paper's Table 1, all run on PGDR features as in the paper. Random is
+        # reported as the mean over 5 seeds; TypiClust as its authors define it, and the SUGFW
+        # authors' simplified variant beside it.
+        "random": StrategySpec(random_selection, "pgdr"),
+        "probcover": StrategySpec(probcover, "pgdr"),
+        "fps": StrategySpec(fps, "pgdr"),
+        "typiclust": StrategySpec(typiclust, "pgdr"),
+        "typiclust_sugfw": StrategySpec(typiclust_sugfw, "pgdr"),
+        "calr": StrategySpec(calr, "pgdr"),
+        "alps": StrategySpec(alps, "pgdr"),
+    },
+    refusal="selection strategy {name!r} is unknown: expected one of {sorted_choices}",
+)
 
 
 def get_strategy(name: str) -> StrategySpec:
     """The registered strategy called ``name``."""
-    try:
-        return STRATEGIES[name]
-    except (KeyError, TypeError):
-        raise InvalidInputError(
-            f"selection strategy {name!r} is unknown: "
-            f"expected one of {', '.join(sorted(STRATEGIES))}"
-        ) from None
+    return STRATEGIES.lookup(name)
 
 
 __all__ = [
