@@ -17,15 +17,11 @@ import sugfw.segmentation
 from backend.config import BackendConfig
 from backend.jobs.publish import published_map
 from backend.jobs.queue import JobQueue
+from backend.jobs.splits import normalise_slice, task_spacing
 from backend.jobs.storage import PredictionStore
 from backend.jobs.training_history import TrainingHistory
-from backend.jobs.training_job import (
-    TrainJob,
-    annotation_label_map,
-    latest_submitted,
-    normalise_slice,
-    task_spacing,
-)
+from backend.jobs.training_job import TrainJob
+from backend.labelstudio.annotations import annotation_label_map, latest_submitted
 from backend.labelstudio.brush import mask_to_result, parse_label_config, result_to_mask
 from backend.labelstudio.images import ImageFetcher
 from backend.model import SugfwModel
@@ -505,7 +501,8 @@ def test_training_settings_come_from_the_environment(tmp_path):
 def test_few_slice_trains_on_whole_slices_padded_to_the_largest(tmp_path):
     """Whole slices (the window is the largest side) up to SUGFW_TRAIN_CROP; the paper recipe
     keeps random crops of SUGFW_TRAIN_CROP."""
-    from backend.jobs.training_job import LabelledSlice, TrainJob
+    from backend.jobs.splits import LabelledSlice
+    from backend.jobs.training_job import TrainJob
 
     def item(shape):
         return LabelledSlice(
