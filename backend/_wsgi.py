@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.config import BackendConfig, parse_grid, parse_optional_budget
-from backend.jobs.ranking import COLD_START_STRATEGIES
+from backend.jobs.cold_start_ranking import COLD_START_STRATEGIES
 from sugfw.active.round_strategies import ROUND_STRATEGIES
 from sugfw.errors import InvalidInputError, SugfwError
 from sugfw.segmentation.train import RECIPES as TRAIN_RECIPES

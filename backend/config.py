@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from backend.jobs.ranking import COLD_START_STRATEGIES, DEFAULT_COLD_START
+from backend.jobs.cold_start_ranking import COLD_START_STRATEGIES, DEFAULT_COLD_START
 from backend.redact import REDACTED, redact_url
 from sugfw.active.round_strategies import ROUND_STRATEGIES
 from sugfw.errors import InvalidInputError

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from backend.config import BackendConfig, parse_grid
-from backend.jobs.cold_start import ScoreJob
+from backend.jobs.cold_start_ranking import cluster_count
 from backend.jobs.publish import publish_predictions
 from backend.jobs.queue import Job, Progress
-from backend.jobs.ranking import cluster_count
+from backend.jobs.score_job import ScoreJob
 from backend.jobs.slice_scorer import SCORE_CACHE_DIR, SliceScorer
 from backend.jobs.storage import PredictionStore
 from backend.labelstudio.brush import (

@@ -24,9 +24,9 @@ from label_studio_sdk import LabelStudio
 from PIL import Image
 
 from backend.config import BackendConfig
-from backend.jobs.cold_start import ScoreJob
 from backend.jobs.publish import publish_round, published_map
 from backend.jobs.queue import Job, JobQueue, Progress
+from backend.jobs.score_job import ScoreJob
 from backend.jobs.storage import PredictionStore
 from backend.labelstudio.client import IMPORT_CHUNK, PAGE_SIZE, ProjectClient
 from backend.model import SugfwModel

@@ -607,8 +607,8 @@ def test_an_unchanged_rescore_after_training_keeps_serving_the_unet_version(
 ):
     # Score → train → score again with nothing changed: the queue must still follow sugfw-unet-1,
     # with its predictions kept, and /setup must keep answering it.
-    from backend.jobs.cold_start import ScoreJob
     from backend.jobs.queue import Job, Progress
+    from backend.jobs.score_job import ScoreJob
     from backend.jobs.slice_scorer import SCORE_CACHE_DIR, SliceScorer
     from sugfw.everything import EverythingSettings
     from sugfw.scoring import Scorer, ScoringSettings

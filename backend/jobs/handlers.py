@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from backend.config import BackendConfig
-from backend.jobs.cold_start import ScoreJob
 from backend.jobs.queue import JobHandler
+from backend.jobs.score_job import ScoreJob
 from backend.jobs.slice_scorer import SliceScorer
 from backend.jobs.training_job import TrainJob
 from backend.model import SugfwModel

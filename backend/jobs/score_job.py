@@ -6,7 +6,7 @@ Steps, each safe to repeat after a restart:
    cache without a download; the others are fetched and scored (in this process, or on the Ray
    cluster at ``SUGFW_RAY_ADDRESS``); any error on one task skips that task, logged with the
    reason, while a network failure fails the job so that the queue retries it;
-3. GSCU over every scored task (``backend.jobs.ranking``);
+3. GSCU over every scored task (``backend.jobs.cold_start_ranking``);
 4. publish (``backend.jobs.publish``):
    - first time, or after a change of settings (model, K, grid, budget, seed): a new batch, one
      prediction per task (its UNet mask when it has one, else SAM's kept masks, each its own
@@ -36,9 +36,10 @@ from typing import Any, NamedTuple
 import httpx
 
 from backend.config import BackendConfig
+from backend.jobs.cold_start_ranking import plan_queue
 from backend.jobs.publish import publish_predictions, published_map
 from backend.jobs.queue import Job, Progress
-from backend.jobs.ranking import plan_queue
+from backend.jobs.queue_scores import place_new_tasks, queue_score
 from backend.jobs.slice_scorer import SliceScorer
 from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
 from backend.jobs.training_history import UNET_VERSION_PREFIX
@@ -60,45 +61,11 @@ def task_slice_id(task_id: int) -> str:
     return f"task-{task_id}"
 
 
-def queue_score(rank: int, n: int) -> float:
-    """Prediction score of queue position ``rank`` among ``n``: in [0, 1), ascending with the
-    rank."""
-    return rank / n
-
-
 class ScoredTask(NamedTuple):
     task_id: int
     record: SliceRecord
     """Without its union mask, regions and uncertainty map: thousands of full-size masks would not
     fit in memory."""
-
-
-def place_new_tasks(
-    ranks: dict[int, int], scores: dict[int, float], new_ids: list[int]
-) -> dict[int, float]:
-    """Score of each new task, between those of its published neighbours.
-
-    ``ranks`` is the full GSCU order over old and new tasks; ``scores`` holds the published scores
-    of the old ones, which stay as they are, so an import writes only the new tasks' predictions.
-    A run of new tasks between two old ones is spread evenly between their scores; before the
-    first old task the bound is 0, after the last it is 1.
-    """
-    new = set(new_ids)
-    order = sorted(ranks, key=ranks.__getitem__)
-    placed: dict[int, float] = {}
-    run: list[int] = []
-    previous = 0.0
-    for task_id in [*order, None]:
-        if task_id in new:
-            run.append(task_id)
-            continue
-        upper = 1.0 if task_id is None else float(scores[task_id])
-        for j, waiting in enumerate(run, start=1):
-            placed[waiting] = previous + (upper - previous) * j / (len(run) + 1)
-        run = []
-        if task_id is not None:
-            previous = upper
-    return placed
 
 
 class _LazyResults:
