@@ -30,7 +30,8 @@ import httpx
 from backend.config import BackendConfig
 from backend.interactive import InteractivePredictor, check_regions, context_regions
 from backend.jobs.slice_scorer import SliceScorer
-from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
+from backend.jobs.state import PROJECT_STATE_DIR, ProjectStateStore
+from backend.jobs.storage import PredictionStore
 from backend.labelstudio.brush import SegmentationControl, parse_label_config
 from backend.labelstudio.connection import LabelStudioAuth
 from backend.labelstudio.images import ImageFetcher

@@ -37,11 +37,12 @@ import httpx
 
 from backend.config import BackendConfig
 from backend.jobs.cold_start_ranking import plan_queue
-from backend.jobs.publish import publish_predictions, published_map
+from backend.jobs.publish import publish_predictions
 from backend.jobs.queue import Job, Progress
 from backend.jobs.queue_scores import place_new_tasks, queue_score
 from backend.jobs.slice_scorer import SliceScorer
-from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
+from backend.jobs.state import PROJECT_STATE_DIR, ProjectStateStore
+from backend.jobs.storage import PredictionStore
 from backend.jobs.training_history import UNET_VERSION_PREFIX
 from backend.labelstudio.brush import SegmentationControl, parse_label_config
 from backend.labelstudio.client import ProjectClient, image_fetcher
@@ -122,7 +123,7 @@ class ScoreJob:
     def up_to_date(self, project_id: str) -> bool:
         """Whether the published queue still fits the project: same task count, labelling config
         and settings as when it was published (one request). ``/setup`` queues no job then."""
-        recorded = self.states.get(project_id).get("fingerprint")
+        recorded = self.states.get(project_id).fingerprint
         if not recorded:
             return False
         project = self.connect(int(project_id))
@@ -151,9 +152,7 @@ class ScoreJob:
         tasks = project.tasks()
         progress.update(0, 2 * len(tasks))
         published = self.states.get(job.project)
-        scored, skipped, images = self.score_tasks(
-            tasks, control, progress, published.get("images", {})
-        )
+        scored, skipped, images = self.score_tasks(tasks, control, progress, published.images)
         if not scored:
             log.warning(
                 "project %s: none of its %d task(s) could be scored; queue left unchanged",
@@ -167,9 +166,9 @@ class ScoreJob:
         )
         ranks = {item.task_id: int(rank) for item, rank in zip(scored, selection.ranks())}
         ordering = self.ordering_key()
-        queue = {t: score for t, (_, score) in published_map(self.states, job.project).items()}
-        served = self.states.served_version(job.project)
-        incremental = published.get("ordering") == ordering and bool(queue) and served is not None
+        queue = {t: score for t, (_, score) in published.published.items()}
+        served = published.serving
+        incremental = published.ordering == ordering and bool(queue) and served is not None
         new_ids = [item.task_id for item in scored if item.task_id not in queue]
         log.info(
             "project %s: %d task(s) scored (%d new), %d skipped; GSCU with %d cluster(s)",
@@ -235,9 +234,7 @@ class ScoreJob:
     def _save(self, project_id: str, changes: dict[str, Any], images: dict[str, list[str]]) -> None:
         """``changes`` and ``images`` into the project's state; the published map, written by
         ``publish_predictions``, stays as it is."""
-        state = {**self.states.get(project_id), **changes, "images": images}
-        state.pop("queue", None)  # the older backend's queue: the published map replaced it
-        self.states.put(project_id, state)
+        self.states.update(project_id, images=images, **changes)
 
     @staticmethod
     def _never(item_version: str | None) -> bool:

@@ -79,7 +79,8 @@ from backend.jobs.splits import (
     split_validation,
     volume_test_cases,
 )
-from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
+from backend.jobs.state import PROJECT_STATE_DIR, ProjectStateStore
+from backend.jobs.storage import PredictionStore
 from backend.jobs.training_history import TrainingHistory, unet_version
 from backend.labelstudio.annotations import (
     annotation_label_map,
@@ -132,7 +133,7 @@ class TrainJob:
         control = parse_label_config(project.label_config())
         annotated = project.annotated_tasks()
         fingerprint = annotations_fingerprint(annotated)
-        if fingerprint == self.states.get(project_id).get("trained_on"):
+        if fingerprint == self.states.get(project_id).trained_on:
             log.info(
                 "project %s: annotations unchanged since the last training run; skipped", project_id
             )
@@ -172,7 +173,7 @@ class TrainJob:
                 progress,
                 len(annotated) + 2,
             )
-            self.states.put(project_id, {**self.states.get(project_id), "trained_on": fingerprint})
+            self.states.update(project_id, trained_on=fingerprint)
             return record
         finally:
             fetcher.close()
