@@ -681,7 +681,7 @@ def test_config_reads_grid_seed_and_deadline_from_the_environment(tmp_path):
 
 def test_the_served_app_runs_score_jobs_with_the_models_scorer(tmp_path):
     from backend._wsgi import build_app
-    from backend.jobs.handlers import job_handlers
+    from backend.server.handlers import job_handlers
 
     app = build_app(BackendConfig(state_dir=tmp_path))
     jobs = app.config["SUGFW_JOBS"]
@@ -692,7 +692,9 @@ def test_the_served_app_runs_score_jobs_with_the_models_scorer(tmp_path):
     model = SugfwModel(
         BackendConfig(state_dir=tmp_path), scorer=SliceScorer(BackendConfig(state_dir=tmp_path))
     )
-    assert job_handlers(model.config, model)["score"].scorer is model.scorer  # one model in memory
+    assert (
+        job_handlers(model.config, model.scorer, model.predictions)["score"].scorer is model.scorer
+    )  # one model in memory
 
 
 def test_predictions_deleted_by_hand_are_restored_at_the_next_publish(

@@ -50,11 +50,12 @@ class BadRequest(Exception):
 
 def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None = None) -> Flask:
     """The Flask app. Without ``jobs``, a queue under the state dir is created, with the handlers of
-    ``backend.jobs.handlers``, and its worker started."""
+    ``backend.server.handlers``, and its worker started."""
     if jobs is None:
-        from backend.jobs.handlers import job_handlers
+        from backend.server.handlers import job_handlers
 
-        jobs = JobQueue(config.state_dir, job_handlers(config, model), debounce_s=config.debounce_s)
+        handlers = job_handlers(config, model.scorer, model.predictions)
+        jobs = JobQueue(config.state_dir, handlers, debounce_s=config.debounce_s)
         jobs.start()
     history = TrainingHistory(config.state_dir)
     connected = ConnectedProjects(config.state_dir)
