@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from backend.config import BackendConfig
-from backend.interactive import InteractivePredictor, check_regions, context_regions
+from backend.interactive import InteractivePredictor
 from backend.jobs.slice_scorer import SliceScorer
 from backend.jobs.state import PROJECT_STATE_DIR, ProjectStateStore
 from backend.jobs.storage import PredictionStore
@@ -36,6 +36,7 @@ from backend.labelstudio.brush import SegmentationControl, parse_label_config
 from backend.labelstudio.connection import LabelStudioAuth
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.prefill import prefill_prediction, region_results
+from backend.labelstudio.prompts import check_regions, context_regions
 from backend.redact import redact_url
 from sugfw.errors import InvalidInputError, SugfwError
 
