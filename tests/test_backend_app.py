@@ -26,7 +26,8 @@ from backend.labelstudio.brush import (
     result_to_mask,
     results_to_mask,
 )
-from backend.labelstudio.images import ImageFetcher, ImageFetchError, label_studio_auth
+from backend.labelstudio.connection import label_studio_auth
+from backend.labelstudio.images import ImageFetcher, ImageFetchError
 from backend.model import SugfwModel
 from backend.redact import redact
 from backend.server.app import create_app

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 import jwt
 
+from backend.labelstudio.image_policy import ImageFetchError
 from backend.redact import redact_url
 from sugfw.errors import InvalidInputError
 
@@ -127,6 +129,33 @@ def connect(
         http.close()
         raise InvalidInputError(f"Label Studio at {redact_url(url)}: {error}") from None
     return Connection(sdk, auth, http)
+
+
+def label_studio_auth(
+    url: str, api_key: str, timeout_s: float = 30.0, transport: httpx.BaseTransport | None = None
+) -> Callable[[], Mapping[str, str]]:
+    """Authorization headers for image downloads from Label Studio (a personal access token is
+    exchanged and the access token refreshed as it expires); an unusable key is an
+    ``ImageFetchError``.
+
+    An expired personal access token is refused here, before any request.
+    """
+    http = httpx.Client(timeout=timeout_s, transport=transport)
+    try:
+        auth = LabelStudioAuth(url, api_key, http)
+    except InvalidInputError as error:
+        http.close()
+        raise ImageFetchError(f"LABEL_STUDIO_API_KEY is not usable: {error}") from None
+
+    def headers() -> Mapping[str, str]:
+        try:
+            return auth.headers()
+        except InvalidInputError as error:  # the exchange failed
+            raise ImageFetchError(
+                f"cannot exchange LABEL_STUDIO_API_KEY for an access token: {error}"
+            ) from None
+
+    return headers
 
 
 def _jwt_claims(token: str) -> dict[str, Any] | None:

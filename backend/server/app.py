@@ -27,8 +27,9 @@ from backend.jobs.training_history import (
     public_record,
     set_default_keep_last_runs,
 )
+from backend.labelstudio.address_guard import host_listed
 from backend.labelstudio.brush import LabelConfigError, parse_label_config
-from backend.labelstudio.images import ImagePolicy, host_listed, set_default_policy
+from backend.labelstudio.image_policy import ImagePolicy, set_default_policy
 from backend.model import LabelStudioAccessError, SugfwModel
 from backend.redact import redact, redact_url
 from backend.server.request_checks import RequestError, check_predict_body, parse_json
