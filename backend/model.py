@@ -33,7 +33,7 @@ from backend.jobs.slice_scorer import SliceScorer
 from backend.jobs.state import PROJECT_STATE_DIR, ProjectStateStore
 from backend.jobs.storage import PredictionStore
 from backend.labelstudio.brush import SegmentationControl, parse_label_config
-from backend.labelstudio.connection import LabelStudioAuth
+from backend.labelstudio.connection import Connection, open_requests
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.prefill import prefill_prediction, region_results
 from backend.labelstudio.prompts import check_regions, context_regions
@@ -90,8 +90,7 @@ class SugfwModel:
         self.projects = ProjectStateStore(config.state_dir / PROJECT_STATE_DIR)
         self._transport = label_studio_transport
         self._lock = threading.Lock()
-        self._http: httpx.Client | None = None
-        self._auth: LabelStudioAuth | None = None
+        self._connection: Connection | None = None
         self._access_ok: dict[int, float] = {}
         self._interactive: InteractivePredictor | None = None
 
@@ -223,17 +222,12 @@ class SugfwModel:
         where = redact_url(url)
         try:
             with self._lock:
-                if self._http is None or self._auth is None:
-                    http = httpx.Client(timeout=LABEL_STUDIO_TIMEOUT_S, transport=self._transport)
-                    try:
-                        key = self.config.label_studio_api_key or ""
-                        self._auth = LabelStudioAuth(url, key, http)
-                    except InvalidInputError:
-                        http.close()
-                        raise
-                    self._http = http
-            http, auth = self._http, self._auth
-            return http.get(f"{url}/{path}", headers=auth.headers())
+                if self._connection is None:
+                    key = self.config.label_studio_api_key or ""
+                    self._connection = open_requests(
+                        url, key, LABEL_STUDIO_TIMEOUT_S, self._transport
+                    )
+            return self._connection.request("GET", path)
         except InvalidInputError as error:  # an expired token, or the exchange refused
             raise LabelStudioAccessError(f"Label Studio at {where}: {error}", 400) from None
         except httpx.HTTPError as error:
@@ -242,8 +236,8 @@ class SugfwModel:
             ) from None
 
     def close(self) -> None:
-        if self._http is not None:
-            self._http.close()
+        if self._connection is not None:
+            self._connection.close()
 
     def fit(self, event: str, data: Mapping[str, Any]) -> str | None:
         """The job kind ``event`` calls for ("train", "score"), or None to ignore it."""

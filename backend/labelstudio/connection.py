@@ -82,7 +82,8 @@ class LabelStudioAuth:
 
 
 class Connection:
-    """An SDK client (``sdk``) and authenticated raw requests to the same Label Studio."""
+    """An SDK client (``sdk``; None from ``open_requests``) and authenticated raw requests to the
+    same Label Studio."""
 
     def __init__(self, sdk: Any, auth: LabelStudioAuth, http: httpx.Client) -> None:
         self.sdk = sdk
@@ -104,6 +105,23 @@ class Connection:
         self.http.close()
 
 
+def open_requests(
+    url: str,
+    api_key: str,
+    timeout_s: float = 60.0,
+    transport: httpx.BaseTransport | None = None,
+) -> Connection:
+    """Authenticated raw requests to Label Studio at ``url``, without the SDK client (which is
+    slow to import); a bad or expired key is an ``InvalidInputError``."""
+    http = httpx.Client(timeout=timeout_s, transport=transport)
+    try:
+        auth = LabelStudioAuth(url, api_key, http)
+    except InvalidInputError:
+        http.close()
+        raise
+    return Connection(None, auth, http)
+
+
 def connect(
     url: str,
     api_key: str,
@@ -115,20 +133,21 @@ def connect(
     from label_studio_sdk import LabelStudio
     from label_studio_sdk.core.api_error import ApiError
 
-    http = httpx.Client(timeout=timeout_s, transport=transport)
     try:
-        auth = LabelStudioAuth(url, api_key, http)
-        sdk = LabelStudio(base_url=url.rstrip("/"), api_key=api_key, httpx_client=http)
+        connection = open_requests(url, api_key, timeout_s, transport)
+    except InvalidInputError as error:
+        raise InvalidInputError(f"Label Studio at {redact_url(url)}: {error}") from None
+    try:
+        connection.sdk = LabelStudio(
+            base_url=url.rstrip("/"), api_key=api_key, httpx_client=connection.http
+        )
     except ApiError as error:
-        http.close()
+        connection.close()
         raise InvalidInputError(
             f"Label Studio at {redact_url(url)} refused the API key: HTTP {error.status_code} "
             f"{error.body}"
         ) from None
-    except InvalidInputError as error:
-        http.close()
-        raise InvalidInputError(f"Label Studio at {redact_url(url)}: {error}") from None
-    return Connection(sdk, auth, http)
+    return connection
 
 
 def label_studio_auth(
@@ -140,11 +159,9 @@ def label_studio_auth(
 
     An expired personal access token is refused here, before any request.
     """
-    http = httpx.Client(timeout=timeout_s, transport=transport)
     try:
-        auth = LabelStudioAuth(url, api_key, http)
+        auth = open_requests(url, api_key, timeout_s, transport).auth
     except InvalidInputError as error:
-        http.close()
         raise ImageFetchError(f"LABEL_STUDIO_API_KEY is not usable: {error}") from None
 
     def headers() -> Mapping[str, str]:
