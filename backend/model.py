@@ -1,4 +1,4 @@
-"""The model Label Studio talks to: ``predict`` for pre-annotations, ``fit`` for events.
+"""The model Label Studio talks to: ``predict`` for pre-annotations, ``job_for`` for events.
 
 ``predict`` serves the pre-annotation the scoring job stored for a task
 (``<state dir>/predictions/<task id>.json``). A task not scored yet is scored on demand when the
@@ -9,8 +9,9 @@ when Label Studio holds that task with that image (one GET of the task): anyone 
 stops starting new slices after ``predict_deadline_s`` (Label Studio abandons a /predict call after
 about 100 s); later tasks of that call get an empty prediction. One slice costs K + 1 encoder and
 everything-mode passes (seconds on a CPU, well under one on a GPU); a slice scored before, by the
-job or an earlier call, is read from the record cache. ``fit`` only decides which background job
-an event calls for; the jobs themselves are handlers of ``backend.jobs.queue.JobQueue``.
+job or an earlier call, is read from the record cache. ``job_for`` decides which background
+job an event calls for (nothing is trained here); the jobs themselves are handlers of
+``backend.jobs.queue.JobQueue``.
 
 An interactive call (``context`` with a ``result``: a box or points drawn with a smart tool) is
 answered instead with the model's mask for that prompt on the task's slice
@@ -239,8 +240,8 @@ class SugfwModel:
         if self._connection is not None:
             self._connection.close()
 
-    def fit(self, event: str, data: Mapping[str, Any]) -> str | None:
-        """The job kind ``event`` calls for ("train", "score"), or None to ignore it."""
+    def job_for(self, event: str) -> str | None:
+        """The job kind a webhook ``event`` calls for ("train", "score"), or None to ignore it."""
         return EVENT_JOBS.get(event)
 
     def empty_prediction(self) -> dict[str, Any]:

@@ -138,7 +138,7 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
     def webhook() -> Response:
         payload = _json_body(config)
         action = _required(payload, "action", str)
-        kind = model.fit(action, payload)
+        kind = model.job_for(action)
         if kind is None:
             _log_request("webhook", payload, action=action)
             log.info("ignored webhook action %s", action)
