@@ -1,5 +1,6 @@
-"""The backend's arrows point one way: the jobs never reach up into the served model or the HTTP
-layer, and the settings never into the jobs (read from the import statements, nothing run)."""
+"""The backend's arrows point one way: the Label Studio layer never reaches up into the jobs, the
+jobs never into the served model or the HTTP layer, and the settings never into the jobs (read
+from the import statements, nothing run)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,13 @@ def test_no_job_module_imports_the_model_or_the_server() -> None:
     jobs = sorted((BACKEND / "jobs").glob("*.py"))
     assert len(jobs) > 5, "the test should have found the job modules"
     assert offending(jobs, ("backend.model", "backend.server")) == {}
+
+
+def test_the_label_studio_layer_imports_no_job_model_or_server() -> None:
+    modules = sorted((BACKEND / "labelstudio").glob("*.py"))
+    assert len(modules) > 5, "the test should have found the Label Studio modules"
+    forbidden = ("backend.jobs", "backend.model", "backend.interactive", "backend.server")
+    assert offending(modules, forbidden) == {}
 
 
 @pytest.mark.xfail(

@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from backend.labelstudio.brush import PROMPT_TAGS
-from backend.server.request_checks import RequestError
 from sugfw.prompting import Prompt, PromptError
 
 DEFAULT_MAX_POINTS = 64
@@ -31,8 +30,10 @@ BOX_TYPES = frozenset(kind for kind in PROMPT_TAGS.values() if kind.startswith("
 POINT_TYPES = frozenset(kind for kind in PROMPT_TAGS.values() if kind.startswith("keypoint"))
 
 
-class MalformedPromptError(PromptError, RequestError):
-    """A context that is not what Label Studio sends: the request is refused with a 400."""
+class MalformedPromptError(PromptError):
+    """A context that is not what Label Studio sends: the request is refused with ``status``."""
+
+    status = 400
 
 
 def context_regions(context: Any) -> list[Any] | None:

@@ -30,6 +30,7 @@ from backend.jobs.training_history import (
 from backend.labelstudio.address_guard import host_listed
 from backend.labelstudio.brush import LabelConfigError, parse_label_config
 from backend.labelstudio.image_policy import ImagePolicy, set_default_policy
+from backend.labelstudio.prompts import MalformedPromptError
 from backend.model import LabelStudioAccessError, SugfwModel
 from backend.redact import redact, redact_url
 from backend.server.request_checks import RequestError, check_predict_body, parse_json
@@ -198,7 +199,8 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
         return jsonify({"error": str(error)}), 400
 
     @app.errorhandler(RequestError)
-    def refused_request(error: RequestError) -> tuple[Response, int]:
+    @app.errorhandler(MalformedPromptError)
+    def refused_request(error: RequestError | MalformedPromptError) -> tuple[Response, int]:
         log.info("%d on %s %s: %s", error.status, request.method, request.path, error)
         return jsonify({"error": str(error)}), error.status
 
