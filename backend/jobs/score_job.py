@@ -174,10 +174,8 @@ class ScoreJob:
         control = parse_label_config(project.label_config())
         tasks = project.tasks()
         progress.update(0, 2 * len(tasks))
-        published = self.states.get(job.project)
-        scored, skipped, images, results = self.score_tasks(
-            tasks, control, progress, published.images
-        )
+        before = self.states.get(job.project)  # as the last run left it
+        scored, skipped, images, results = self.score_tasks(tasks, control, progress, before.images)
         if not scored:
             log.warning(
                 "project %s: none of its %d task(s) could be scored; queue left unchanged",
@@ -191,9 +189,9 @@ class ScoreJob:
         )
         ranks = {item.task_id: int(rank) for item, rank in zip(scored, selection.ranks())}
         ordering = self.ordering_key()
-        queue = {t: score for t, (_, score) in published.published.items()}
-        served = published.serving
-        incremental = published.ordering == ordering and bool(queue) and served is not None
+        queue = {t: score for t, (_, score) in before.published.items()}
+        served = before.serving
+        incremental = before.ordering == ordering and bool(queue) and served is not None
         new_ids = [item.task_id for item in scored if item.task_id not in queue]
         log.info(
             "project %s: %d task(s) scored (%d new), %d skipped; GSCU with %d cluster(s)",
