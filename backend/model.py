@@ -1,4 +1,4 @@
-"""The model Label Studio talks to: ``predict`` for pre-annotations, ``fit`` for events.
+"""The model Label Studio talks to: ``predict`` for pre-annotations, ``job_for`` for events.
 
 ``predict`` serves the pre-annotation the scoring job stored for a task
 (``<state dir>/predictions/<task id>.json``). A task not scored yet is scored on demand when the
@@ -9,8 +9,9 @@ when Label Studio holds that task with that image (one GET of the task): anyone 
 stops starting new slices after ``predict_deadline_s`` (Label Studio abandons a /predict call after
 about 100 s); later tasks of that call get an empty prediction. One slice costs K + 1 encoder and
 everything-mode passes (seconds on a CPU, well under one on a GPU); a slice scored before, by the
-job or an earlier call, is read from the record cache. ``fit`` only decides which background job
-an event calls for; the jobs themselves are handlers of ``backend.jobs.queue.JobQueue``.
+job or an earlier call, is read from the record cache. ``job_for`` decides which background
+job an event calls for (nothing is trained here); the jobs themselves are handlers of
+``backend.jobs.queue.JobQueue``.
 
 An interactive call (``context`` with a ``result``: a box or points drawn with a smart tool) is
 answered instead with the model's mask for that prompt on the task's slice
@@ -28,13 +29,15 @@ from typing import Any
 import httpx
 
 from backend.config import BackendConfig
-from backend.interactive import InteractivePredictor, check_regions, context_regions
+from backend.interactive import InteractivePredictor
 from backend.jobs.slice_scorer import SliceScorer
-from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
+from backend.jobs.state import PROJECT_STATE_DIR, ProjectStateStore
+from backend.jobs.storage import PredictionStore
 from backend.labelstudio.brush import SegmentationControl, parse_label_config
-from backend.labelstudio.connection import LabelStudioAuth
+from backend.labelstudio.connection import Connection, open_requests
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.prefill import prefill_prediction, region_results
+from backend.labelstudio.prompts import check_regions, context_regions
 from backend.redact import redact_url
 from sugfw.errors import InvalidInputError, SugfwError
 
@@ -88,8 +91,7 @@ class SugfwModel:
         self.projects = ProjectStateStore(config.state_dir / PROJECT_STATE_DIR)
         self._transport = label_studio_transport
         self._lock = threading.Lock()
-        self._http: httpx.Client | None = None
-        self._auth: LabelStudioAuth | None = None
+        self._connection: Connection | None = None
         self._access_ok: dict[int, float] = {}
         self._interactive: InteractivePredictor | None = None
 
@@ -221,17 +223,12 @@ class SugfwModel:
         where = redact_url(url)
         try:
             with self._lock:
-                if self._http is None or self._auth is None:
-                    http = httpx.Client(timeout=LABEL_STUDIO_TIMEOUT_S, transport=self._transport)
-                    try:
-                        key = self.config.label_studio_api_key or ""
-                        self._auth = LabelStudioAuth(url, key, http)
-                    except InvalidInputError:
-                        http.close()
-                        raise
-                    self._http = http
-            http, auth = self._http, self._auth
-            return http.get(f"{url}/{path}", headers=auth.headers())
+                if self._connection is None:
+                    key = self.config.label_studio_api_key or ""
+                    self._connection = open_requests(
+                        url, key, LABEL_STUDIO_TIMEOUT_S, self._transport
+                    )
+            return self._connection.request("GET", path)
         except InvalidInputError as error:  # an expired token, or the exchange refused
             raise LabelStudioAccessError(f"Label Studio at {where}: {error}", 400) from None
         except httpx.HTTPError as error:
@@ -240,11 +237,11 @@ class SugfwModel:
             ) from None
 
     def close(self) -> None:
-        if self._http is not None:
-            self._http.close()
+        if self._connection is not None:
+            self._connection.close()
 
-    def fit(self, event: str, data: Mapping[str, Any]) -> str | None:
-        """The job kind ``event`` calls for ("train", "score"), or None to ignore it."""
+    def job_for(self, event: str) -> str | None:
+        """The job kind a webhook ``event`` calls for ("train", "score"), or None to ignore it."""
         return EVENT_JOBS.get(event)
 
     def empty_prediction(self) -> dict[str, Any]:

@@ -29,16 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from backend.config import BackendConfig
-from backend.jobs.training_job import (
-    LabelledSlice,
-    TrainJob,
-    normalise_slice,
-    segment,
-    split_validation,
-)
+from backend.jobs.splits import LabelledSlice, normalise_slice, split_validation
+from backend.jobs.training_job import TrainJob
 from backend.labelstudio.import_volumes import find_volumes, volume_slices
 from sugfw.data import load_volume
 from sugfw.metrics import dice
+from sugfw.segmentation.infer import segment
 
 MAIN_JOB_VOLUMES, MAIN_JOB_STEP = 3, 11
 

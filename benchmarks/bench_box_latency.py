@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.interactive import EmbeddingCache, Prompt, PromptSegmenter, bounding_box
 from backend.labelstudio.brush import SegmentationControl, mask_to_result
 from sugfw.experiment.dataset import find_case_files, load_case
 from sugfw.metrics import mask_dice
 from sugfw.models import build_model
+from sugfw.prompting import EmbeddingCache, Prompt, PromptSegmenter, bounding_box
 from sugfw.scoring import ScoringSettings
 
 REPO = Path(__file__).resolve().parents[1]

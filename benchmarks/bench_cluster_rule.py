@@ -3,7 +3,8 @@ published score order, on synthetic projects.
 
 Label Studio 1.23's uncertainty sampling (``projects/functions/next_task.py``) serves, to one
 annotator, the task of the cluster they have labelled least, then the lowest score. This replays
-that rule over each cold-start strategy's queue (``backend.jobs.ranking.plan_queue``) with GSCU's
+that rule over each cold-start strategy's queue
+(``backend.jobs.cold_start_ranking.plan_queue``) with GSCU's
 clusters attached, and reports where the served order first leaves the score order. Where it
 never does, ``cluster`` adds nothing; where it does, it breaks the queue the backend published.
 A re-ranked round order (entropy, ...) does not rotate GSCU's clusters at all.
@@ -19,7 +20,8 @@ from collections import Counter
 
 import numpy as np
 
-from backend.jobs.ranking import COLD_START_STRATEGIES, plan_queue
+from backend.config import COLD_START_STRATEGIES
+from backend.jobs.cold_start_ranking import plan_queue
 from sugfw.records import SliceRecord
 
 

@@ -1,6 +1,7 @@
 """GSCU ranking at project scale: the backend's queue planning on N records of 256 dimensions.
 
-Times ``backend.jobs.ranking.plan_queue``'s GSCU (k-means with C = 1 % of N, then the full queue
+Times ``backend.jobs.cold_start_ranking.plan_queue``'s GSCU (k-means with C = 1 % of N, then the
+full queue
 by Eq. 7) on synthetic records, and checks how close the large-pool path (mini-batch k-means)
 comes to the exact one (10 full k-means restarts) on a pool where both can run:
 

@@ -26,16 +26,16 @@ def process_defaults_restored() -> Iterator[None]:
     retention) for every later fetcher, cache and history of the process; each test ends by
     putting back what it found, so no test depends on which app an earlier one created."""
     import backend.jobs.training_history as training_history
-    import backend.labelstudio.images as images
+    import backend.labelstudio.image_policy as image_policy
     import sugfw.cache as cache
 
     saved = (
-        images._default_policy,
+        image_policy._default_policy,
         cache._default_max_entries,
         training_history._keep_last_runs,
     )
     yield
-    images.set_default_policy(saved[0])
+    image_policy.set_default_policy(saved[0])
     cache.set_default_max_entries(saved[1])
     training_history.set_default_keep_last_runs(saved[2])
 

@@ -19,14 +19,15 @@ from PIL import Image
 from backend.config import BackendConfig
 from backend.jobs.connected import ConnectedProjects
 from backend.jobs.queue import JobQueue
+from backend.labelstudio.annotations import annotation_label_map
 from backend.labelstudio.brush import (
     LabelConfigError,
     mask_to_result,
     parse_label_config,
     result_to_mask,
-    results_to_mask,
 )
-from backend.labelstudio.images import ImageFetcher, ImageFetchError, label_studio_auth
+from backend.labelstudio.connection import label_studio_auth
+from backend.labelstudio.images import ImageFetcher, ImageFetchError
 from backend.model import SugfwModel
 from backend.redact import redact
 from backend.server.app import create_app
@@ -882,7 +883,7 @@ def test_annotation_union_ignores_other_controls():
     top[1:3, 2:6], bottom[6:9, 4:10] = True, True
     other = {**mask_to_result(np.ones((10, 12), bool), control)[0], "from_name": "other"}
     items = mask_to_result(top, control) + mask_to_result(bottom, control) + [other]
-    np.testing.assert_array_equal(results_to_mask(items, control, 10, 12), top | bottom)
+    np.testing.assert_array_equal(annotation_label_map(items, control, 10, 12) > 0, top | bottom)
 
 
 def test_polygon_config_and_rectangle_round_trip():

@@ -14,17 +14,17 @@ import pytest
 from PIL import Image
 
 from backend.config import BackendConfig
-from backend.jobs.cold_start import ScoreJob
+from backend.jobs.cold_start_ranking import cluster_count
 from backend.jobs.publish import publish_predictions
 from backend.jobs.queue import Job, Progress
-from backend.jobs.ranking import cluster_count
+from backend.jobs.score_job import ScoreJob
 from backend.jobs.slice_scorer import SCORE_CACHE_DIR, SliceScorer
 from backend.jobs.storage import PredictionStore
+from backend.labelstudio.annotations import annotation_label_map
 from backend.labelstudio.brush import (
     LabelConfigError,
     parse_label_config,
     result_to_mask,
-    results_to_mask,
 )
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.prefill import region_results
@@ -217,7 +217,7 @@ def test_job_writes_the_gscu_queue_and_skips_broken_tasks(world, caplog):
         items = prediction["result"]
         assert all(item["value"]["brushlabels"] == ["left_atrium"] for item in items)
         # The tiny SAM keeps no mask under these settings: nothing drawn, not an empty region.
-        drawn = results_to_mask(items, CONTROL, *masks[task_id].shape)
+        drawn = annotation_label_map(items, CONTROL, *masks[task_id].shape) > 0
         np.testing.assert_array_equal(drawn, masks[task_id])
         stored = world.store.get(task_id)
         assert {key: stored[key] for key in ("score", "model_version", "result")} == {
@@ -595,7 +595,7 @@ def test_predict_scores_a_new_task_once_outside_the_queue(world):
     assert (first["score"], first["model_version"]) == (None, "sugfw-litemedsam")
     assert "cluster" not in first
     (record,) = library_records(world, [11])
-    drawn = results_to_mask(first["result"], CONTROL, *record.union_mask.shape)
+    drawn = annotation_label_map(first["result"], CONTROL, *record.union_mask.shape) > 0
     np.testing.assert_array_equal(drawn, record.union_mask)
 
     again = on_demand_model(world)
@@ -618,7 +618,7 @@ def test_predict_stops_scoring_new_slices_at_the_deadline(world):
     # Started at t=0 and t=6 (< 10); the third would start at t=12.
     assert model.scorer.scorer.computed == ["task-10", "task-11"]
     for result, record in zip(results, library_records(world, [10, 11])):
-        drawn = results_to_mask(result["result"], CONTROL, *record.union_mask.shape)
+        drawn = annotation_label_map(result["result"], CONTROL, *record.union_mask.shape) > 0
         np.testing.assert_array_equal(drawn, record.union_mask)
     assert results[2] == model.empty_prediction()
 
@@ -682,7 +682,7 @@ def test_config_reads_grid_seed_and_deadline_from_the_environment(tmp_path):
 
 def test_the_served_app_runs_score_jobs_with_the_models_scorer(tmp_path):
     from backend._wsgi import build_app
-    from backend.jobs.handlers import job_handlers
+    from backend.server.handlers import job_handlers
 
     app = build_app(BackendConfig(state_dir=tmp_path))
     jobs = app.config["SUGFW_JOBS"]
@@ -693,7 +693,9 @@ def test_the_served_app_runs_score_jobs_with_the_models_scorer(tmp_path):
     model = SugfwModel(
         BackendConfig(state_dir=tmp_path), scorer=SliceScorer(BackendConfig(state_dir=tmp_path))
     )
-    assert job_handlers(model.config, model)["score"].scorer is model.scorer  # one model in memory
+    assert (
+        job_handlers(model.config, model.scorer, model.predictions)["score"].scorer is model.scorer
+    )  # one model in memory
 
 
 def test_predictions_deleted_by_hand_are_restored_at_the_next_publish(

@@ -22,7 +22,7 @@ from backend import _wsgi
 from backend.config import BackendConfig
 from backend.jobs.connected import ConnectedProjects
 from backend.jobs.queue import JobQueue
-from backend.labelstudio import images
+from backend.labelstudio import image_policy, images
 from backend.labelstudio.images import ImageFetcher, ImageFetchError, refused_address
 from backend.model import SugfwModel
 from backend.redact import redact, redact_url
@@ -577,7 +577,7 @@ def test_config_carries_the_image_limits_to_every_fetcher(door):
         assert (plain.max_pixels, plain.max_bytes, plain.deadline_s) == (1234, 4321, 7.0)
         assert plain.allowed_hosts == (("images.example.org", None),)
     finally:
-        images.set_default_policy(images.ImagePolicy())
+        image_policy.set_default_policy(image_policy.ImagePolicy())
     assert BackendConfig.from_env({"SUGFW_IMAGE_HOSTS": "a.org, *.b.org c.org:81"}).image_hosts == (
         "a.org",
         "*.b.org",

@@ -24,9 +24,9 @@ from label_studio_sdk import LabelStudio
 from PIL import Image
 
 from backend.config import BackendConfig
-from backend.jobs.cold_start import ScoreJob
-from backend.jobs.publish import publish_round, published_map
+from backend.jobs.publish import publish_round
 from backend.jobs.queue import Job, JobQueue, Progress
+from backend.jobs.score_job import ScoreJob
 from backend.jobs.storage import PredictionStore
 from backend.labelstudio.client import IMPORT_CHUNK, PAGE_SIZE, ProjectClient
 from backend.model import SugfwModel
@@ -212,7 +212,7 @@ def test_project_scale_costs_what_changed(label_studio, tmp_path, monkeypatch, c
 
     # A training run's re-rank of every task: the round's order as a new version.
     n = N_TASKS + N_NEW
-    order = np.random.default_rng(0).permutation(sorted(published_map(job.states, project.id)))
+    order = np.random.default_rng(0).permutation(sorted(job.states.get(project.id).published))
     scores = {int(task_id): rank / n for rank, task_id in enumerate(order)}
     results = {task_id: store.get(task_id)["result"] for task_id in scores}
     requests.reset()

@@ -15,17 +15,12 @@ from PIL import Image
 
 import sugfw.segmentation
 from backend.config import BackendConfig
-from backend.jobs.publish import published_map
 from backend.jobs.queue import JobQueue
+from backend.jobs.splits import normalise_slice, task_spacing
 from backend.jobs.storage import PredictionStore
 from backend.jobs.training_history import TrainingHistory
-from backend.jobs.training_job import (
-    TrainJob,
-    annotation_label_map,
-    latest_submitted,
-    normalise_slice,
-    task_spacing,
-)
+from backend.jobs.training_job import TrainJob
+from backend.labelstudio.annotations import annotation_label_map, latest_submitted
 from backend.labelstudio.brush import mask_to_result, parse_label_config, result_to_mask
 from backend.labelstudio.images import ImageFetcher
 from backend.model import SugfwModel
@@ -315,7 +310,7 @@ def test_entropy_rounds_re_rank_the_unlabelled_tasks_by_the_new_unet(world):
     assert [served[t]["score"] for t in (first, second, 9)] == [0.0, 1 / 3, 2 / 3]
     assert not any("cluster" in p for p in served.values())
     # The published map holds the new order, for a later import to be placed in.
-    published = published_map(world.job.states, str(PROJECT))
+    published = world.job.states.get(str(PROJECT)).published
     assert {t: published[t] for t in served} == {
         t: ("sugfw-unet-1", served[t]["score"]) for t in served
     }
@@ -505,7 +500,8 @@ def test_training_settings_come_from_the_environment(tmp_path):
 def test_few_slice_trains_on_whole_slices_padded_to_the_largest(tmp_path):
     """Whole slices (the window is the largest side) up to SUGFW_TRAIN_CROP; the paper recipe
     keeps random crops of SUGFW_TRAIN_CROP."""
-    from backend.jobs.training_job import LabelledSlice, TrainJob
+    from backend.jobs.splits import LabelledSlice
+    from backend.jobs.training_job import TrainJob
 
     def item(shape):
         return LabelledSlice(
@@ -562,24 +558,22 @@ def test_setup_answers_the_served_unet_version(tmp_path):
     # After training, the queue follows sugfw-unet-<n>; /setup (which Label Studio calls whenever it
     # reads the model's state) must answer it (the score job itself: the test below).
     from backend.config import BackendConfig
-    from backend.jobs.storage import PROJECT_STATE_DIR, ProjectStateStore
+    from backend.jobs.state import PROJECT_STATE_DIR, ProjectStateStore
     from backend.model import SugfwModel
 
     config = BackendConfig(state_dir=tmp_path)
     states = ProjectStateStore(tmp_path / PROJECT_STATE_DIR)
-    states.put(
+    states.update(
         7,
-        {
-            "model_version": "sugfw-litemedsam-abc",
-            "served_version": "sugfw-litemedsam-abc",
-            "images": {},
-        },
+        model_version="sugfw-litemedsam-abc",
+        served_version="sugfw-litemedsam-abc",
+        images={},
     )
     model = SugfwModel(config)
     assert model.setup("7.1700000000", None) == "sugfw-litemedsam-abc"
     states.set_served_version(7, "sugfw-unet-2")
     assert model.setup("7.1700000000", None) == "sugfw-unet-2"
-    assert states.get(7)["model_version"] == "sugfw-litemedsam-abc"  # the batch itself is unchanged
+    assert states.get(7).model_version == "sugfw-litemedsam-abc"  # the batch itself is unchanged
 
 
 class ScoredProject(FakeProject):
@@ -610,8 +604,8 @@ def test_an_unchanged_rescore_after_training_keeps_serving_the_unet_version(
 ):
     # Score → train → score again with nothing changed: the queue must still follow sugfw-unet-1,
     # with its predictions kept, and /setup must keep answering it.
-    from backend.jobs.cold_start import ScoreJob
     from backend.jobs.queue import Job, Progress
+    from backend.jobs.score_job import ScoreJob
     from backend.jobs.slice_scorer import SCORE_CACHE_DIR, SliceScorer
     from sugfw.everything import EverythingSettings
     from sugfw.scoring import Scorer, ScoringSettings

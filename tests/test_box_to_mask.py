@@ -13,16 +13,7 @@ import torch
 from PIL import Image
 
 from backend.config import BackendConfig
-from backend.interactive import (
-    EmbeddingCache,
-    Prompt,
-    PromptError,
-    PromptSegmenter,
-    bounding_box,
-    brush_label,
-    context_regions,
-    parse_prompt,
-)
+from backend.interactive import brush_label
 from backend.jobs.queue import JobQueue
 from backend.jobs.slice_scorer import SliceScorer
 from backend.labelstudio.brush import (
@@ -32,10 +23,12 @@ from backend.labelstudio.brush import (
     result_to_mask,
 )
 from backend.labelstudio.images import ImageFetcher
+from backend.labelstudio.prompts import context_regions, parse_prompt
 from backend.model import SugfwModel
 from backend.server.app import create_app
 from sugfw.experiment.dataset import find_case_files, load_case
 from sugfw.models import build_model
+from sugfw.prompting import EmbeddingCache, Prompt, PromptError, PromptSegmenter, bounding_box
 from sugfw.scoring import Scorer, ScoringSettings
 
 REPO = Path(__file__).resolve().parents[1]

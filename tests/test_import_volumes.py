@@ -403,7 +403,8 @@ def test_import_into_a_real_label_studio(label_studio, tmp_path, monkeypatch):
     import httpx
     from label_studio_sdk import LabelStudio
 
-    from backend.labelstudio.images import ImageFetcher, label_studio_auth
+    from backend.labelstudio.connection import label_studio_auth
+    from backend.labelstudio.images import ImageFetcher
 
     data = tmp_path / "Task02_Heart"
     (data / "imagesTr").mkdir(parents=True)

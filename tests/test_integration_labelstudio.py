@@ -447,11 +447,12 @@ def test_annotations_train_the_unet_once_and_its_masks_replace_sam(label_studio,
     stream then serves the unlabelled tasks in the round strategy's order (entropy)."""
     from label_studio_sdk.client import LabelStudio
 
+    from backend.jobs.splits import normalise_slice
     from backend.jobs.training_history import TrainingHistory
-    from backend.jobs.training_job import normalise_slice, segment
     from sugfw.active import unet_signals
     from sugfw.metrics import case_metrics, dice
     from sugfw.segmentation import load_trained_unet
+    from sugfw.segmentation.infer import segment
 
     jobs = backend.jobs
     wait_for_jobs_idle(jobs)

@@ -19,10 +19,12 @@ from test_launch import DEPTH, phantom
 
 from backend.config import BackendConfig
 from backend.jobs.connected import ConnectedProjects
+from backend.jobs.evaluation import evaluate
 from backend.jobs.queue import JobQueue
+from backend.jobs.splits import volume_test_cases
 from backend.jobs.storage import PredictionStore
 from backend.jobs.training_history import TrainingHistory
-from backend.jobs.training_job import TrainJob, evaluate, volume_test_cases
+from backend.jobs.training_job import TrainJob
 from backend.labelstudio.brush import mask_to_result, parse_label_config
 from backend.labelstudio.connection import connect
 from backend.local import launch

@@ -239,7 +239,7 @@ def test_the_backend_score_job_on_ray_publishes_the_local_queue(ray_cluster, tmp
     from test_backend_cold_start import FakeProject, run
 
     from backend.config import BackendConfig
-    from backend.jobs.cold_start import ScoreJob
+    from backend.jobs.score_job import ScoreJob
     from backend.jobs.slice_scorer import SliceScorer
     from backend.jobs.storage import PredictionStore
     from backend.labelstudio.images import ImageFetcher

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import sugfw.scoring
-from backend.labelstudio.brush import parse_label_config, result_to_mask, results_to_mask
+from backend.labelstudio.annotations import annotation_label_map
+from backend.labelstudio.brush import parse_label_config, result_to_mask
 from backend.labelstudio.prefill import region_results
 from sugfw.everything import EverythingSettings, everything_union
 from sugfw.models.base import SegmenterModel
@@ -114,7 +115,9 @@ def test_region_results_decode_to_exactly_the_regions_and_their_or_to_the_union(
         assert item["value"]["brushlabels"] == [CONTROL.labels[0]]
         assert (item["from_name"], item["to_name"]) == (CONTROL.from_name, CONTROL.to_name)
         np.testing.assert_array_equal(result_to_mask(item), region)  # kept as drawn: overlaps too
-    np.testing.assert_array_equal(results_to_mask(items, CONTROL, 9, 11), record.union_mask)
+    np.testing.assert_array_equal(
+        annotation_label_map(items, CONTROL, 9, 11) > 0, record.union_mask
+    )
     assert region_results(record, CONTROL) == items  # deterministic ids and encodings
 
 

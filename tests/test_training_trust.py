@@ -16,14 +16,10 @@ from test_backend_training import FakeProject, annotation, slice_with_square
 import sugfw.segmentation
 from backend.config import BackendConfig
 from backend.jobs.queue import Job, JobQueue, Progress
+from backend.jobs.splits import MIN_CASES_FOR_VALIDATION, LabelledSlice, split_validation
 from backend.jobs.storage import PredictionStore
 from backend.jobs.training_history import TrainingHistory
-from backend.jobs.training_job import (
-    MIN_CASES_FOR_VALIDATION,
-    LabelledSlice,
-    TrainJob,
-    split_validation,
-)
+from backend.jobs.training_job import TrainJob
 from backend.labelstudio.images import ImageFetcher
 from backend.model import SugfwModel
 from backend.server.app import create_app

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backend.jobs.storage import PROJECT_STATE_DIR
+from backend.jobs.state import PROJECT_STATE_DIR
 
 CONNECTED_DIR = "connected"
 

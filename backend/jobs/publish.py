@@ -23,33 +23,13 @@ import logging
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from backend.jobs.storage import PredictionStore, ProjectStateStore
+from backend.jobs.state import ProjectStateStore
+from backend.jobs.storage import PredictionStore
 from backend.jobs.training_history import UNET_VERSION_PREFIX
 from backend.labelstudio.client import ProjectClient
 from backend.labelstudio.prefill import prefill_prediction
 
 log = logging.getLogger(__name__)
-
-PUBLISHED_KEY = "published"
-"""Project state entry: ``{task id: [model_version, score]}`` of the last prediction published
-for each task."""
-
-
-def published_map(states: ProjectStateStore, project_id: str) -> dict[int, tuple[str, float]]:
-    """Task id → (version, score) of the last prediction published for it."""
-    entries = states.get(project_id).get(PUBLISHED_KEY) or {}
-    published = {}
-    for task_id, entry in entries.items():
-        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str):
-            published[int(task_id)] = (entry[0], float(entry[1]))
-    return published
-
-
-def save_published_map(
-    states: ProjectStateStore, project_id: str, published: Mapping[int, tuple[str, float]]
-) -> None:
-    entries = {str(t): [version, score] for t, (version, score) in sorted(published.items())}
-    states.put(project_id, {**states.get(project_id), PUBLISHED_KEY: entries})
 
 
 def publish_predictions(
@@ -70,7 +50,7 @@ def publish_predictions(
     are dropped first, since Label Studio dropped their predictions with them.
     """
     store.put_many(predictions)
-    published = published_map(states, project_id)
+    published = dict(states.get(project_id).published)
     if task_ids is not None:
         present = set(task_ids)
         published = {t: entry for t, entry in published.items() if t in present}
@@ -95,7 +75,7 @@ def publish_predictions(
     missing = {t: p for t, p in predictions.items() if t not in have}
     project.create_predictions(missing)
     published.update({t: (version, float(p["score"])) for t, p in predictions.items()})
-    save_published_map(states, project_id, published)
+    states.update(project_id, published=published)  # the queue: written here only
     project.serve_by_prediction_score(version)
     if after_serving is not None:
         after_serving()

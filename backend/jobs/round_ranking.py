@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from backend.jobs.cold_start import queue_score
+from backend.jobs.queue_scores import queue_score
 from sugfw.active import UnetSignals, rank_unlabelled, unet_signals
 from sugfw.active.round_strategies import NEEDS_UNET, check_round_strategy
 

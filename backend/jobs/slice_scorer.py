@@ -8,6 +8,7 @@ one model, and two slices at once on the same device would only compete for it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -48,9 +49,7 @@ class SliceScorer:
         """The cached record of the slice with content hash ``image_hash``, without its pixels."""
         cache = self.scorer.cache
         record = cache.get(image_hash) if cache is not None else None
-        if record is not None:
-            record.slice_id = slice_id
-        return record
+        return None if record is None else dataclasses.replace(record, slice_id=slice_id)
 
     def score(self, image: np.ndarray, slice_id: str) -> SliceRecord:
         """The record of one slice, from the cache when it was scored before."""

@@ -1,4 +1,4 @@
-"""Files under the state directory: atomic JSON writes and the pre-annotation store."""
+"""Files under the state directory: tolerant JSON reads and the pre-annotation store."""
 
 from __future__ import annotations
 
@@ -89,39 +89,3 @@ class PredictionStore:
 
     def __len__(self) -> int:
         return sum(1 for _ in self.root.glob("*.json")) if self.root.is_dir() else 0
-
-
-PROJECT_STATE_DIR = "projects"
-"""Under the state dir: one :class:`ProjectStateStore` file per project."""
-
-
-class ProjectStateStore:
-    """What each project was last published with, ``<root>/<project id>.json``.
-
-    ``{"model_version": <cold-start batch>, "served_version": <version the queue follows>,
-    "images": {task id: [image URL, content hash]}, "published": {task id: [version, score]}}``
-    (the published map: ``backend.jobs.publish``). The served version is the cold-start batch
-    until a training run publishes ``sugfw-unet-<n>`` (re-ranked, better masks); ``/setup``
-    answers with it, and the next scoring job skips downloading images whose URL is unchanged.
-    """
-
-    def served_version(self, project_id: int | str) -> str | None:
-        state = self.get(project_id)
-        version = state.get("served_version") or state.get("model_version")
-        return version if isinstance(version, str) else None
-
-    def set_served_version(self, project_id: int | str, version: str) -> None:
-        self.put(project_id, {**self.get(project_id), "served_version": version})
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def _path(self, project_id: int | str) -> Path:
-        return self.root / f"{int(project_id)}.json"
-
-    def get(self, project_id: int | str) -> dict[str, Any]:
-        payload = read_json(self._path(project_id))
-        return payload if isinstance(payload, dict) else {}
-
-    def put(self, project_id: int | str, state: dict[str, Any]) -> None:
-        atomic_write_json(self._path(project_id), state)

@@ -55,303 +55,49 @@ its first validation scores are optimistic.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from backend.config import BackendConfig
+from backend.jobs.evaluation import run_record, summary_line
 from backend.jobs.publish import publish_round
 from backend.jobs.queue import Job, Progress
 from backend.jobs.round_ranking import RoundRanker
-from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
-from backend.jobs.training_history import TrainingHistory, unet_version
-from backend.labelstudio.brush import (
-    SegmentationControl,
-    mask_to_result,
-    parse_label_config,
-    result_to_mask,
+from backend.jobs.splits import (
+    LabelledSlice,
+    TestCase,
+    ValidationSplit,
+    case_ids_of,
+    group_test_cases,
+    is_test_task,
+    labelled_slice,
+    normalise_slice,
+    split_validation,
+    volume_test_cases,
 )
+from backend.jobs.state import PROJECT_STATE_DIR, ProjectStateStore
+from backend.jobs.storage import PredictionStore
+from backend.jobs.training_history import TrainingHistory, unet_version
+from backend.labelstudio.annotations import (
+    annotation_label_map,
+    annotations_fingerprint,
+    labels_to_result,
+    latest_submitted,
+)
+from backend.labelstudio.brush import SegmentationControl, parse_label_config
 from backend.labelstudio.client import ProjectClient, image_fetcher
 from backend.labelstudio.images import ImageFetcher
-from sugfw.errors import CheckpointError, InvalidInputError, SugfwError
-from sugfw.metrics import CaseMetrics, case_metrics, summarise
-from sugfw.segmentation.preprocess import zscore
+from sugfw.errors import CheckpointError, SugfwError
+from sugfw.segmentation.infer import segment
 
 if TYPE_CHECKING:  # torch is imported only when a run trains
     from sugfw.segmentation.train import TrainResult
 
 log = logging.getLogger(__name__)
-
-TEST_SPLIT = "test"
-VAL_SPLIT = "val"
-MIN_CASES_FOR_VALIDATION = 3
-"""Fewer annotated cases than this: nothing is held out (two cases would halve the training set)."""
-UNIT_SPACING = (1.0, 1.0, 1.0)
-_UNET_STRIDE = 16
-"""The UNet pools four times: sides must be multiples of 16."""
-
-
-@dataclass(frozen=True, eq=False)
-class LabelledSlice:
-    task_id: int
-    image: np.ndarray
-    """(H, W) float32, z-scored."""
-    labels: np.ndarray
-    """(H, W) uint8 label map."""
-    case_id: str
-    slice_index: int
-    spacing: tuple[float, float, float]
-    """(row, col, slice) mm."""
-    split: str | None = None
-    """``data.split`` of the task ("val" marks a validation task)."""
-
-
-@dataclass(frozen=True, eq=False)
-class TestCase:
-    case_id: str
-    images: np.ndarray
-    """(Z, H, W) float32, each slice z-scored."""
-    truth: np.ndarray
-    """(Z, H, W) bool foreground."""
-    spacing: tuple[float, float, float]
-    """(slice, row, col) mm: the axis order of ``images``."""
-    source: str
-    """"tasks" or "volumes"."""
-
-
-def annotations_fingerprint(annotated: Sequence[Mapping[str, Any]]) -> str:
-    """Hash of what a training run learns from: each task's latest submitted annotation (id and
-    update time). Equal fingerprints mean a run would train on the same data again."""
-    items = []
-    for task in annotated:
-        latest = latest_submitted(task.get("annotations") or [])
-        if latest is not None:
-            items.append([task["id"], latest.get("id"), str(latest.get("updated_at") or "")])
-    return hashlib.sha256(json.dumps(sorted(items, key=str)).encode()).hexdigest()
-
-
-def latest_submitted(annotations: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The most recently updated annotation that was not cancelled (ties: the higher id)."""
-    submitted = [item for item in annotations if not item.get("was_cancelled")]
-    if not submitted:
-        return None
-    return max(
-        submitted, key=lambda item: (str(item.get("updated_at") or ""), int(item.get("id") or 0))
-    )
-
-
-def annotation_label_map(
-    result: Sequence[Mapping[str, Any]], control: SegmentationControl, height: int, width: int
-) -> np.ndarray:
-    """(H, W) uint8: 1 + index of each region's label in ``control.labels``, 0 where nothing is
-    drawn."""
-    if not isinstance(result, list):
-        raise InvalidInputError(f"annotation result is {type(result).__name__}; expected a list")
-    labels = np.zeros((height, width), dtype=np.uint8)
-    for item in result:
-        if not isinstance(item, Mapping):
-            raise InvalidInputError(f"result item is {type(item).__name__}; expected an object")
-        if item.get("from_name") != control.from_name:
-            continue  # results of other controls (choices, text) are not part of the mask
-        value = item.get("value")
-        named = value.get(control.result_type) if isinstance(value, Mapping) else None
-        names = named if isinstance(named, list) and named else [control.labels[0]]
-        if names[0] not in control.labels:
-            raise InvalidInputError(
-                f"region label {str(names[0])[:40]!r} is not one of {control.from_name!r}'s "
-                f"labels {list(control.labels)}"
-            )
-        # Sizes are checked against the image before the region is decoded (see result_to_mask).
-        drawn = result_to_mask(dict(item), (height, width))
-        labels[drawn] = control.labels.index(names[0]) + 1
-    return labels
-
-
-def normalise_slice(image: np.ndarray) -> np.ndarray:
-    """The UNet's input: the slice z-scored on its own (PNGs carry no intensity scale)."""
-    return zscore(np.asarray(image))
-
-
-def task_spacing(data: Mapping[str, Any]) -> tuple[float, float, float]:
-    """``data.spacing`` as (row, col, slice) mm, or 1 mm when absent or not three positive
-    numbers."""
-    value = data.get("spacing")
-    try:
-        spacing = tuple(float(s) for s in value)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        return UNIT_SPACING
-    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
-        return UNIT_SPACING
-    return spacing  # type: ignore[return-value]
-
-
-def is_test_task(data: Mapping[str, Any]) -> bool:
-    return data.get("split") == TEST_SPLIT
-
-
-def group_test_cases(slices: Sequence[LabelledSlice]) -> list[TestCase]:
-    """One case per ``case_id``, slices in ``slice_index`` order; a case mixing slice sizes is
-    skipped."""
-    by_case: dict[str, list[LabelledSlice]] = {}
-    for item in slices:
-        by_case.setdefault(item.case_id, []).append(item)
-    cases = []
-    for case_id, members in sorted(by_case.items()):
-        members.sort(key=lambda item: (item.slice_index, item.task_id))
-        if len({item.image.shape for item in members}) > 1:
-            log.warning(
-                "case %s mixes slice sizes %s; left out",
-                case_id,
-                sorted({m.image.shape for m in members}),
-            )
-            continue
-        row, col, step = members[0].spacing
-        cases.append(
-            TestCase(
-                case_id,
-                np.stack([item.image for item in members]),
-                np.stack([item.labels > 0 for item in members]),
-                (step, row, col),
-                "tasks",
-            )
-        )
-    return cases
-
-
-@dataclass(frozen=True, eq=False)
-class ValidationSplit:
-    """The annotated non-test slices divided by case into training and validation."""
-
-    train: list[LabelledSlice]
-    val: list[LabelledSlice]
-    cases: list[TestCase]
-    """``val`` stacked per case: what the validator scores."""
-    source: str
-    """"marked" (tasks with ``split == "val"``), "held_out" (``SUGFW_VAL_FRACTION``) or "none"."""
-    note: str | None = None
-    """Why there is no validation, when there is none."""
-
-    @property
-    def val_case_ids(self) -> list[str]:
-        return [case.case_id for case in self.cases]
-
-
-def case_ids_of(slices: Sequence[LabelledSlice]) -> list[str]:
-    return sorted({item.case_id for item in slices})
-
-
-def split_validation(
-    slices: Sequence[LabelledSlice],
-    fraction: float,
-    seed: int,
-    keep_training_majority: bool = True,
-) -> ValidationSplit:
-    """Hold out validation cases: those of tasks marked ``split == "val"`` when there are any (a
-    case with one marked task goes whole, so no case is on both sides), else ``fraction`` of the
-    cases (at least one, leaving at least one for training), the first by a seeded hash of their
-    id; nothing with fewer than ``MIN_CASES_FOR_VALIDATION`` cases or a fraction of 0, nor (with
-    ``keep_training_majority``, the backend's rule) while the held-out cases would hold more
-    slices than remain for training."""
-    slices = list(slices)
-    marked = {item.case_id for item in slices if item.split == VAL_SPLIT}
-    if marked:
-        chosen, source = marked, "marked"
-    else:
-        cases = case_ids_of(slices)
-        if fraction <= 0:
-            return ValidationSplit(
-                slices, [], [], "none", "no validation (SUGFW_VAL_FRACTION=0): last weights kept"
-            )
-        if len(cases) < MIN_CASES_FOR_VALIDATION:
-            return ValidationSplit(
-                slices,
-                [],
-                [],
-                "none",
-                f"no validation: {len(cases)} annotated case(s), {MIN_CASES_FOR_VALIDATION} "
-                "needed to hold one out; last weights kept",
-            )
-        n_val = min(len(cases) - 1, max(1, round(fraction * len(cases))))
-        # A hash per case rather than a shuffle of the list: a new case does not reshuffle the rest.
-        ranked = sorted(
-            cases, key=lambda case: hashlib.sha256(f"{seed}:{case}".encode()).hexdigest()
-        )
-        chosen, source = set(ranked[:n_val]), "held_out"
-    val = [item for item in slices if item.case_id in chosen]
-    stacked = group_test_cases(val)
-    if not stacked:  # every validation case mixed slice sizes: train on everything instead
-        return ValidationSplit(
-            slices, [], [], "none", "no validation: no stackable validation case; last weights kept"
-        )
-    kept = {case.case_id for case in stacked}
-    train = [item for item in slices if item.case_id not in chosen]
-    val = [item for item in val if item.case_id in kept]
-    if keep_training_majority and source == "held_out" and len(train) < len(val):
-        # A handful of annotations: a held-out case would take more slices than it leaves to
-        # learn from. Train on all of them and keep the last weights of the schedule.
-        return ValidationSplit(
-            slices,
-            [],
-            [],
-            "none",
-            f"no validation: holding out {len(kept)} case(s) would leave {len(train)} training "
-            f"slice(s) for {len(val)} validation slice(s); trained on all, last weights kept",
-        )
-    return ValidationSplit(train, val, stacked, source)
-
-
-def volume_test_cases(root: Path) -> list[TestCase]:
-    """Every labelled case under ``root``, windowed like ``import-volumes`` slices, then z-scored
-    per slice."""
-    from backend.labelstudio.import_volumes import window_volume
-    from sugfw.experiment.dataset import load_msd_dataset
-
-    cases = []
-    for case in load_msd_dataset(root):
-        pixels = np.moveaxis(window_volume(case.image), -1, 0)
-        images = np.stack([normalise_slice(item) for item in pixels])
-        row, col, step = case.spacing
-        cases.append(
-            TestCase(
-                case.case_id,
-                images,
-                np.moveaxis(case.label > 0, -1, 0),
-                (step, row, col),
-                "volumes",
-            )
-        )
-    return cases
-
-
-def segment(model: Any, images: np.ndarray, device: str) -> np.ndarray:
-    """(Z, H, W) label map of the UNet on (Z, H, W) slices of any size (zero-padded to a multiple
-    of 16)."""
-    from sugfw.segmentation import predict_volume
-
-    height, width = images.shape[1:]
-    pad_h, pad_w = -height % _UNET_STRIDE, -width % _UNET_STRIDE
-    # 0 is the mean of a z-scored slice: padding adds no edge for the network to segment.
-    padded = np.pad(images, ((0, 0), (0, pad_h), (0, pad_w)))
-    return predict_volume(model, padded, device)[:, :height, :width]
-
-
-def evaluate(model: Any, cases: Sequence[TestCase], device: str) -> list[CaseMetrics]:
-    """DSC and HD95 (physical rule, mm) of the foreground of each case, in order."""
-    return [
-        case_metrics(
-            segment(model, case.images, device) > 0, case.truth, case.spacing, rule="physical"
-        )
-        for case in cases
-    ]
 
 
 class TrainJob:
@@ -387,7 +133,7 @@ class TrainJob:
         control = parse_label_config(project.label_config())
         annotated = project.annotated_tasks()
         fingerprint = annotations_fingerprint(annotated)
-        if fingerprint == self.states.get(project_id).get("trained_on"):
+        if fingerprint == self.states.get(project_id).trained_on:
             log.info(
                 "project %s: annotations unchanged since the last training run; skipped", project_id
             )
@@ -427,7 +173,7 @@ class TrainJob:
                 progress,
                 len(annotated) + 2,
             )
-            self.states.put(project_id, {**self.states.get(project_id), "trained_on": fingerprint})
+            self.states.update(project_id, trained_on=fingerprint)
             return record
         finally:
             fetcher.close()
@@ -462,8 +208,14 @@ class TrainJob:
         started = time.monotonic()
         model, result = self.train(project_id, run, split, len(control.labels) + 1)
         progress.update(len(annotated) + 1)
-        record = self.record(
-            unet_version(run), split, cases, model, time.monotonic() - started, result
+        record = run_record(
+            unet_version(run),
+            split,
+            cases,
+            model,
+            time.monotonic() - started,
+            result,
+            self.schedule(len(split.train)),
         )
         record["fingerprint"] = fingerprint  # lets a restart before publishing resume there
         self.history.append(project_id, record)
@@ -496,15 +248,7 @@ class TrainJob:
                 reason = str(error) if isinstance(error, SugfwError) else repr(error)[:300]
                 log.warning("task %s left out of training and testing: %s", task["id"], reason)
                 continue
-            item = LabelledSlice(
-                task["id"],
-                normalise_slice(image),
-                labels,
-                str(data.get("case_id", f"task-{task['id']}")),
-                _int(data.get("slice_index"), 0),
-                task_spacing(data),
-                data.get("split") if isinstance(data.get("split"), str) else None,
-            )
+            item = labelled_slice(task["id"], data, image, labels)
             (test if is_test_task(data) else train).append(item)
         return train, test
 
@@ -624,58 +368,6 @@ class TrainJob:
         run_dir = self.history.project_dir(project_id) / f"run-{run}"
         return load_trained_unet(run_dir / "best.pt", str(resolve_device(self.config.device)))
 
-    def record(
-        self,
-        version: str,
-        split: ValidationSplit,
-        cases: Sequence[TestCase],
-        model: Any,
-        seconds: float,
-        result: TrainResult,
-    ) -> dict[str, Any]:
-        scores = evaluate(model, cases, str(next(model.parameters()).device))
-        rows = [
-            {
-                "case_id": case.case_id,
-                "source": case.source,
-                "slices": int(case.images.shape[0]),
-                "dice": item.dice,
-                "hd95": item.hd95,
-                "hd95_unit": item.hd95_unit,
-            }
-            for case, item in zip(cases, scores)
-        ]
-        summary = summarise(scores) if scores else None
-        validated = bool(split.cases)
-        return {
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "model_version": version,
-            # Every annotated slice outside the test set, validation ones included: the x of the
-            # learning curve is what annotators have done.
-            "annotations": len(split.train) + len(split.val),
-            "train_slices": len(split.train),
-            "train_cases": len(case_ids_of(split.train)),
-            "validation": {
-                "source": split.source,
-                "slices": len(split.val),
-                "cases": len(split.cases),
-                "case_ids": split.val_case_ids,
-                "best_dice": result.best_val_dice if validated else None,
-                "best_iteration": result.best_iteration if validated else None,
-                "note": split.note,
-            },
-            "iterations": result.iterations,
-            "iterations_planned": self.schedule(len(split.train)),
-            "stopped_early": result.stopped_early,
-            "train_seconds": round(seconds, 1),
-            "test_set": sorted({case.source for case in cases}) or None,
-            "cases": rows,
-            "summary": summary,
-            "note": None
-            if rows
-            else 'no test set: mark tasks with data.split = "test" or set SUGFW_TEST_DATA',
-        }
-
     def publish(
         self,
         project_id: str,
@@ -728,43 +420,7 @@ class TrainJob:
         )
 
 
-def labels_to_result(labels: np.ndarray, control: SegmentationControl) -> list[dict[str, Any]]:
-    """Result items for every label present in an (H, W) label map (index i → ``control.labels[i
-    - 1]``)."""
-    items = []
-    for index, name in enumerate(control.labels, start=1):
-        if (labels == index).any():
-            items += mask_to_result(labels == index, control, name)
-    return items
-
-
-def summary_line(record: Mapping[str, Any]) -> str:
-    """One log line: version, annotations, and DSC / HD95 mean ± std (or why there is none)."""
-    head = f"{record['model_version']} trained on {record['annotations']} annotated slice(s)"
-    validation = record.get("validation") or {}
-    if validation.get("cases"):
-        head += (
-            f" ({validation['slices']} of them held out for validation: "
-            f"{validation['cases']} case(s), best Dice {validation['best_dice']:.3f})"
-        )
-    summary = record.get("summary")
-    if not summary:
-        return f"{head}; {record.get('note')}"
-    return (
-        f"{head}; test DSC {summary['dice_mean']:.3f} ± {summary['dice_std']:.3f}, "
-        f"HD95 {summary['hd95_mean']:.2f} ± {summary['hd95_std']:.2f} {summary['hd95_unit']} "
-        f"over {summary['cases']} case(s)"
-    )
-
-
 def _keep_last(model: Any) -> float:
     """A constant validation score: the one validation, after the last iteration, keeps the last
     weights."""
     return 0.0
-
-
-def _int(value: Any, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default

@@ -8,7 +8,7 @@ vertices in percent of the image size.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,19 +248,6 @@ def _rle_bytes(rle: Any, height: int, width: int) -> np.ndarray:
             f"brush RLE decodes to {declared} values; expected {height}×{width}×4 = {values}"
         )
     return stream
-
-
-def results_to_mask(
-    items: Iterable[dict[str, Any]], control: SegmentationControl, height: int, width: int
-) -> np.ndarray:
-    """Union of the items that belong to ``control`` (an annotation may hold other controls'
-    results)."""
-    mask = np.zeros((height, width), dtype=bool)
-    for item in items:
-        if not isinstance(item, Mapping) or item.get("from_name") != control.from_name:
-            continue
-        mask |= result_to_mask(item, (height, width))
-    return mask
 
 
 def _outer_polygons(mask: np.ndarray) -> list[list[list[float]]]:

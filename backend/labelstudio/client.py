@@ -25,8 +25,9 @@ from typing import Any
 import httpx
 
 from backend.config import BackendConfig
-from backend.labelstudio.connection import Connection, connect
-from backend.labelstudio.images import ImageFetcher, ImagePolicy, label_studio_auth
+from backend.labelstudio.connection import Connection, connect, label_studio_auth
+from backend.labelstudio.image_policy import ImagePolicy
+from backend.labelstudio.images import ImageFetcher
 from sugfw.errors import InvalidInputError
 
 log = logging.getLogger(__name__)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 import jwt
 
+from backend.labelstudio.image_policy import ImageFetchError
 from backend.redact import redact_url
 from sugfw.errors import InvalidInputError
 
@@ -80,7 +82,8 @@ class LabelStudioAuth:
 
 
 class Connection:
-    """An SDK client (``sdk``) and authenticated raw requests to the same Label Studio."""
+    """An SDK client (``sdk``; None from ``open_requests``) and authenticated raw requests to the
+    same Label Studio."""
 
     def __init__(self, sdk: Any, auth: LabelStudioAuth, http: httpx.Client) -> None:
         self.sdk = sdk
@@ -102,6 +105,23 @@ class Connection:
         self.http.close()
 
 
+def open_requests(
+    url: str,
+    api_key: str,
+    timeout_s: float = 60.0,
+    transport: httpx.BaseTransport | None = None,
+) -> Connection:
+    """Authenticated raw requests to Label Studio at ``url``, without the SDK client (which is
+    slow to import); a bad or expired key is an ``InvalidInputError``."""
+    http = httpx.Client(timeout=timeout_s, transport=transport)
+    try:
+        auth = LabelStudioAuth(url, api_key, http)
+    except InvalidInputError:
+        http.close()
+        raise
+    return Connection(None, auth, http)
+
+
 def connect(
     url: str,
     api_key: str,
@@ -113,20 +133,46 @@ def connect(
     from label_studio_sdk import LabelStudio
     from label_studio_sdk.core.api_error import ApiError
 
-    http = httpx.Client(timeout=timeout_s, transport=transport)
     try:
-        auth = LabelStudioAuth(url, api_key, http)
-        sdk = LabelStudio(base_url=url.rstrip("/"), api_key=api_key, httpx_client=http)
+        connection = open_requests(url, api_key, timeout_s, transport)
+    except InvalidInputError as error:
+        raise InvalidInputError(f"Label Studio at {redact_url(url)}: {error}") from None
+    try:
+        connection.sdk = LabelStudio(
+            base_url=url.rstrip("/"), api_key=api_key, httpx_client=connection.http
+        )
     except ApiError as error:
-        http.close()
+        connection.close()
         raise InvalidInputError(
             f"Label Studio at {redact_url(url)} refused the API key: HTTP {error.status_code} "
             f"{error.body}"
         ) from None
+    return connection
+
+
+def label_studio_auth(
+    url: str, api_key: str, timeout_s: float = 30.0, transport: httpx.BaseTransport | None = None
+) -> Callable[[], Mapping[str, str]]:
+    """Authorization headers for image downloads from Label Studio (a personal access token is
+    exchanged and the access token refreshed as it expires); an unusable key is an
+    ``ImageFetchError``.
+
+    An expired personal access token is refused here, before any request.
+    """
+    try:
+        auth = open_requests(url, api_key, timeout_s, transport).auth
     except InvalidInputError as error:
-        http.close()
-        raise InvalidInputError(f"Label Studio at {redact_url(url)}: {error}") from None
-    return Connection(sdk, auth, http)
+        raise ImageFetchError(f"LABEL_STUDIO_API_KEY is not usable: {error}") from None
+
+    def headers() -> Mapping[str, str]:
+        try:
+            return auth.headers()
+        except InvalidInputError as error:  # the exchange failed
+            raise ImageFetchError(
+                f"cannot exchange LABEL_STUDIO_API_KEY for an access token: {error}"
+            ) from None
+
+    return headers
 
 
 def _jwt_claims(token: str) -> dict[str, Any] | None:

@@ -12,125 +12,51 @@ Where an image can live, by the URL in ``task["data"][image_key]``:
 - ``data:`` URLs: decoded in place.
 
 Task data is user input and the key is an admin's: with the key, only Label Studio's media paths
-are fetched (``LABEL_STUDIO_MEDIA_PATHS``: uploads, local files and a task's presign endpoint, the
-task id an integer), never its API (``/api/projects/1/next`` would lock a task for the admin).
-Only PNG, JPEG and TIFF are decoded (the formats a slice is stored in), each at most
+are fetched (``address_guard.LABEL_STUDIO_MEDIA_PATHS``: uploads, local files and a task's presign
+endpoint, the task id an integer), never its API (``/api/projects/1/next`` would lock a task for
+the admin); every other host and address is checked by ``backend.labelstudio.address_guard``.
+Only PNG, JPEG and TIFF are decoded (``backend.labelstudio.image_decode``), each at most
 ``max_pixels`` and with sides at most ``MAX_ASPECT_RATIO`` apart (an 8 × 5000 strip leaves no
-pixel of its short side on the model's canvas).
+pixel of its short side on the model's canvas); the limits are an ``ImagePolicy``
+(``backend.labelstudio.image_policy``).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import io
-import ipaddress
-import re
-import socket
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-import httpcore
 import httpx
 import numpy as np
-from PIL import Image
 
+from backend.labelstudio.address_guard import (
+    Pins,
+    Resolver,
+    default_port,
+    host_entry,
+    host_listed,
+    is_media_path,
+    origin,
+    pinned_transport,
+    refused_address,
+    resolve_host,
+)
+from backend.labelstudio.image_decode import check_pixels, data_url_bytes, decode_slice
+from backend.labelstudio.image_policy import ImageFetchError, default_policy
 from backend.redact import install_url_redaction, redact_url
 from sugfw.data import load_image_file
-from sugfw.errors import InvalidInputError, SugfwError
+from sugfw.errors import InvalidInputError
 
 AuthHeaders = Callable[[], Mapping[str, str]]
-Resolver = Callable[[str, int], list[str]]
-"""(host, port) → its addresses; :func:`resolve_host` by default."""
-MAX_IMAGE_BYTES = 64 * 1024 * 1024
-MAX_IMAGE_PIXELS = 16_777_216
-"""4096 × 4096: a decoded slice is float32, so about 64 MB each (the scorer runs 8 threads)."""
 MAX_REDIRECTS = 5
-MAX_ASPECT_RATIO = 32
-"""Longest side / shortest side of a slice: a 256-pixel canvas keeps 8 pixels of the short side."""
-SLICE_FORMATS = ("PNG", "JPEG", "TIFF")
-"""What Pillow may decode here: its other decoders are attack surface no slice needs."""
-LABEL_STUDIO_MEDIA_PATHS = re.compile(
-    r"^/(?:data/upload/.+|storage-data/uploaded/.+|data/local-files/?|tasks/[0-9]+/presign/?)$"
-)
-"""Paths on Label Studio's origin fetched with the API key (after percent-decoding)."""
 _CLOUD_SCHEMES = ("s3", "gs", "azure-blob")
 
 
 install_url_redaction()  # httpx logs request URLs, presigned signatures included
-
-
-class ImageFetchError(SugfwError):
-    """A task's image could not be found, downloaded or read as a slice."""
-
-
-def label_studio_auth(
-    url: str, api_key: str, timeout_s: float = 30.0, transport: httpx.BaseTransport | None = None
-) -> AuthHeaders:
-    """Authorization headers for Label Studio (a personal access token is exchanged and the
-    access token refreshed as it expires).
-
-    An expired personal access token is refused here, before any request.
-    """
-    from backend.labelstudio.connection import LabelStudioAuth
-
-    http = httpx.Client(timeout=timeout_s, transport=transport)
-    try:
-        auth = LabelStudioAuth(url, api_key, http)
-    except InvalidInputError as error:
-        http.close()
-        raise ImageFetchError(f"LABEL_STUDIO_API_KEY is not usable: {error}") from None
-
-    def headers() -> Mapping[str, str]:
-        try:
-            return auth.headers()
-        except InvalidInputError as error:  # the exchange failed
-            raise ImageFetchError(
-                f"cannot exchange LABEL_STUDIO_API_KEY for an access token: {error}"
-            ) from None
-
-    return headers
-
-
-@dataclass(frozen=True)
-class ImagePolicy:
-    """Where images may come from and how large and slow they may be (see ``ImageFetcher``)."""
-
-    allowed_hosts: tuple[str, ...] = ()
-    allow_private: bool = False
-    max_bytes: int = MAX_IMAGE_BYTES
-    max_pixels: int = MAX_IMAGE_PIXELS
-    deadline_s: float = 60.0
-
-    @classmethod
-    def from_config(cls, config: Any) -> ImagePolicy:
-        """From a ``BackendConfig`` (SUGFW_IMAGE_* settings)."""
-        return cls(
-            tuple(config.image_hosts),
-            config.image_allow_private,
-            config.image_max_bytes,
-            config.image_max_pixels,
-            config.image_deadline_s,
-        )
-
-
-_default_policy = ImagePolicy()
-
-
-def set_default_policy(policy: ImagePolicy) -> None:
-    """The policy of every fetcher built without explicit limits (the jobs' fetchers included)."""
-    global _default_policy
-    _default_policy = policy
-
-
-def default_policy() -> ImagePolicy:
-    return _default_policy
 
 
 class ImageFetcher:
@@ -161,7 +87,7 @@ class ImageFetcher:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # Settings not given come from the process's policy (set from the backend's config).
-        policy = _default_policy
+        policy = default_policy()
         self.label_studio_url = label_studio_url.rstrip("/") if label_studio_url else None
         self.auth = auth
         self.local_files_root = local_files_root.resolve() if local_files_root is not None else None
@@ -171,14 +97,14 @@ class ImageFetcher:
         self.deadline_s = policy.deadline_s if deadline_s is None else deadline_s
         self.max_redirects = max_redirects
         hosts = policy.allowed_hosts if allowed_hosts is None else allowed_hosts
-        self.allowed_hosts = tuple(_host_entry(entry) for entry in hosts)
+        self.allowed_hosts = tuple(host_entry(entry) for entry in hosts)
         self.allow_private = policy.allow_private if allow_private is None else allow_private
         self.resolver = resolver
         self.clock = clock
-        self._ours = _origin(self.label_studio_url) if self.label_studio_url else None
-        self._pins = _Pins()
+        self._ours = origin(self.label_studio_url) if self.label_studio_url else None
+        self._pins = Pins()
         if transport is None:
-            transport = _pinned_transport(self._pins)
+            transport = pinned_transport(self._pins)
         # No proxies from the environment: the connection must go to the address that was checked.
         self.client = httpx.Client(
             timeout=timeout_s, follow_redirects=False, transport=transport, trust_env=False
@@ -195,11 +121,11 @@ class ImageFetcher:
         try:
             local = self.local_path(url)
             if local is not None:
-                _check_pixels(local, self.max_pixels)
+                check_pixels(local, self.max_pixels)
                 return load_image_file(local)
             content = self._download(url, task_id)
-            _check_pixels(content, self.max_pixels)
-            return _decode(content, url)
+            check_pixels(content, self.max_pixels)
+            return decode_slice(content, url)
         except InvalidInputError as error:
             raise ImageFetchError(
                 f"task {task_id}: image {redact_url(url)} is not a usable slice: {error}"
@@ -251,7 +177,7 @@ class ImageFetcher:
 
     def _download(self, url: str, task_id: Any) -> bytes:
         if url.startswith("data:"):
-            return _data_url_bytes(url)
+            return data_url_bytes(url)
         target = httpx.URL(self._resolve(url, task_id)[0])
         deadline = self.clock() + self.deadline_s
         sent_by_label_studio = False
@@ -309,7 +235,7 @@ class ImageFetcher:
         """Refuse ``url`` unless it is Label Studio's or an allowed host on allowed addresses."""
         if url.scheme not in ("http", "https"):
             raise ImageFetchError(f"redirect to URL scheme {url.scheme!r} refused")
-        host, port = url.host, _port(url)
+        host, port = url.host, default_port(url)
         if self._is_label_studio(url):
             if not is_media_path(url.path):
                 raise ImageFetchError(
@@ -368,157 +294,7 @@ class ImageFetcher:
             parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
         except httpx.InvalidURL:
             return False
-        return not parsed.userinfo and _origin(parsed) == self._ours
-
-
-def is_media_path(path: str) -> bool:
-    """Whether ``path`` (percent-decoded) is one of Label Studio's media paths, without dot
-    segments (Label Studio's router does not resolve them, so neither does this check)."""
-    if "\\" in path or any(part in (".", "..") for part in path.split("/")):
-        return False
-    return LABEL_STUDIO_MEDIA_PATHS.match(path) is not None
-
-
-def resolve_host(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to, in resolver order (a literal address is itself)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as error:
-        raise ImageFetchError(f"host {host!r} cannot be resolved: {error}") from None
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-def refused_address(address: str, allow_private: bool = False) -> str | None:
-    """Why a connection to ``address`` is refused, or None when it is allowed."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 scope id
-    except ValueError:
-        return "not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
-    if ip.is_loopback:  # before "reserved": ::1 lies in IPv6's reserved ::/8
-        return None if allow_private else "a loopback address"
-    # Never allowed: cloud metadata services live on link-local addresses.
-    for kind in ("link_local", "multicast", "unspecified", "reserved"):
-        if getattr(ip, f"is_{kind}"):
-            return f"a {kind.replace('_', '-')} address"
-    if ip.is_private or not ip.is_global:
-        return None if allow_private else "a private address"
-    return None
-
-
-def _origin(url: str | httpx.URL) -> tuple[str, str, int]:
-    parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
-    return parsed.scheme, parsed.host.lower(), _port(parsed)
-
-
-def _port(url: httpx.URL) -> int:
-    return url.port or (443 if url.scheme == "https" else 80)
-
-
-def host_listed(host: str, port: int, entries: Iterable[str | tuple[str, int | None]]) -> bool:
-    """Whether ``host``:``port`` matches one of ``entries`` ("host", "host:port", "[v6]:port",
-    "*.domain", or such an entry already parsed by ``_host_entry``)."""
-    host = host.lower()
-    for entry in entries:
-        pattern, pattern_port = _host_entry(entry) if isinstance(entry, str) else entry
-        if pattern_port is not None and pattern_port != port:
-            continue
-        if pattern.startswith("*."):
-            if host.endswith(pattern[1:]):
-                return True
-        elif host == pattern:
-            return True
-    return False
-
-
-def _host_entry(entry: str) -> tuple[str, int | None]:
-    """ "host", "host:port", "[v6]:port" or "*.domain" → (host pattern, port or None)."""
-    entry = entry.strip().lower()
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        return host, int(rest[1:]) if rest[1:].isdigit() else None
-    if entry.count(":") == 1 and entry.rsplit(":", 1)[1].isdigit():
-        host, port = entry.rsplit(":", 1)
-        return host, int(port)
-    return entry, None
-
-
-class _Pins:
-    """host:port → the address that was checked (None: Label Studio, connect as named)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pins: dict[tuple[str, int], str | None] = {}
-
-    def set(self, host: str, port: int, address: str | None) -> None:
-        with self._lock:
-            self._pins[(host.lower(), port)] = address
-
-    def get(self, host: str, port: int) -> tuple[bool, str | None]:
-        with self._lock:
-            key = (host.lower(), port)
-            return key in self._pins, self._pins.get(key)
-
-
-class _PinnedBackend(httpcore.NetworkBackend):
-    """Connects to the checked address, so a second DNS answer (rebinding) cannot redirect it."""
-
-    def __init__(self, inner: httpcore.NetworkBackend, pins: _Pins) -> None:
-        self.inner = inner
-        self.pins = pins
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> Any:
-        known, address = self.pins.get(host, port)
-        if not known:
-            raise httpcore.ConnectError(f"connection to unchecked host {host!r} refused")
-        return self.inner.connect_tcp(
-            address or host,
-            port,
-            timeout=timeout,
-            local_address=local_address,
-            socket_options=socket_options,
-        )
-
-    def connect_unix_socket(self, *args: Any, **kwargs: Any) -> Any:
-        raise httpcore.ConnectError("unix sockets are not used for images")
-
-    def sleep(self, seconds: float) -> None:
-        self.inner.sleep(seconds)
-
-
-def _pinned_transport(pins: _Pins) -> httpx.BaseTransport:
-    transport = httpx.HTTPTransport()
-    pool = getattr(transport, "_pool", None)
-    if pool is not None and hasattr(pool, "_network_backend"):
-        # TLS still verifies the certificate against the host name: httpcore passes it as SNI.
-        pool._network_backend = _PinnedBackend(pool._network_backend, pins)
-    return transport
-
-
-def _check_pixels(source: bytes | Path, max_pixels: int) -> None:
-    """Refuse an image over ``max_pixels`` from its header, before it is decoded."""
-    handle = io.BytesIO(source) if isinstance(source, bytes) else source
-    try:
-        with Image.open(handle, formats=SLICE_FORMATS) as image:
-            width, height = image.size
-    except Image.DecompressionBombError as error:
-        raise ImageFetchError(f"too many pixels: {error}; refused") from None
-    except Exception:  # Pillow raises many kinds for what it cannot identify
-        raise InvalidInputError(f"not a {', '.join(SLICE_FORMATS)} image Pillow can read") from None
-    if width * height > max_pixels:
-        raise ImageFetchError(f"{width} x {height} pixels, more than {max_pixels}; refused")
-    if max(width, height) > MAX_ASPECT_RATIO * max(min(width, height), 1):
-        raise ImageFetchError(
-            f"{width} x {height} pixels: sides more than {MAX_ASPECT_RATIO} times apart; refused"
-        )
+        return not parsed.userinfo and origin(parsed) == self._ours
 
 
 def _status_message(status: int, authenticated: bool) -> str:
@@ -527,29 +303,3 @@ def _status_message(status: int, authenticated: bool) -> str:
     if status == 404:
         return "not found (HTTP 404)"
     return f"download failed with HTTP {status}"
-
-
-def _data_url_bytes(url: str) -> bytes:
-    header, _, payload = url.partition(",")
-    try:
-        if header.endswith(";base64"):
-            return base64.b64decode(payload, validate=True)
-        return unquote_to_bytes(payload)
-    except (binascii.Error, ValueError) as error:
-        raise ImageFetchError(f"data URL cannot be decoded: {error}") from None
-
-
-def _decode(content: bytes, url: str) -> np.ndarray:
-    # Through a file, so downloaded images obey exactly the rules of `sugfw score` (grey modes,
-    # bit depth, no alpha); the suffix only helps people reading a leftover temp file.
-    suffix = (
-        PurePosixPath(urlsplit(url).path).suffix[:10] if not url.startswith("data:") else ".img"
-    )
-    with tempfile.NamedTemporaryFile(suffix=suffix or ".img") as handle:
-        handle.write(content)
-        handle.flush()
-        try:
-            return load_image_file(handle.name)
-        except InvalidInputError as error:
-            # The temp path means nothing to the user: drop it from the message.
-            raise InvalidInputError(str(error).replace(handle.name, "downloaded file")) from None

@@ -27,8 +27,10 @@ from backend.jobs.training_history import (
     public_record,
     set_default_keep_last_runs,
 )
+from backend.labelstudio.address_guard import host_listed
 from backend.labelstudio.brush import LabelConfigError, parse_label_config
-from backend.labelstudio.images import ImagePolicy, host_listed, set_default_policy
+from backend.labelstudio.image_policy import ImagePolicy, set_default_policy
+from backend.labelstudio.prompts import MalformedPromptError
 from backend.model import LabelStudioAccessError, SugfwModel
 from backend.redact import redact, redact_url
 from backend.server.request_checks import RequestError, check_predict_body, parse_json
@@ -50,11 +52,12 @@ class BadRequest(Exception):
 
 def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None = None) -> Flask:
     """The Flask app. Without ``jobs``, a queue under the state dir is created, with the handlers of
-    ``backend.jobs.handlers``, and its worker started."""
+    ``backend.server.handlers``, and its worker started."""
     if jobs is None:
-        from backend.jobs.handlers import job_handlers
+        from backend.server.handlers import job_handlers
 
-        jobs = JobQueue(config.state_dir, job_handlers(config, model), debounce_s=config.debounce_s)
+        handlers = job_handlers(config, model.scorer, model.predictions)
+        jobs = JobQueue(config.state_dir, handlers, debounce_s=config.debounce_s)
         jobs.start()
     history = TrainingHistory(config.state_dir)
     connected = ConnectedProjects(config.state_dir)
@@ -136,7 +139,7 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
     def webhook() -> Response:
         payload = _json_body(config)
         action = _required(payload, "action", str)
-        kind = model.fit(action, payload)
+        kind = model.job_for(action)
         if kind is None:
             _log_request("webhook", payload, action=action)
             log.info("ignored webhook action %s", action)
@@ -196,7 +199,8 @@ def create_app(config: BackendConfig, model: SugfwModel, jobs: JobQueue | None =
         return jsonify({"error": str(error)}), 400
 
     @app.errorhandler(RequestError)
-    def refused_request(error: RequestError) -> tuple[Response, int]:
+    @app.errorhandler(MalformedPromptError)
+    def refused_request(error: RequestError | MalformedPromptError) -> tuple[Response, int]:
         log.info("%d on %s %s: %s", error.status, request.method, request.path, error)
         return jsonify({"error": str(error)}), error.status
 

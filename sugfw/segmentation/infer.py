@@ -43,3 +43,19 @@ def predict_volume(
     finally:
         model.train(was_training)
     return labels
+
+
+UNET_STRIDE = 16
+"""The UNet pools four times: sides must be multiples of 16."""
+
+
+def segment(
+    model: nn.Module, images: np.ndarray, device: str | torch.device, stride: int = UNET_STRIDE
+) -> np.ndarray:
+    """(Z, H, W) label map of the network on (Z, H, W) z-scored slices of any size, zero-padded
+    to a multiple of ``stride`` and cropped back."""
+    height, width = images.shape[1:]
+    pad_h, pad_w = -height % stride, -width % stride
+    # 0 is the mean of a z-scored slice: padding adds no edge for the network to segment.
+    padded = np.pad(images, ((0, 0), (0, pad_h), (0, pad_w)))
+    return predict_volume(model, padded, device)[:, :height, :width]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from backend.config import COLD_START_STRATEGIES, DEFAULT_COLD_START  # noqa: F401 (re-export)
+from backend.config import DEFAULT_COLD_START
 from sugfw.records import RecordIndex, SliceRecord
 from sugfw.selection import Selection, get_strategy, resolve_budget
 

@@ -6,7 +6,7 @@ Steps, each safe to repeat after a restart:
    cache without a download; the others are fetched and scored (in this process, or on the Ray
    cluster at ``SUGFW_RAY_ADDRESS``); any error on one task skips that task, logged with the
    reason, while a network failure fails the job so that the queue retries it;
-3. GSCU over every scored task (``backend.jobs.ranking``);
+3. GSCU over every scored task (``backend.jobs.cold_start_ranking``);
 4. publish (``backend.jobs.publish``):
    - first time, or after a change of settings (model, K, grid, budget, seed): a new batch, one
      prediction per task (its UNet mask when it has one, else SAM's kept masks, each its own
@@ -26,6 +26,7 @@ skip the job when the task count, labelling config and settings are those of the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -36,11 +37,13 @@ from typing import Any, NamedTuple
 import httpx
 
 from backend.config import BackendConfig
-from backend.jobs.publish import publish_predictions, published_map
+from backend.jobs.cold_start_ranking import plan_queue
+from backend.jobs.publish import publish_predictions
 from backend.jobs.queue import Job, Progress
-from backend.jobs.ranking import plan_queue
+from backend.jobs.queue_scores import place_new_tasks, queue_score
 from backend.jobs.slice_scorer import SliceScorer
-from backend.jobs.storage import PROJECT_STATE_DIR, PredictionStore, ProjectStateStore
+from backend.jobs.state import PROJECT_STATE_DIR, ProjectStateStore
+from backend.jobs.storage import PredictionStore
 from backend.jobs.training_history import UNET_VERSION_PREFIX
 from backend.labelstudio.brush import SegmentationControl, parse_label_config
 from backend.labelstudio.client import ProjectClient, image_fetcher
@@ -56,14 +59,17 @@ from sugfw.selection import Selection, get_strategy
 log = logging.getLogger(__name__)
 
 
+TASK_SLICE_PREFIX = "task-"
+
+
 def task_slice_id(task_id: int) -> str:
-    return f"task-{task_id}"
+    """The slice id of a task's image: what carries the task through scoring, local or remote."""
+    return f"{TASK_SLICE_PREFIX}{task_id}"
 
 
-def queue_score(rank: int, n: int) -> float:
-    """Prediction score of queue position ``rank`` among ``n``: in [0, 1), ascending with the
-    rank."""
-    return rank / n
+def slice_task_id(slice_id: str) -> int:
+    """The task of a slice id made by :func:`task_slice_id`."""
+    return int(slice_id.removeprefix(TASK_SLICE_PREFIX))
 
 
 class ScoredTask(NamedTuple):
@@ -73,34 +79,6 @@ class ScoredTask(NamedTuple):
     fit in memory."""
 
 
-def place_new_tasks(
-    ranks: dict[int, int], scores: dict[int, float], new_ids: list[int]
-) -> dict[int, float]:
-    """Score of each new task, between those of its published neighbours.
-
-    ``ranks`` is the full GSCU order over old and new tasks; ``scores`` holds the published scores
-    of the old ones, which stay as they are, so an import writes only the new tasks' predictions.
-    A run of new tasks between two old ones is spread evenly between their scores; before the
-    first old task the bound is 0, after the last it is 1.
-    """
-    new = set(new_ids)
-    order = sorted(ranks, key=ranks.__getitem__)
-    placed: dict[int, float] = {}
-    run: list[int] = []
-    previous = 0.0
-    for task_id in [*order, None]:
-        if task_id in new:
-            run.append(task_id)
-            continue
-        upper = 1.0 if task_id is None else float(scores[task_id])
-        for j, waiting in enumerate(run, start=1):
-            placed[waiting] = previous + (upper - previous) * j / (len(run) + 1)
-        run = []
-        if task_id is not None:
-            previous = upper
-    return placed
-
-
 class _LazyResults:
     """Label Studio result items of each task's SAM regions (``region_results``).
 
@@ -108,8 +86,8 @@ class _LazyResults:
     task reused from an earlier run is encoded from the record cache only if a prediction needs it.
     """
 
-    def __init__(self, job: ScoreJob, control: SegmentationControl) -> None:
-        self.job, self.control = job, control
+    def __init__(self, scorer: SliceScorer, control: SegmentationControl) -> None:
+        self.scorer, self.control = scorer, control
         self.results: dict[int, list[dict[str, Any]]] = {}
         self.hashes: dict[int, str] = {}
 
@@ -120,10 +98,23 @@ class _LazyResults:
 
     def __getitem__(self, task_id: int) -> list[dict[str, Any]]:
         if task_id not in self.results:
-            cached = self.job.scorer.cached(self.hashes[task_id], task_slice_id(task_id))
+            cached = self.scorer.cached(self.hashes[task_id], task_slice_id(task_id))
             found = cached is not None and cached.union_mask is not None
             self.results[task_id] = region_results(cached, self.control) if found else []
         return self.results[task_id]
+
+
+class Scoring(NamedTuple):
+    """What scoring a project's tasks gave, for one run of the job."""
+
+    scored: list[ScoredTask]
+    """Every task that could be scored, in task order."""
+    skipped: list[int]
+    """The tasks that could not be."""
+    images: dict[str, list[str]]
+    """Task id → [image URL, content hash] of each scored task."""
+    results: _LazyResults
+    """Each scored task's SAM regions as Label Studio result items."""
 
 
 class ScoreJob:
@@ -155,7 +146,7 @@ class ScoreJob:
     def up_to_date(self, project_id: str) -> bool:
         """Whether the published queue still fits the project: same task count, labelling config
         and settings as when it was published (one request). ``/setup`` queues no job then."""
-        recorded = self.states.get(project_id).get("fingerprint")
+        recorded = self.states.get(project_id).fingerprint
         if not recorded:
             return False
         project = self.connect(int(project_id))
@@ -183,10 +174,8 @@ class ScoreJob:
         control = parse_label_config(project.label_config())
         tasks = project.tasks()
         progress.update(0, 2 * len(tasks))
-        published = self.states.get(job.project)
-        scored, skipped, images = self.score_tasks(
-            tasks, control, progress, published.get("images", {})
-        )
+        before = self.states.get(job.project)  # as the last run left it
+        scored, skipped, images, results = self.score_tasks(tasks, control, progress, before.images)
         if not scored:
             log.warning(
                 "project %s: none of its %d task(s) could be scored; queue left unchanged",
@@ -200,9 +189,9 @@ class ScoreJob:
         )
         ranks = {item.task_id: int(rank) for item, rank in zip(scored, selection.ranks())}
         ordering = self.ordering_key()
-        queue = {t: score for t, (_, score) in published_map(self.states, job.project).items()}
-        served = self.states.served_version(job.project)
-        incremental = published.get("ordering") == ordering and bool(queue) and served is not None
+        queue = {t: score for t, (_, score) in before.published.items()}
+        served = before.serving
+        incremental = before.ordering == ordering and bool(queue) and served is not None
         new_ids = [item.task_id for item in scored if item.task_id not in queue]
         log.info(
             "project %s: %d task(s) scored (%d new), %d skipped; GSCU with %d cluster(s)",
@@ -225,15 +214,13 @@ class ScoreJob:
         if incremental:
             version = served
             placed = place_new_tasks(ranks, queue, new_ids)
-            predictions = {
-                t: prefill_prediction(self._results[t], version, placed[t]) for t in new_ids
-            }
+            predictions = {t: prefill_prediction(results[t], version, placed[t]) for t in new_ids}
             is_stale = self._never
         else:
             version = self.batch_version(scored, selection)
             n = len(scored)
             predictions = {
-                t: prefill_prediction(self.best_result(t), version, queue_score(rank, n))
+                t: prefill_prediction(self.best_result(t, results), version, queue_score(rank, n))
                 for t, rank in ranks.items()
             }
             is_stale = lambda item_version: self.is_earlier_batch(item_version, version)  # noqa: E731
@@ -268,21 +255,19 @@ class ScoreJob:
     def _save(self, project_id: str, changes: dict[str, Any], images: dict[str, list[str]]) -> None:
         """``changes`` and ``images`` into the project's state; the published map, written by
         ``publish_predictions``, stays as it is."""
-        state = {**self.states.get(project_id), **changes, "images": images}
-        state.pop("queue", None)  # the older backend's queue: the published map replaced it
-        self.states.put(project_id, state)
+        self.states.update(project_id, images=images, **changes)
 
     @staticmethod
     def _never(item_version: str | None) -> bool:
         return False
 
-    def best_result(self, task_id: int) -> list[dict[str, Any]]:
+    def best_result(self, task_id: int, results: _LazyResults) -> list[dict[str, Any]]:
         """Pre-annotation of a task in a new batch: its UNet mask when it has one (never worse
         than what the annotator sees now), else SAM's regions."""
         stored = self.predictions.get(task_id) or {}
         if str(stored.get("model_version", "")).startswith(UNET_VERSION_PREFIX):
             return list(stored.get("result") or [])
-        return self._results[task_id]
+        return results[task_id]
 
     def score_tasks(
         self,
@@ -290,14 +275,13 @@ class ScoreJob:
         control: SegmentationControl,
         progress: Progress,
         known_images: dict[str, list[str]],
-    ) -> tuple[list[ScoredTask], list[int], dict[str, list[str]]]:
-        """Every task that could be scored (in task order), the ids of those that could not, and
-        {task id: [URL, hash]}. Tasks whose image URL is unchanged come from the record cache
-        without a download; the others are fetched and scored here, or on the Ray cluster at
+    ) -> Scoring:
+        """Score ``tasks``: one whose image URL is unchanged comes from the record cache without a
+        download; the others are fetched and scored here, or on the Ray cluster at
         ``SUGFW_RAY_ADDRESS``."""
         records: dict[int, SliceRecord] = {}
         skipped: list[int] = []
-        self._results = _LazyResults(self, control)
+        results = _LazyResults(self.scorer, control)
         fresh = []
         # A cache entry from before content was cached lacks it: such slices are read again.
         needs_content = get_strategy(self.config.cold_start_strategy).uses_content
@@ -324,10 +308,13 @@ class ScoreJob:
             if record is None:
                 continue
             images[str(task["id"])] = [task["data"].get(control.image_key), record.content_hash]
-            self._results.remember(task["id"], record)
-            record.union_mask = record.uncertainty_map = None  # the regions go with the union
-            scored.append(ScoredTask(task["id"], record))
-        return scored, skipped, images
+            results.remember(task["id"], record)
+            # The regions went into the results: the kept record goes without its masks.
+            stripped = dataclasses.replace(
+                record, union_mask=None, uncertainty_map=None, region_bits=None
+            )
+            scored.append(ScoredTask(task["id"], stripped))
+        return Scoring(scored, skipped, images, results)
 
     def _score_fresh(
         self,
@@ -353,13 +340,13 @@ class ScoreJob:
                 progress=False,
             )
             for item, record in scored:
-                yield item.slice_index, record
+                yield slice_task_id(item.slice_id), record
             return
         for item in slices:
             try:
-                yield item.slice_index, self.scorer.score(item.image, item.slice_id)
+                yield slice_task_id(item.slice_id), self.scorer.score(item.image, item.slice_id)
             except Exception as error:  # a slice the model cannot take costs its task only
-                self._skip(item.slice_index, error, skipped)
+                self._skip(slice_task_id(item.slice_id), error, skipped)
 
     def _fetch(
         self,
@@ -376,8 +363,8 @@ class ScoreJob:
             except Exception as error:  # a bad task costs its slice, never the job
                 self._skip(task["id"], error, skipped)
                 continue
-            # slice_index carries the task id through the scoring loop, local or remote.
-            yield Slice(task_slice_id(task["id"]), image, "", task["id"], None, "label-studio")
+            # The slice id carries the task id through the scoring loop, local or remote.
+            yield Slice(task_slice_id(task["id"]), image, "", 0, None, "label-studio")
 
     @staticmethod
     def _skip(task_id: int, error: Exception, skipped: list[int]) -> None:
