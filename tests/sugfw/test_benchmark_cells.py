@@ -10,13 +10,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from test_experiment import TINY, StubRecordScorer
 
 import sugfw.experiment.runner as runner
 from sugfw.experiment import run_bench
 from sugfw.experiment.runner import FULL_SUPERVISION, RECORDS_FILE
 from sugfw.records import RecordIndex, content_hash
 from sugfw.selection import get_strategy, resolve_budget
+from tests.sugfw.test_experiment import TINY, StubRecordScorer
 
 STRATEGIES = ("gscu", "gscu_no_pgdr", "random", "fps")
 CONFIG = TINY.with_overrides(name="cells", strategies=STRATEGIES, n_test=1)

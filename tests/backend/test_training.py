@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,84 +29,20 @@ from sugfw.errors import InvalidInputError
 from sugfw.metrics import case_metrics, summarise
 from sugfw.segmentation import load_trained_unet, predict_volume
 from sugfw.segmentation.preprocess import ZSCORE_EPS
+from tests.fakes import (
+    CONTROL,
+    LABEL_CONFIG,
+    SQUARE_SIDE,
+    FakeProject,
+    annotation,
+    slice_with_square,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-LABEL_CONFIG = (REPO / "label_config.xml").read_text()
-CONTROL = parse_label_config(LABEL_CONFIG)
 PROJECT = 3
-SIZE = 32
+SIZE = SQUARE_SIDE
 COLD_VERSION = "sugfw-litemedsam-0123456789"
 TEST_SPACING = [0.5, 0.75, 2.0]
 """(row, col, slice) mm, as import-volumes writes it."""
-
-
-def slice_with_square(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A bright square on a dark noisy background, and the square as the truth."""
-    rng = np.random.default_rng(seed)
-    image = rng.normal(60.0, 10.0, (SIZE, SIZE))
-    truth = np.zeros((SIZE, SIZE), dtype=bool)
-    top, left = rng.integers(4, 14, size=2)
-    truth[top : top + 12, left : left + 12] = True
-    image[truth] += 120.0
-    return np.clip(image, 0, 255).astype(np.uint8), truth
-
-
-def annotation(mask: np.ndarray, annotation_id: int, **extra) -> dict:
-    result = mask_to_result(mask, CONTROL) if mask.any() else []
-    return {
-        "id": annotation_id,
-        "result": result,
-        "was_cancelled": False,
-        "updated_at": "2026-01-01T00:00:00Z",
-        **extra,
-    }
-
-
-class FakeProject:
-    """The ProjectClient calls the train job makes, in memory."""
-
-    def __init__(self, tasks: list[dict]) -> None:
-        self.task_list = tasks
-        self.stored: list[dict] = []
-        self.next_id = 1
-        self.model_version: str | None = None
-
-    def fingerprint(self) -> dict:
-        return {"tasks": len(self.task_list), "label_config": LABEL_CONFIG}
-
-    def label_config(self) -> str:
-        return LABEL_CONFIG
-
-    def close(self) -> None:
-        pass
-
-    def tasks(self) -> list[dict]:
-        return [{"id": t["id"], "data": dict(t["data"])} for t in self.task_list]
-
-    def annotated_tasks(self) -> list[dict]:
-        return [dict(t) for t in self.task_list if t.get("annotations")]
-
-    def version_counts(self) -> dict[str, int]:
-        return dict(Counter(p["model_version"] for p in self.stored))
-
-    def create_predictions(self, predictions: dict) -> None:
-        for task_id, prediction in predictions.items():
-            self.stored.append({"id": self.next_id, "task": task_id, **prediction})
-            self.next_id += 1
-
-    def delete_version(self, model_version: str) -> int:
-        count = self.version_counts().get(model_version, 0)
-        self.stored = [p for p in self.stored if p["model_version"] != model_version]
-        return count
-
-    def serve_by_prediction_score(self, model_version: str) -> None:
-        assert any(p["model_version"] == model_version for p in self.stored), (
-            "the server refuses an unknown version"
-        )
-        self.model_version = model_version
-
-    def predictions_of(self, version: str) -> dict[int, dict]:
-        return {p["task"]: p for p in self.stored if p["model_version"] == version}
 
 
 @pytest.fixture
@@ -140,7 +75,7 @@ def world(tmp_path, one_torch_thread, monkeypatch):
         train_crop=32,
         train_batch_size=2,
         device="cpu",
-        # Every annotated slice is trained on here; tests/test_training_trust.py covers validation.
+        # Every annotated slice is trained on here; test_training_trust.py covers validation.
         val_fraction=0.0,
         # The cold-start order is kept here; test_entropy_rounds_re_rank_... covers re-ranking.
         round_strategy="cold_start",
@@ -577,7 +512,7 @@ def test_setup_answers_the_served_unet_version(tmp_path):
 
 
 class ScoredProject(FakeProject):
-    """FakeProject plus the calls the score job makes, counting the writes."""
+    """FakeProject counting its writes, in order."""
 
     def __init__(self, tasks: list[dict]) -> None:
         super().__init__(tasks)
@@ -594,9 +529,6 @@ class ScoredProject(FakeProject):
     def serve_by_prediction_score(self, model_version: str) -> None:
         super().serve_by_prediction_score(model_version)
         self.writes.append(("serve", model_version))
-
-    def ensure_queue_view(self) -> None:
-        pass
 
 
 def test_an_unchanged_rescore_after_training_keeps_serving_the_unet_version(

@@ -14,8 +14,6 @@ import httpx
 import nibabel as nib
 import numpy as np
 import pytest
-from test_integration_labelstudio import REPO, auth, wait_for_jobs_idle
-from test_launch import DEPTH, phantom
 
 from backend.config import BackendConfig
 from backend.jobs.connected import ConnectedProjects
@@ -32,6 +30,8 @@ from backend.model import SugfwModel
 from backend.server.app import create_app
 from sugfw.data import load_volume
 from sugfw.segmentation import load_trained_unet
+from tests.live.test_integration_labelstudio import REPO, auth, wait_for_jobs_idle
+from tests.live.test_launch import DEPTH, phantom
 
 pytestmark = pytest.mark.slow
 

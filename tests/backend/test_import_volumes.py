@@ -32,7 +32,7 @@ from backend.labelstudio.import_volumes import (
 )
 from sugfw.errors import InvalidInputError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (16, 12, 10)
 ZOOMS = (0.7, 0.8, 2.5)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +15,11 @@ from PIL import Image
 from backend.config import BackendConfig
 from backend.jobs.cold_start_ranking import cluster_count
 from backend.jobs.publish import publish_predictions
-from backend.jobs.queue import Job, Progress
 from backend.jobs.score_job import ScoreJob
 from backend.jobs.slice_scorer import SCORE_CACHE_DIR, SliceScorer
 from backend.jobs.storage import PredictionStore
 from backend.labelstudio.annotations import annotation_label_map
-from backend.labelstudio.brush import (
-    LabelConfigError,
-    parse_label_config,
-    result_to_mask,
-)
+from backend.labelstudio.brush import LabelConfigError, result_to_mask
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.prefill import region_results
 from backend.model import SugfwModel
@@ -36,74 +30,10 @@ from sugfw.records import REGION_CAP, RecordIndex
 from sugfw.scorer_options import parse_grid
 from sugfw.scoring import Scorer, ScoringSettings
 from sugfw.selection import get_strategy, gscu
+from tests.fakes import CONTROL, LABEL_CONFIG, FakeProject, run_score_job
 
-REPO = Path(__file__).resolve().parents[1]
-LABEL_CONFIG = (REPO / "label_config.xml").read_text()
-CONTROL = parse_label_config(LABEL_CONFIG)
 PROJECT = 7
 BUDGET = 2
-
-
-class FakeProject:
-    """The ProjectClient calls, in memory, with the server's rule that a project version must
-    exist."""
-
-    def __init__(self, tasks: list[dict]) -> None:
-        self.task_list = tasks
-        self.stored: list[dict] = []
-        self.next_id = 1
-        self.creates: list[list[int]] = []
-        self.deleted: list[int] = []
-        self.sampling: str | None = None
-        self.model_version: str | None = None
-        self.views = 0
-
-    def label_config(self) -> str:
-        return LABEL_CONFIG
-
-    def close(self) -> None:
-        pass
-
-    def tasks(self) -> list[dict]:
-        return [{"id": task["id"], "data": dict(task["data"])} for task in self.task_list]
-
-    def version_counts(self) -> dict[str, int]:
-        return dict(Counter(p["model_version"] for p in self.stored))
-
-    def add_prediction(self, task_id: int, prediction: dict) -> None:
-        self.stored.append({"id": self.next_id, "task": task_id, **prediction})
-        self.next_id += 1
-
-    def create_predictions(self, predictions: dict) -> None:
-        self.creates.append(sorted(predictions))
-        for task_id, prediction in predictions.items():
-            self.add_prediction(task_id, prediction)
-
-    def delete_version(self, model_version: str) -> int:
-        gone = [p["id"] for p in self.stored if p["model_version"] == model_version]
-        self.deleted += gone
-        self.stored = [p for p in self.stored if p["model_version"] != model_version]
-        return len(gone)
-
-    def fingerprint(self) -> dict:
-        return {"tasks": len(self.task_list), "label_config": LABEL_CONFIG}
-
-    def serve_by_prediction_score(self, model_version: str) -> None:
-        assert any(p["model_version"] == model_version for p in self.stored), (
-            "no prediction carries this version yet"
-        )
-        self.sampling, self.model_version = "Uncertainty sampling", model_version
-
-    def ensure_queue_view(self) -> None:
-        self.views += 1
-
-    def predictions_of(self, version: str) -> dict[int, dict]:
-        found = {}
-        for p in self.stored:
-            if p["model_version"] == version:
-                assert p["task"] not in found, f"task {p['task']} has two predictions of {version}"
-                found[p["task"]] = p
-        return found
 
 
 class CountingScorer(Scorer):
@@ -171,12 +101,6 @@ def world(tmp_path, tiny_sam, textured_slice, one_torch_thread):
     return w
 
 
-def run(job: ScoreJob) -> Progress:
-    progress = Progress(Job("score", str(PROJECT), 0.0, 0.0, 0.0))
-    job(progress.job, progress)
-    return progress
-
-
 def library_records(world, task_ids: list[int]) -> list:
     scorer = Scorer(world.model, tiny_settings(world.model))  # no cache: computed afresh
     return [
@@ -201,7 +125,7 @@ def expected_queue(world, task_ids: list[int], budget: int = BUDGET) -> tuple[di
 def test_job_writes_the_gscu_queue_and_skips_broken_tasks(world, caplog):
     scorer = world.scorer()
     with caplog.at_level(logging.WARNING, logger="backend"):
-        progress = run(world.job(scorer))
+        progress = run_score_job(world.job(scorer))
     project = world.project
     version = project.model_version
     assert re.fullmatch(r"sugfw-litemedsam-[0-9a-f]{10}", version)
@@ -250,7 +174,7 @@ def test_each_kept_mask_is_published_as_its_own_brush_region(world, grid, kept):
         k=1,
     )
     scorer = Scorer(world.model, settings, cache_dir=world.config.state_dir / SCORE_CACHE_DIR)
-    run(world.job(SliceScorer(world.config, scorer=scorer)))
+    run_score_job(world.job(SliceScorer(world.config, scorer=scorer)))
     written = world.project.predictions_of(world.project.model_version)
     assert sorted(written) == [10, 11, 12, 15]
     fresh = Scorer(world.model, settings)  # no cache: the library's own record
@@ -286,12 +210,12 @@ def counting_fetcher(world):
 
 
 def test_rerun_of_the_published_batch_downloads_computes_and_writes_nothing(world):
-    run(world.job(world.scorer()))
+    run_score_job(world.job(world.scorer()))
     project = world.project
     version, creates = project.model_version, list(project.creates)
 
     scorer = world.scorer()
-    run(world.job(scorer, fetcher=counting_fetcher(world)))
+    run_score_job(world.job(scorer, fetcher=counting_fetcher(world)))
     # Only the two tasks that failed are tried again; the others' URLs are unchanged.
     assert CountingFetcher.fetched == [13, 14]
     assert scorer.scorer.computed == []
@@ -346,7 +270,7 @@ def assert_converged(world, project, version: str, task_ids: list[int]) -> dict[
             k: prediction[k] for k in ("score", "model_version", "result")
         }
     creates, deleted = list(project.creates), list(project.deleted)
-    run(world.job(world.scorer()))
+    run_score_job(world.job(world.scorer()))
     assert project.model_version == version
     assert (project.creates, project.deleted) == (creates, deleted)
     return batch
@@ -359,7 +283,7 @@ def assert_converged(world, project, version: str, task_ids: list[int]) -> dict[
 def test_rerun_after_a_crash_mid_import_converges(world, textured_slice, method, n):
     project = CrashingProject(world.project.task_list)
     world.project = project
-    run(world.job(world.scorer()))  # a first batch, published whole
+    run_score_job(world.job(world.scorer()))  # a first batch, published whole
     version = project.model_version
     before = {p["id"]: dict(p) for p in project.stored}
     write_png(world.root / "s16.png", textured_slice(32, 40, seed=9))
@@ -369,9 +293,9 @@ def test_rerun_after_a_crash_mid_import_converges(world, textured_slice, method,
 
     project.arm(method, n)
     with pytest.raises(Crash):
-        run(world.job(world.scorer()))
+        run_score_job(world.job(world.scorer()))
     project.arm(None)
-    run(world.job(world.scorer()))
+    run_score_job(world.job(world.scorer()))
 
     # The new task joined the published queue; nothing published before was rewritten.
     assert project.model_version == version
@@ -402,7 +326,7 @@ def test_rerun_after_a_crash_mid_import_converges(world, textured_slice, method,
 def test_rerun_after_a_crash_mid_republish_converges(world, method, n):
     project = CrashingProject(world.project.task_list)
     world.project = project
-    run(world.job(world.scorer()))
+    run_score_job(world.job(world.scorer()))
     first_version = project.model_version
     project.add_prediction(
         10, {"model_version": "sugfw-litemedsam", "score": None, "result": []}
@@ -417,9 +341,9 @@ def test_rerun_after_a_crash_mid_republish_converges(world, method, n):
 
     project.arm(method, n)
     with pytest.raises(Crash):
-        run(world.job(world.scorer()))
+        run_score_job(world.job(world.scorer()))
     project.arm(None)
-    run(world.job(world.scorer()))
+    run_score_job(world.job(world.scorer()))
 
     version = project.model_version
     assert version not in (None, first_version)
@@ -435,7 +359,7 @@ def test_rerun_after_a_crash_mid_republish_converges(world, method, n):
 def test_up_to_date_until_tasks_or_settings_change(world, textured_slice):
     job = world.job(world.scorer())
     assert job.up_to_date(str(PROJECT)) is False  # never published
-    run(job)
+    run_score_job(job)
     assert world.job(world.scorer()).up_to_date(str(PROJECT)) is True
     original = world.config
     world.config = dataclasses.replace(original, k=original.k + 1)
@@ -448,7 +372,7 @@ def test_up_to_date_until_tasks_or_settings_change(world, textured_slice):
 
 
 def test_content_aware_cold_start_orders_the_queue_and_changes_its_settings(world):
-    run(world.job(world.scorer()))  # GSCU's queue: every slice scored and cached
+    run_score_job(world.job(world.scorer()))  # GSCU's queue: every slice scored and cached
     world.config = dataclasses.replace(world.config, cold_start_strategy="gscu_content_aware")
     job = world.job(world.scorer())
     assert job.up_to_date(str(PROJECT)) is False  # another ordering: the queue is republished
@@ -462,7 +386,7 @@ def test_content_aware_cold_start_orders_the_queue_and_changes_its_settings(worl
         return {t: p["score"] for t, p in batch.items()}
 
     # Republished from the cache alone (no image is downloaded): content comes from the cache.
-    run(world.job(world.scorer(), fetcher=counting_fetcher(world)))
+    run_score_job(world.job(world.scorer(), fetcher=counting_fetcher(world)))
     assert published() == expected
     assert CountingFetcher.fetched == [13, 14]  # only the unusable tasks are tried again
 
@@ -473,7 +397,7 @@ def test_content_aware_cold_start_orders_the_queue_and_changes_its_settings(worl
         with np.load(entry) as data:
             old = {name: data[name] for name in data.files if name != "content"}
         np.savez_compressed(entry, **old)
-    run(world.job(world.scorer(), fetcher=counting_fetcher(world)))
+    run_score_job(world.job(world.scorer(), fetcher=counting_fetcher(world)))
     assert published() == expected
     assert sorted(CountingFetcher.fetched) == [10, 11, 12, 13, 14, 15]
     assert all("content" in np.load(entry).files for entry in entries)
@@ -490,7 +414,7 @@ def test_an_unknown_cold_start_strategy_is_refused_naming_the_choices():
 def test_setup_answers_the_published_version_of_the_project(world):
     model = SugfwModel(world.config)
     assert model.setup(f"{PROJECT}.1712345678", LABEL_CONFIG) == "sugfw-litemedsam"
-    run(world.job(world.scorer()))
+    run_score_job(world.job(world.scorer()))
     assert model.setup(f"{PROJECT}.1712345678", LABEL_CONFIG) == world.project.model_version
     assert model.setup("8.1712345678", LABEL_CONFIG) == "sugfw-litemedsam"  # another project
 
@@ -507,18 +431,20 @@ def test_restart_mid_job_resumes_from_the_score_cache(world):
 
     first = world.scorer()
     with pytest.raises(Crash):
-        run(world.job(first, fetcher=lambda: CrashingFetcher(local_files_root=world.root)))
+        run_score_job(
+            world.job(first, fetcher=lambda: CrashingFetcher(local_files_root=world.root))
+        )
     assert first.scorer.computed == ["task-10", "task-11"]
     assert world.project.stored == []  # nothing published from a half-scored project
 
     restarted = world.scorer()
-    run(world.job(restarted))
+    run_score_job(world.job(restarted))
     assert restarted.scorer.computed == ["task-12", "task-15"]
     assert sorted(world.project.predictions_of(world.project.model_version)) == [10, 11, 12, 15]
 
 
 def test_an_import_writes_only_the_new_tasks_and_keeps_unet_masks(world, textured_slice):
-    run(world.job(world.scorer()))
+    run_score_job(world.job(world.scorer()))
     project = world.project
     version = project.model_version
     # After a training run the queue follows the UNet's predictions, published as the train job
@@ -543,7 +469,7 @@ def test_an_import_writes_only_the_new_tasks_and_keeps_unet_masks(world, texture
     write_png(world.root / "s16.png", textured_slice(32, 40, seed=9))
     project.task_list.append({"id": 16, "data": {"image": "/data/local-files/?d=s16.png"}})
     scorer = world.scorer()
-    run(world.job(scorer))
+    run_score_job(world.job(scorer))
     assert scorer.scorer.computed == ["task-16"]  # only the new slice is scored
     assert project.creates[-1] == [16]  # only its prediction is written
     assert project.deleted == []
@@ -564,7 +490,7 @@ def test_project_without_any_usable_image_keeps_its_queue(world, caplog):
     for task in world.project.task_list:
         task["data"] = {"img": "x"}
     with caplog.at_level(logging.WARNING, logger="backend"):
-        run(world.job(world.scorer()))
+        run_score_job(world.job(world.scorer()))
     assert world.project.stored == [] and world.project.model_version is None
     assert "none of its 6 task(s) could be scored" in caplog.text
 
@@ -703,7 +629,7 @@ def test_predictions_deleted_by_hand_are_restored_at_the_next_publish(
 ):
     # The published map says task 11 holds the served version; Label Studio's count says one is
     # missing: the next publish imports the version again whole, from the local store.
-    run(world.job(world.scorer()))
+    run_score_job(world.job(world.scorer()))
     project = world.project
     version = project.model_version
     before = {t: p["score"] for t, p in project.predictions_of(version).items()}
@@ -711,7 +637,7 @@ def test_predictions_deleted_by_hand_are_restored_at_the_next_publish(
     write_png(world.root / "s16.png", textured_slice(32, 40, seed=9))
     project.task_list.append({"id": 16, "data": {"image": "/data/local-files/?d=s16.png"}})
     with caplog.at_level(logging.WARNING, logger="backend"):
-        run(world.job(world.scorer()))
+        run_score_job(world.job(world.scorer()))
     assert "Label Studio holds 3 prediction(s)" in caplog.text
     batch = assert_converged(world, project, version, [10, 11, 12, 15, 16])
     assert {t: batch[t]["score"] for t in before} == before

@@ -33,7 +33,7 @@ from sugfw.selection import get_strategy, resolve_budget
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N_SLICES, BUDGET, K, GRID = 6, 3, 1, (128,)
 JOB_TIMEOUT_S = 240.0
 TRAIN_ITERATIONS = 30

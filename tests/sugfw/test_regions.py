@@ -25,7 +25,7 @@ from sugfw.selection import gscu
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONTROL = parse_label_config((REPO / "label_config.xml").read_text())
 SCORES = ("features_pgdr", "features_mean", "union_mask", "uncertainty_map")
 

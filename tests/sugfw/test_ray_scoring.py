@@ -236,13 +236,12 @@ def test_score_on_ray_joins_the_running_cluster(ray_run, ray_cluster):
 def test_the_backend_score_job_on_ray_publishes_the_local_queue(ray_cluster, tmp_path):
     """``SUGFW_RAY_ADDRESS`` for the backend: the score job's new tasks are scored on the cluster
     and the published queue is the one the job publishes scoring in-process."""
-    from test_backend_cold_start import FakeProject, run
-
     from backend.config import BackendConfig
     from backend.jobs.score_job import ScoreJob
     from backend.jobs.slice_scorer import SliceScorer
     from backend.jobs.storage import PredictionStore
     from backend.labelstudio.images import ImageFetcher
+    from tests.fakes import FakeProject, run_score_job
 
     def data_url(image: np.ndarray) -> str:
         import base64
@@ -280,7 +279,7 @@ def test_the_backend_score_job_on_ray_publishes_the_local_queue(ray_cluster, tmp
                 connect=lambda pid, project=project: project,
                 fetcher=lambda: ImageFetcher(),
             )
-            run(job)
+            run_score_job(job)
             version = project.model_version
             published[where] = {
                 t: (p["score"], p["result"]) for t, p in project.predictions_of(version).items()

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_integration_labelstudio import import_pngs, png_bytes, synthetic_slice
 
 from backend.local.server import free_port
+from tests.live.test_integration_labelstudio import import_pngs, png_bytes, synthetic_slice
 
 pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(3600)]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/sugfw-backend:test"
 PODMAN = ["bash", str(REPO / "docker" / "podman.sh")]
 BUILD_TIMEOUT_S = 3000.0

@@ -39,7 +39,7 @@ from sugfw.intensity import window_to_uint8
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LA2018 = Path(os.environ.get("SUGFW_LA2018") or REPO.parent / "shared" / "data" / "la2018")
 PAGE_TIMEOUT_MS = 90_000
 PREDICT_TIMEOUT_MS = 120_000  # the first box on a slice runs the image encoder (seconds on a CPU)

@@ -237,7 +237,7 @@ def test_sigterm_hands_the_running_job_back_without_counting_a_crash(tmp_path):
     command += ["--state-dir", str(state), "--label-studio-url", f"http://127.0.0.1:{port}"]
     command += ["--debounce", "0"]
     log = tmp_path / "backend.log"
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=env, cwd=repo, stdout=out, stderr=out)
     try:

@@ -20,15 +20,15 @@ from PIL import Image
 
 from backend import _wsgi
 from backend.config import BackendConfig
-from backend.jobs.connected import ConnectedProjects
 from backend.jobs.queue import JobQueue
 from backend.labelstudio import image_policy, images
 from backend.labelstudio.images import ImageFetcher, ImageFetchError, refused_address
 from backend.model import SugfwModel
 from backend.redact import redact, redact_url
 from backend.server.app import create_app
+from tests.fakes import Recorder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BRUSH_CONFIG = (REPO / "label_config.xml").read_text()
 POLYGON_CONFIG = (
     '<View><Image name="image" value="$image"/><PolygonLabels name="p" toName="image">'
@@ -53,19 +53,6 @@ def data_url(content: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(content).decode()
 
 
-class Recorder:
-    """An httpx.MockTransport that records every request and answers from ``routes``."""
-
-    def __init__(self, routes: dict[str, httpx.Response] | None = None) -> None:
-        self.routes = routes or {}
-        self.seen: list[str] = []
-        self.transport = httpx.MockTransport(self.handle)
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.seen.append(str(request.url))
-        return self.routes.get(str(request.url), httpx.Response(404))
-
-
 def public(host: str, port: int) -> list[str]:
     return [PUBLIC_IP]
 
@@ -82,21 +69,6 @@ def fetch(fetcher: ImageFetcher, url: str, task_id: int = 1) -> np.ndarray:
 
 
 # -- input at the door ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def door(tmp_path):
-    """(client, jobs, model) of an app whose job worker is not started."""
-
-    def make(**settings):
-        config = BackendConfig(state_dir=tmp_path / "state", **settings)
-        jobs = JobQueue(config.state_dir, debounce_s=5.0)
-        model = SugfwModel(config)
-        for project in (3, 7):  # as if /setup had run for them
-            ConnectedProjects(config.state_dir).add(project)
-        return create_app(config, model, jobs).test_client(), jobs, model
-
-    return make
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_backend_app import USER, basic
-from test_backend_training import FakeProject, annotation, slice_with_square
 
 import sugfw.segmentation
 from backend.config import BackendConfig
@@ -26,6 +24,7 @@ from backend.server.app import create_app
 from sugfw.errors import InvalidInputError
 from sugfw.segmentation import TrainConfig, load_trained_unet
 from sugfw.segmentation.train import BEST_CHECKPOINT, train
+from tests.fakes import USER, FakeProject, annotation, basic, slice_with_square
 
 PROJECT = 5
 # The module itself: ``sugfw.segmentation.train`` as an attribute is the function it exports.

@@ -12,7 +12,7 @@ from sugfw.errors import InvalidInputError
 from sugfw.experiment import runner, write_report
 from sugfw.experiment.rounds import run_rounds
 from sugfw.segmentation.train import load_trained_unet
-from tests.test_experiment import TINY, StubRecordScorer, read_rows, tiny_dataset  # noqa: F401
+from tests.sugfw.test_experiment import TINY, StubRecordScorer, read_rows, tiny_dataset  # noqa: F401
 
 
 def _factory(config, cache_dir):

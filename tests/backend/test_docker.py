@@ -22,7 +22,7 @@ from backend._wsgi import build_parser, check_gunicorn_binds
 from backend.local.server import LABEL_STUDIO_VERSION
 from sugfw.errors import SugfwError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]

@@ -16,9 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import test_backend_exposure
 from PIL import Image
-from test_backend_exposure import Recorder
 
 from backend.config import BackendConfig
 from backend.jobs.queue import MAX_CRASH_STARTS, MAX_SET_ASIDE, Job, JobQueue, Progress
@@ -33,8 +31,9 @@ from backend.server.request_checks import json_depth
 from sugfw import atomic
 from sugfw.cache import RecordCache
 from sugfw.errors import InvalidInputError
+from tests.fakes import Recorder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LABEL_CONFIG = (REPO / "label_config.xml").read_text()
 CONTROL = parse_label_config(LABEL_CONFIG)
 LS_URL = "http://127.0.0.1:8080"
@@ -185,9 +184,6 @@ def test_collect_trains_on_the_valid_annotations_and_logs_each_bad_one(tmp_path,
 
 
 # -- findings 2 and 3: a 4xx with a reason, at the door --------------------------------------------
-
-
-door = test_backend_exposure.door  # the same app at the door, project 3 connected
 
 
 def box(**value) -> dict:

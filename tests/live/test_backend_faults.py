@@ -31,7 +31,7 @@ from backend.labelstudio.brush import mask_to_result, parse_label_config
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LABEL_CONFIG = (REPO / "label_config.xml").read_text()
 N_TASKS = 6
 

@@ -33,7 +33,7 @@ from backend.redact import redact
 from backend.server.app import create_app
 from sugfw.errors import InvalidInputError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "annotator", "s3cret pass"
 LS_URL = "http://ls.test:8080"
 LEGACY_KEY = "0123456789abcdef0123456789abcdef01234567"

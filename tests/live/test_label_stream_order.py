@@ -18,7 +18,7 @@ import pytest
 
 from backend.labelstudio.brush import mask_to_result, parse_label_config
 from backend.labelstudio.client import QUEUE_VIEW_TITLE
-from tests.test_integration_labelstudio import (  # noqa: F401 (fixtures)
+from tests.live.test_integration_labelstudio import (  # noqa: F401 (fixtures)
     REPO,
     auth,
     backend,

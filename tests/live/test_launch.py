@@ -25,7 +25,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N_SLICES, SLICE_STEP, DEPTH = 4, 2, 4
 """Two imported volumes of DEPTH axial slices, every SLICE_STEP-th imported: N_SLICES tasks."""
 START_S, QUEUE_S = 420.0, 420.0

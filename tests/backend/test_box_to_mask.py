@@ -31,7 +31,7 @@ from sugfw.models import build_model
 from sugfw.prompting import EmbeddingCache, Prompt, PromptError, PromptSegmenter, bounding_box
 from sugfw.scoring import Scorer, ScoringSettings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LABEL_CONFIG = (REPO / "label_config.xml").read_text()
 MIN_GT_BOX_DICE = 0.8
 
