@@ -23,6 +23,8 @@ LABEL_CONFIG = (REPO / "label_config.xml").read_text()
 CONTROL = parse_label_config(LABEL_CONFIG)
 USER, PASSWORD = "annotator", "s3cret pass"
 """Basic-auth credentials of the test apps that have auth on."""
+LEGACY_KEY = "0123456789abcdef0123456789abcdef01234567"
+"""A legacy Label Studio API token (sent as ``Authorization: Token <key>``)."""
 SQUARE_SIDE = 32
 """Side of :func:`slice_with_square`'s slices."""
 
