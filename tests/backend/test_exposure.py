@@ -10,7 +10,6 @@ import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -26,10 +25,8 @@ from backend.labelstudio.images import ImageFetcher, ImageFetchError, refused_ad
 from backend.model import SugfwModel
 from backend.redact import redact, redact_url
 from backend.server.app import create_app
-from tests.fakes import Recorder
+from tests.fakes import LABEL_CONFIG, Recorder
 
-REPO = Path(__file__).resolve().parents[2]
-BRUSH_CONFIG = (REPO / "label_config.xml").read_text()
 POLYGON_CONFIG = (
     '<View><Image name="image" value="$image"/><PolygonLabels name="p" toName="image">'
     '<Label value="a"/></PolygonLabels></View>'
@@ -76,7 +73,7 @@ def fetch(fetcher: ImageFetcher, url: str, task_id: int = 1) -> np.ndarray:
 )
 def test_setup_with_a_project_id_that_is_no_id_is_a_400_and_queues_nothing(door, project):
     client, jobs, _ = door()
-    response = client.post("/setup", json={"project": project, "schema": BRUSH_CONFIG})
+    response = client.post("/setup", json={"project": project, "schema": LABEL_CONFIG})
     assert response.status_code == 400, response.get_json()
     assert "project" in response.get_json()["error"]
     assert jobs.pending() == []
@@ -85,7 +82,7 @@ def test_setup_with_a_project_id_that_is_no_id_is_a_400_and_queues_nothing(door,
 @pytest.mark.parametrize("project", ["3.1700000000", "3", 3])
 def test_setup_accepts_the_forms_label_studio_sends(door, project):
     client, jobs, _ = door()
-    response = client.post("/setup", json={"project": project, "schema": BRUSH_CONFIG})
+    response = client.post("/setup", json={"project": project, "schema": LABEL_CONFIG})
     assert response.status_code == 200, response.get_json()
     assert [(job.kind, job.project) for job in jobs.pending()] == [("score", "3")]
 
@@ -127,7 +124,7 @@ def test_body_over_the_size_limit_is_a_413_and_queues_nothing(door):
     padding = "x" * 4096
     for path, body in (
         ("/webhook", {"action": "START_TRAINING", "project": {"id": 3}, "pad": padding}),
-        ("/setup", {"project": "3.1", "schema": BRUSH_CONFIG, "pad": padding}),
+        ("/setup", {"project": "3.1", "schema": LABEL_CONFIG, "pad": padding}),
         ("/predict", {"tasks": [], "pad": padding}),
     ):
         response = client.post(path, json=body)
@@ -146,7 +143,7 @@ def test_request_size_limit_defaults_to_8_mib_and_reads_the_environment():
 @pytest.mark.parametrize("url", ["http://[x/", "http://[::1/a.png", "https://host:99999/a.png"])
 def test_predict_with_a_malformed_image_url_is_a_400_naming_the_task(door, url):
     client, _, _ = door()
-    body = {"tasks": [{"id": 5, "data": {"image": url}}], "label_config": BRUSH_CONFIG}
+    body = {"tasks": [{"id": 5, "data": {"image": url}}], "label_config": LABEL_CONFIG}
     response = client.post("/predict", json=body)
     assert response.status_code == 400, response.get_json()
     assert (
@@ -204,7 +201,7 @@ def test_predict_for_a_task_label_studio_does_not_know_is_answered_but_never_sto
     model = predict_model(tmp_path, routes, recorders)
     client = create_app(model.config, model, JobQueue(model.config.state_dir)).test_client()
     tasks = [{"id": 77, "data": {"image": image}}, known, {"id": 79, "data": {"image": image}}]
-    response = client.post("/predict", json={"tasks": tasks, "label_config": BRUSH_CONFIG})
+    response = client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG})
     assert response.status_code == 200
     assert [len(item["result"]) for item in response.get_json()["results"]] == [1, 1, 1]
     assert model.predictions.get(77) is None  # unknown to Label Studio (404)
@@ -222,7 +219,7 @@ def test_predict_without_label_studio_configured_stores_nothing(tmp_path):
     recorders: list[Recorder] = []
     model = predict_model(tmp_path, None, recorders)
     (result,) = model.predict(
-        [{"id": 5, "data": {"image": data_url(png())}}], label_config=BRUSH_CONFIG
+        [{"id": 5, "data": {"image": data_url(png())}}], label_config=LABEL_CONFIG
     )
     assert len(result["result"]) == 1
     assert model.predictions.get(5) is None and recorders[0].seen == []
@@ -622,7 +619,7 @@ def test_predict_body_with_signed_urls_is_logged_redacted(door, caplog):
     client, _, _ = door()
     body = {
         "tasks": [{"id": 1, "data": {"image": url}} for url in [SIGNED_URL, *OTHER_SIGNED]],
-        "label_config": BRUSH_CONFIG,
+        "label_config": LABEL_CONFIG,
     }
     with caplog.at_level(logging.DEBUG, logger="backend"):
         assert client.post("/predict", json=body).status_code == 200
@@ -676,50 +673,7 @@ def test_bind_is_served_on_loopback_with_auth_or_when_allowed(no_auth_env, argv,
     assert served == [argv[1] if argv else "127.0.0.1"]
 
 
-# -- /setup checks the API key against a real Label Studio -----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ls_project(label_studio) -> int:
-    from label_studio_sdk.client import LabelStudio
-
-    ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
-    return ls.projects.create(title="sugfw exposure", label_config=BRUSH_CONFIG).id
-
-
-def setup_client(tmp_path, label_studio, key: str):
-    config = BackendConfig(
-        state_dir=tmp_path / key[:6], label_studio_url=label_studio.url, label_studio_api_key=key
-    )
-    jobs = JobQueue(config.state_dir)
-    return create_app(config, SugfwModel(config), jobs).test_client(), jobs
-
-
-@pytest.mark.slow  # a real Label Studio
-def test_setup_with_a_wrong_api_key_is_a_400_saying_so(tmp_path, label_studio, ls_project):
-    wrong = "f" * 40
-    client, jobs = setup_client(tmp_path, label_studio, wrong)
-    response = client.post(
-        "/setup", json={"project": f"{ls_project}.1700000000", "schema": BRUSH_CONFIG}
-    )
-    assert response.status_code == 400
-    error = response.get_json()["error"]
-    assert "refused LABEL_STUDIO_API_KEY (HTTP 401)" in error and wrong not in error
-    assert jobs.pending() == []
-
-
-@pytest.mark.slow  # a real Label Studio
-def test_setup_with_the_right_key_is_a_200_and_an_unknown_project_a_400(
-    tmp_path, label_studio, ls_project
-):
-    client, jobs = setup_client(tmp_path, label_studio, label_studio.token)
-    response = client.post(
-        "/setup", json={"project": f"{ls_project}.1700000000", "schema": BRUSH_CONFIG}
-    )
-    assert response.status_code == 200, response.get_json()
-    assert [(job.kind, job.project) for job in jobs.pending()] == [("score", str(ls_project))]
-    unknown = client.post("/setup", json={"project": "987654.1", "schema": BRUSH_CONFIG})
-    assert unknown.status_code == 400 and "has no project 987654" in unknown.get_json()["error"]
+# -- /setup when Label Studio cannot be reached (a real one: tests/live/test_setup_api_key.py) -----
 
 
 def test_setup_against_an_unreachable_label_studio_is_a_502(tmp_path):
@@ -732,5 +686,5 @@ def test_setup_against_an_unreachable_label_studio_is_a_502(tmp_path):
         state_dir=tmp_path, label_studio_url=f"http://127.0.0.1:{port}", label_studio_api_key=KEY
     )
     client = create_app(config, SugfwModel(config), JobQueue(tmp_path)).test_client()
-    response = client.post("/setup", json={"project": "3.1", "schema": BRUSH_CONFIG})
+    response = client.post("/setup", json={"project": "3.1", "schema": LABEL_CONFIG})
     assert response.status_code == 502 and "cannot be reached" in response.get_json()["error"]

@@ -1,22 +1,18 @@
-"""Separate regions: view 0's kept masks in the record, packed one bit each, and published as one
-Label Studio region apiece; the union, U, the features and the queue do not change."""
+"""Separate regions: view 0's kept masks in the record, packed one bit each (published as one
+Label Studio region apiece: tests/backend/test_prefill.py); the union, U, the features and the
+queue do not change."""
 
 from __future__ import annotations
 
 import dataclasses
 import pickle
 from collections.abc import Callable
-from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 import sugfw.scoring
-from backend.labelstudio.annotations import annotation_label_map
-from backend.labelstudio.brush import parse_label_config, result_to_mask
-from backend.labelstudio.prefill import region_results
 from sugfw.everything import EverythingSettings, everything_union
 from sugfw.models.base import SegmenterModel
 from sugfw.records import REGION_CAP, RecordIndex, SliceRecord, pack_regions, unpack_regions
@@ -25,8 +21,6 @@ from sugfw.selection import gscu
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-REPO = Path(__file__).resolve().parents[2]
-CONTROL = parse_label_config((REPO / "label_config.xml").read_text())
 SCORES = ("features_pgdr", "features_mean", "union_mask", "uncertainty_map")
 
 
@@ -99,34 +93,6 @@ def test_dropping_the_union_drops_the_regions_and_the_rest_travels() -> None:
     assert record.region_bits is None
     with pytest.raises(ValueError, match="dropped"):
         record.regions()
-
-
-# --- Label Studio results -------------------------------------------------------------------------
-
-
-def test_region_results_decode_to_exactly_the_regions_and_their_or_to_the_union() -> None:
-    regions = overlapping_regions()
-    record = record_with(regions)
-    items = region_results(record, CONTROL)
-    assert len(items) == len(regions)
-    assert [item["id"] for item in items] == ["sam-1", "sam-2", "sam-3"]
-    for item, region in zip(items, regions):
-        assert item["type"] == "brushlabels"
-        assert item["value"]["brushlabels"] == [CONTROL.labels[0]]
-        assert (item["from_name"], item["to_name"]) == (CONTROL.from_name, CONTROL.to_name)
-        np.testing.assert_array_equal(result_to_mask(item), region)  # kept as drawn: overlaps too
-    np.testing.assert_array_equal(
-        annotation_label_map(items, CONTROL, 9, 11) > 0, record.union_mask
-    )
-    assert region_results(record, CONTROL) == items  # deterministic ids and encodings
-
-
-def test_region_results_of_empty_and_stand_in_records() -> None:
-    empty = record_with(np.zeros((0, 9, 11), bool), kept=0)
-    assert region_results(empty, CONTROL) == []  # no invisible empty region
-    union = overlapping_regions().any(0)
-    (item,) = region_results(SimpleNamespace(union_mask=union), CONTROL)
-    np.testing.assert_array_equal(result_to_mask(item), union)
 
 
 # --- scoring: the regions are view 0's kept masks; nothing else moves -------------------------
