@@ -32,7 +32,8 @@ if [ "$DEVICE" = cpu ] && [ "$SMOKE" = 1 ]; then
   SPEED=(--slices 1 --k 1 --grid 128)
   SAM=(--slices 1 --k 1 --points 4)
 else
-  "$PY" -m pytest tests/test_gpu_cuda.py tests/test_decoder.py -q -rs -p no:cacheprovider
+  "$PY" -m pytest tests/sugfw/test_gpu_cuda.py tests/sugfw/test_decoder.py \
+    -q -rs -p no:cacheprovider
   SPEED=(--slices 4 --k 2 10)
   SAM=(--slices 2 --k 10 --points 32)
   [ "$SMOKE" = 1 ] && SPEED=(--slices 1 --k 1 --grid 128) && SAM=(--slices 1 --k 1 --points 4)

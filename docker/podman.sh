@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # podman with the settings a machine like this project's needs; the same arguments as podman.
 #   bash docker/podman.sh run --rm sugfw-backend:latest sugfw --help
-# Used by docker/build_local.sh and tests/test_docker_image.py. On a machine with cgroups v2 and a
-# high open-files limit it adds nothing that changes the result.
+# Used by docker/build_local.sh and tests/live/test_docker_image.py. On a machine with cgroups v2
+# and a high open-files limit it adds nothing that changes the result.
 set -euo pipefail
 global=()
 if [ ! -e /sys/fs/cgroup/cgroup.controllers ] && command -v runc >/dev/null 2>&1; then

@@ -9,8 +9,9 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements-dev.txt
 .venv/bin/python -m pip install --quiet --no-deps -e .
-# Headless Chromium for the labelling-page test (tests/test_labeling_page_browser.py) comes from the
-# distribution's packages (Playwright's own browser download is not used); the test skips without it.
+# Headless Chromium for the labelling-page test (tests/live/test_labeling_page_browser.py) comes
+# from the distribution's packages (Playwright's own browser download is not used); the test skips
+# without it.
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \

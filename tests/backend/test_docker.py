@@ -1,6 +1,6 @@
 """Docker files checked without a Docker engine: the compose file parsed with PyYAML, the
 Dockerfile's instructions read as text, and the health probe run against a local HTTP server.
-(tests/test_docker_image.py builds and runs the image with podman.)"""
+(tests/live/test_docker_image.py builds and runs the image with podman.)"""
 
 from __future__ import annotations
 

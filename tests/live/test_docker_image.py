@@ -3,11 +3,11 @@
 Out of the default run: building the image from nothing takes longer than the rest of a test run
 can spare (README, "Docker"), so these tests skip unless selected by their marker:
 
-    .venv/bin/python -m pytest -m container tests/test_docker_image.py
+    .venv/bin/python -m pytest -m container tests/live/test_docker_image.py
 
 They need root and podman, runc and debootstrap (``apt-get install podman runc debootstrap``). The
 container shares the host's network, so the backend in it and the Label Studio of
-``tests/conftest.py`` reach each other on 127.0.0.1; Basic auth is on, as the image requires.
+``tests/live/conftest.py`` reach each other on 127.0.0.1; Basic auth is on, as the image requires.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class Container:
     user: str
     password: str
     label_studio: object
-    """The Label Studio of tests/conftest.py it is connected to."""
+    """The Label Studio of tests/live/conftest.py it is connected to."""
 
     @property
     def auth(self) -> tuple[str, str]:
