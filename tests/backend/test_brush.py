@@ -17,15 +17,20 @@ from sugfw.errors import InvalidInputError
 from tests.fakes import LABEL_CONFIG
 
 
-def test_repository_label_config_gives_the_brush_control():
-    control = parse_label_config(LABEL_CONFIG)
-    assert (
+def described(control) -> tuple:
+    """What a parsed control says: from, to, result type, image key, labels."""
+    return (
         control.from_name,
         control.to_name,
         control.result_type,
         control.image_key,
         control.labels,
-    ) == ("label", "image", "brushlabels", "image", ("left_atrium",))
+    )
+
+
+def test_repository_label_config_gives_the_brush_control():
+    control = parse_label_config(LABEL_CONFIG)
+    assert described(control) == ("label", "image", "brushlabels", "image", ("left_atrium",))
 
 
 def test_brush_round_trip_is_exact():
@@ -77,13 +82,7 @@ def test_polygon_config_and_rectangle_round_trip():
         '<Label value="a"/><Label value="b"/></PolygonLabels></View>'
     )
     control = parse_label_config(config)
-    assert (
-        control.from_name,
-        control.to_name,
-        control.result_type,
-        control.image_key,
-        control.labels,
-    ) == ("poly", "im", "polygonlabels", "pic", ("a", "b"))
+    assert described(control) == ("poly", "im", "polygonlabels", "pic", ("a", "b"))
     mask = np.zeros((20, 40), dtype=bool)
     mask[4:10, 8:30] = True
     (item,) = mask_to_result(mask, control, label="b")

@@ -25,6 +25,13 @@ def PUBLIC(host: str, port: int) -> list[str]:
     return ["93.184.216.34"]
 
 
+def keyed_fetcher(transport: httpx.MockTransport, **kwargs) -> ImageFetcher:
+    """A fetcher for the Label Studio at ``LS_URL`` holding the legacy key."""
+    return ImageFetcher(
+        LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"}, transport=transport, **kwargs
+    )
+
+
 def mock_label_studio(
     routes: dict[str, httpx.Response | Exception], seen: list[httpx.Request]
 ) -> httpx.MockTransport:
@@ -117,10 +124,8 @@ def test_absolute_url_elsewhere_never_gets_the_key():
     transport = mock_label_studio(
         {url: httpx.Response(200, content=png_bytes(np.zeros((8, 8), np.uint8)))}, seen
     )
-    fetcher = ImageFetcher(
-        LS_URL,
-        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-        transport=transport,
+    fetcher = keyed_fetcher(
+        transport,
         allowed_hosts=["images.example.org"],
         resolver=PUBLIC,
     )
@@ -144,9 +149,7 @@ def test_absolute_url_elsewhere_never_gets_the_key():
 )
 def test_download_errors_name_task_and_url_but_not_the_token(answer, message):
     transport = mock_label_studio({f"{LS_URL}/data/upload/3/slice.png": answer}, [])
-    fetcher = ImageFetcher(
-        LS_URL, lambda: {"Authorization": f"Token {LEGACY_KEY}"}, transport=transport
-    )
+    fetcher = keyed_fetcher(transport)
     with pytest.raises(
         ImageFetchError, match=rf"^task 44: image /data/upload/3/slice\.png(:| is) .*{message}"
     ) as caught:
@@ -157,10 +160,8 @@ def test_download_errors_name_task_and_url_but_not_the_token(answer, message):
 def test_download_error_message_carries_no_secret_of_the_url():
     url = f"https://annotator:{PASSWORD}@images.test/a.png?api_key={LEGACY_KEY}"
     transport = mock_label_studio({}, [])  # every URL answers 404
-    fetcher = ImageFetcher(
-        LS_URL,
-        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-        transport=transport,
+    fetcher = keyed_fetcher(
+        transport,
         allowed_hosts=["images.test"],
         resolver=PUBLIC,
     )
@@ -181,10 +182,8 @@ def test_download_error_message_carries_no_secret_of_the_url():
 )
 def test_unsupported_url_schemes_are_refused_without_a_request(url):
     seen: list[httpx.Request] = []
-    fetcher = ImageFetcher(
-        LS_URL,
-        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-        transport=mock_label_studio({}, seen),
+    fetcher = keyed_fetcher(
+        mock_label_studio({}, seen),
     )
     scheme = url.split(":", 1)[0]
     with pytest.raises(
@@ -197,10 +196,8 @@ def test_unsupported_url_schemes_are_refused_without_a_request(url):
 def test_download_above_the_byte_cap_is_refused():
     content = png_bytes(np.zeros((64, 64), np.uint8))
     url = f"{LS_URL}/data/upload/3/big.png"
-    fetcher = ImageFetcher(
-        LS_URL,
-        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-        transport=mock_label_studio({url: httpx.Response(200, content=content)}, []),
+    fetcher = keyed_fetcher(
+        mock_label_studio({url: httpx.Response(200, content=content)}, []),
         max_bytes=len(content) - 1,
     )
     with pytest.raises(ImageFetchError, match=rf"larger than {len(content) - 1} bytes; refused"):
@@ -221,10 +218,8 @@ def test_redirect_to_another_host_drops_the_key():
         ),
         elsewhere: httpx.Response(200, content=png_bytes(np.full((8, 8), 3, np.uint8))),
     }
-    fetcher = ImageFetcher(
-        LS_URL,
-        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-        transport=mock_label_studio(routes, seen),
+    fetcher = keyed_fetcher(
+        mock_label_studio(routes, seen),
         resolver=PUBLIC,
     )
     image = fetcher.fetch({"id": 5, "data": {"image": "s3://b/a.png"}}, "image")
@@ -243,10 +238,8 @@ def test_redirect_within_label_studio_keeps_the_key():
         f"{LS_URL}/data/upload/3/a.png": httpx.Response(302, headers={"Location": moved}),
         moved: httpx.Response(200, content=png_bytes(np.zeros((8, 8), np.uint8))),
     }
-    fetcher = ImageFetcher(
-        LS_URL,
-        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-        transport=mock_label_studio(routes, seen),
+    fetcher = keyed_fetcher(
+        mock_label_studio(routes, seen),
     )
     fetcher.fetch({"id": 5, "data": {"image": "/data/upload/3/a.png"}}, "image")
     assert [request.headers.get("Authorization") for request in seen] == [f"Token {LEGACY_KEY}"] * 2
@@ -266,10 +259,8 @@ def test_redirect_within_label_studio_keeps_the_key():
 def test_lookalike_of_the_label_studio_host_never_gets_the_key(url):
     seen: list[httpx.Request] = []
     # Lookalike hosts allow-listed on purpose, so the request goes out: without the key.
-    fetcher = ImageFetcher(
-        LS_URL,
-        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-        transport=mock_label_studio({}, seen),
+    fetcher = keyed_fetcher(
+        mock_label_studio({}, seen),
         resolver=PUBLIC,
         allowed_hosts=["evil.test", "ls.test.evil.test", "ls.test"],
     )
@@ -284,10 +275,8 @@ def test_lookalike_of_the_label_studio_host_never_gets_the_key(url):
 @pytest.mark.parametrize("url", ["http://ls.test:8080.evil.test/a.png", "http://[::1/a.png"])
 def test_malformed_url_is_an_error_of_its_task(url):
     # Anything but ImageFetchError escapes the score job's per-task handling and fails the job.
-    fetcher = ImageFetcher(
-        LS_URL,
-        lambda: {"Authorization": f"Token {LEGACY_KEY}"},
-        transport=mock_label_studio({}, []),
+    fetcher = keyed_fetcher(
+        mock_label_studio({}, []),
     )
     with pytest.raises(ImageFetchError, match=r"^task 8: image .* is not a valid URL"):
         fetcher.fetch({"id": 8, "data": {"image": url}}, "image")
