@@ -5,7 +5,6 @@ server will not listen beyond loopback without Basic auth unless told to."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 import threading
@@ -15,7 +14,6 @@ from types import SimpleNamespace
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
 from backend import _wsgi
 from backend.config import BackendConfig
@@ -25,7 +23,7 @@ from backend.labelstudio.images import ImageFetcher, ImageFetchError, refused_ad
 from backend.model import SugfwModel
 from backend.redact import redact, redact_url
 from backend.server.app import create_app
-from tests.fakes import LABEL_CONFIG, Recorder
+from tests.fakes import LABEL_CONFIG, Recorder, png_bytes
 
 POLYGON_CONFIG = (
     '<View><Image name="image" value="$image"/><PolygonLabels name="p" toName="image">'
@@ -41,9 +39,7 @@ PUBLIC_IP = "93.184.216.34"
 
 
 def png(side: int = 8, value: int = 5) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((side, side), value, np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(np.full((side, side), value, np.uint8))
 
 
 def data_url(content: bytes) -> str:

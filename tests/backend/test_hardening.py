@@ -31,7 +31,7 @@ from backend.server.request_checks import json_depth
 from sugfw import atomic
 from sugfw.cache import RecordCache
 from sugfw.errors import InvalidInputError
-from tests.fakes import Recorder
+from tests.fakes import Recorder, png_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 LABEL_CONFIG = (REPO / "label_config.xml").read_text()
@@ -41,9 +41,7 @@ KEY = "0123456789abcdef0123456789abcdef01234567"
 
 
 def png(height: int, width: int, value: int = 9) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((height, width), value, np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(np.full((height, width), value, np.uint8))
 
 
 def brush_item(mask: np.ndarray) -> dict:

@@ -27,7 +27,8 @@ import httpx
 import pytest
 
 from backend.local.server import free_port
-from tests.live.test_integration_labelstudio import import_pngs, png_bytes, synthetic_slice
+from tests.fakes import png_bytes
+from tests.live.test_integration_labelstudio import import_pngs, synthetic_slice
 
 pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(3600)]
 

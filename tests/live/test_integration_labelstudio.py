@@ -7,7 +7,6 @@ six small slices score in seconds on a CPU.
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 from werkzeug.serving import make_server
 
 from backend.config import BackendConfig
@@ -30,6 +28,7 @@ from sugfw.everything import EverythingSettings
 from sugfw.models import build_model
 from sugfw.scoring import Scorer, ScoringSettings
 from sugfw.selection import get_strategy, resolve_budget
+from tests.fakes import png_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +53,6 @@ def synthetic_slice(i: int, size: int = 96) -> np.ndarray:
     cols = np.mgrid[:size, :size][1]
     image = 40 + 0.3 * cols + 12 * rng.standard_normal((size, size)) + 150 * disk_mask(i, size)
     return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

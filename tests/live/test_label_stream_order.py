@@ -18,13 +18,13 @@ import pytest
 
 from backend.labelstudio.brush import mask_to_result, parse_label_config
 from backend.labelstudio.client import QUEUE_VIEW_TITLE
+from tests.fakes import png_bytes
 from tests.live.test_integration_labelstudio import (  # noqa: F401 (fixtures)
     REPO,
     auth,
     backend,
     disk_mask,
     import_pngs,
-    png_bytes,
     synthetic_slice,
     wait_for_jobs_idle,
 )
