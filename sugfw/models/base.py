@@ -18,6 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sugfw.models.decoder import decode_passing_prompts, decode_prompts_on_one_image
+from sugfw.models.runtime import (
+    EncoderRunner,
+    choose_runtime,
+    export_key,
+    load_encoder_runner,
+    runtime_version,
+)
 
 PromptKind = Literal["points", "boxes"]
 
@@ -79,6 +86,9 @@ class SegmenterModel(ABC):
     """Round the input to 8-bit grey levels before and after resizing, as SAM's own predictor
     does with its uint8 images (keeps this path's masks identical to SAM's generator)."""
     defaults: EverythingSettings
+    runtime_measured: bool = False
+    """Whether ``use_runtime("auto")`` moves the encoder to a CPU runtime: only where one was
+    measured faster and within tolerance (LiteMedSAM); SAM's ViTs stay in torch unless asked."""
     prompt_kinds: tuple[PromptKind, ...] = ("points", "boxes")
     """Interactive prompts the model was trained for (LiteMedSAM: boxes only)."""
 
@@ -88,6 +98,10 @@ class SegmenterModel(ABC):
         self.checkpoint_id = checkpoint_id
         """Identity of the weights (a SHA-256, or a one-off id for random weights), for cache
         keys."""
+        self.encoder_runtime = "torch"
+        """What runs the image encoder (``use_runtime``); records computed on a runtime other
+        than torch differ by rounding, so the record cache keys on it."""
+        self._encoder_runner: EncoderRunner | None = None
 
     @property
     def image_encoder(self) -> nn.Module:
@@ -130,10 +144,31 @@ class SegmenterModel(ABC):
     def _quantise(self, x: torch.Tensor) -> torch.Tensor:
         return torch.round(x.clamp(0, 1) * 255) / 255 if self.quantise_8bit else x
 
+    def use_runtime(self, requested: str = "auto", precision: str = "fp32") -> str:
+        """Run the image encoder on ``requested`` (``sugfw.models.runtime``): exported and loaded
+        now, so the first slice is not slowed. Returns the runtime in use ("torch" on a GPU,
+        under bf16, or when the runtime is missing or fails, logged)."""
+        random_weights = self.checkpoint_id.startswith("random-")
+        if requested == "auto" and (not self.runtime_measured or random_weights):
+            requested = "torch"  # the reference path where no runtime was measured faster
+        runtime = choose_runtime(requested, self.device, precision)
+        # Random weights are never seen twice: exported to a temporary file, not the cache.
+        key = (
+            None if random_weights else export_key(self.name, self.checkpoint_id, self.canvas_size)
+        )
+        runner = load_encoder_runner(self.image_encoder, runtime, self.canvas_size, key)
+        self._encoder_runner = runner
+        self.encoder_runtime = runtime_version(runtime) if runner is not None else "torch"
+        return runtime if runner is not None else "torch"
+
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) prepared canvases → (B, 256, 64, 64) patch embeddings."""
-        return self.image_encoder(batch)
+        runner = self._encoder_runner
+        if runner is None or batch.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+            return self.image_encoder(batch)
+        # The exported encoder takes one canvas at a time (static batch).
+        return torch.cat([runner(canvas[None].float().contiguous()) for canvas in batch])
 
     @torch.inference_mode()
     def decode(

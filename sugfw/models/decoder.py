@@ -27,6 +27,9 @@ IOU_MARGIN = 1e-3
 the full decoder's IoU. The two agree to ~1e-6 in fp32 (tests measure it): no passing prompt is
 lost."""
 CPU_FULL_DECODE_CHUNK = 64
+CPU_IOU_CHUNK = 32
+"""Prompts per factored-IoU pass on a CPU (``predict_iou``): 32 measured 25-30 % less CPU time
+than 71-128 at once on LiteMedSAM's grids."""
 IOU_MARGIN_AUTOCAST = 0.05
 """The same under bf16/fp16 autocast, where the factored IoU (kept in fp32) and the
 reduced-precision full decoder's differ by up to ~1e-2."""
@@ -105,6 +108,7 @@ def decode_passing_prompts(
             sparse_prompt_embeddings.float(),
             no_mask_embedding.float(),
             multimask_output,
+            chunk=CPU_IOU_CHUNK if device_type == "cpu" else None,
         )
     candidates = (iou > iou_thresh - margin).any(dim=1).nonzero().flatten()
     if len(candidates) == 0:
