@@ -15,6 +15,7 @@ cache keys on the runtime, so torch's cached records stay valid for torch.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -144,8 +145,7 @@ def runtime_version(runtime: str) -> str:
     """``openvino 2026.4.1``: what the record cache keys on."""
     if runtime == "torch":
         return f"torch {torch.__version__}"
-    module = __import__(runtime)
-    return f"{runtime} {getattr(module, '__version__', '?')}"
+    return f"{runtime} {importlib.metadata.version(runtime)}"
 
 
 def load_encoder_runner(
