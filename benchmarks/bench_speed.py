@@ -22,6 +22,7 @@ import argparse
 import multiprocessing as mp
 import os
 import resource
+import sys
 import time
 from dataclasses import replace
 from functools import partial
@@ -30,9 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sugfw.metrics import mask_iou
-
-PATHS = ("full", "torch", "default")
+PATHS = ("before", "full", "torch", "default")
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 
 
@@ -42,7 +41,9 @@ class Clock:
     def __init__(self) -> None:
         self.seconds, self.calls, self.prompts = 0.0, 0, 0
 
-    def wrap(self, fn):
+    def wrap(self, fn, prompts_at: int = 3):
+        """``fn`` timed; its argument ``prompts_at`` holds the sparse prompt embeddings."""
+
         def timed(*args, **kwargs):
             start = time.perf_counter()
             try:
@@ -50,12 +51,15 @@ class Clock:
             finally:
                 self.seconds += time.perf_counter() - start
                 self.calls += 1
-                self.prompts += args[3].shape[0]  # sparse prompt embeddings (P, T, C)
+                self.prompts += args[prompts_at].shape[0]  # (P, T, C)
 
         return timed
 
 
 def child(path: str, image: np.ndarray, k: int, opts: dict, queue) -> None:
+    if path == "before":
+        # Another checkout's sugfw (``--before``), imported before anything of this one.
+        sys.path.insert(0, opts["before"])
     torch.set_grad_enabled(False)
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])
@@ -69,11 +73,10 @@ def child(path: str, image: np.ndarray, k: int, opts: dict, queue) -> None:
     if path != "default":
         decoder.CPU_IOU_CHUNK = None  # one factored IoU pass per decoder call, as before
     spec = ScorerSpec(
-        k=k,
-        device=opts["device"],
-        grid=tuple(opts["grid"]) if opts["grid"] else None,
-        runtime="auto" if path == "default" else "torch",
+        k=k, device=opts["device"], grid=tuple(opts["grid"]) if opts["grid"] else None
     )
+    if path != "before":  # a checkout from before the CPU runtimes has no runtime setting
+        spec = replace(spec, runtime="auto" if path == "default" else "torch")
     if path == "full" and not cuda:
         spec = replace(spec, encoder_batch=1, prompt_batch=64)  # the settings before IoU-first
     scorer = spec.build()
@@ -82,6 +85,10 @@ def child(path: str, image: np.ndarray, k: int, opts: dict, queue) -> None:
     decoder.decode_prompts_on_one_image = full.wrap(decoder.decode_prompts_on_one_image)
     base.decode_prompts_on_one_image = decoder.decode_prompts_on_one_image
     decoder.predict_iou = iou_only.wrap(decoder.predict_iou)
+    runners = getattr(model, "_runners", {})
+    for name in [name for name in runners if name.startswith("iou")]:
+        # The runtime's IoU pass, chunk by chunk: prompts counted with their padding.
+        runners[name] = iou_only.wrap(runners[name], prompts_at=1)
     if path == "full":
         scoring.everything_union = partial(everything_union, iou_first=False)
     original_encode = model.encode
@@ -112,7 +119,7 @@ def child(path: str, image: np.ndarray, k: int, opts: dict, queue) -> None:
     queue.put(
         {
             "seconds": seconds,
-            "runtime": model.encoder_runtime,
+            "runtime": getattr(model, "runtime", "torch"),
             "encoder": encoder.seconds,
             "views": encoder.calls,
             "iou_only": iou_only.seconds,
@@ -194,6 +201,8 @@ def run_child(ctx, target, *args) -> dict:
 
 
 def report_k(k: int, results: dict[str, list[dict]], flops: dict[str, float], opts: dict) -> None:
+    from sugfw.metrics import mask_iou
+
     paths = list(results)
     first = paths[0]
     per_slice = {p: sum(r["seconds"] for r in results[p]) / len(results[p]) for p in paths}
@@ -254,6 +263,12 @@ def main() -> None:
         "--encoders", action="store_true", help="also time the encoder alone on each runtime"
     )
     parser.add_argument("--repeats", type=int, default=5, help="encoder timings per runtime")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of an earlier version (e.g. `git worktree add /tmp/sugfw-before "
+        "f8fc11a`): its default scoring runs as the path 'before'",
+    )
     args = parser.parse_args()
     opts = {
         "threads": args.threads,
@@ -261,7 +276,10 @@ def main() -> None:
         "grid": args.grid,
         "cuda": args.device.startswith("cuda"),
         "repeats": args.repeats,
+        "before": str(args.before.resolve()) if args.before else None,
     }
+    if "before" in args.paths and not args.before:
+        parser.error("--paths before needs --before CHECKOUT")
     from bench_scoring import load_bench_slices
 
     slices = load_bench_slices(args.data, args.slices)

@@ -210,7 +210,7 @@ class Scorer:
 
     def identity(self) -> dict:
         """What the cache is keyed on besides the pixels: model, weights, settings, code version,
-        and the encoder's runtime when it is not torch (records then differ by rounding; torch's
+        and the model's runtime when it is not torch (records then differ by rounding; torch's
         key is unchanged, so its cached records stay valid)."""
         identity = {
             "model": self.model.name,
@@ -218,9 +218,9 @@ class Scorer:
             "version": SCORING_VERSION,
             **asdict(self.settings),
         }
-        runtime = getattr(self.model, "encoder_runtime", "torch")
+        runtime = getattr(self.model, "runtime", "torch")
         if runtime != "torch":
-            identity["encoder_runtime"] = runtime
+            identity["runtime"] = runtime
         return identity
 
     def score_image(self, image: np.ndarray, slice_id: str = "") -> SliceRecord:

@@ -39,8 +39,8 @@ def test_runtime_records_match_torch_on_litemedsam(name: str) -> None:
     slices = la2018_slices(3)
     reference = ScorerSpec(k=2, device="cpu", runtime="torch").build()
     candidate = ScorerSpec(k=2, device="cpu", runtime=name).build()
-    assert candidate.model.encoder_runtime.startswith(name)
-    assert candidate.identity()["encoder_runtime"] == candidate.model.encoder_runtime
+    assert candidate.model.runtime.startswith(name)
+    assert candidate.identity()["runtime"] == candidate.model.runtime
     kept = 0
     for image in slices:
         want, want_unions = reference.score_detailed(image)
@@ -96,9 +96,9 @@ def test_torch_is_kept_on_a_gpu_under_bf16_and_when_asked() -> None:
 def test_auto_keeps_random_weights_in_torch_and_the_cache_key_unchanged(export_cache) -> None:
     model = build_model("litemedsam", device="cpu", random_weights=True)
     assert model.use_runtime("auto") == "torch"
-    assert model.encoder_runtime == "torch" and not export_cache.exists()
+    assert model.runtime == "torch" and not export_cache.exists()
     scorer = ScorerSpec(k=1, device="cpu", runtime="torch", random_weights=True).build()
-    assert "encoder_runtime" not in scorer.identity()  # torch's cached records stay valid
+    assert "runtime" not in scorer.identity()  # torch's cached records stay valid
 
 
 @pytest.mark.skipif(not RUNTIMES, reason="no CPU runtime installed")
