@@ -40,7 +40,7 @@ else
 fi
 cd benchmarks
 echo "== LiteMedSAM: full-decoding reference vs IoU-first default =="
-"$PY" bench_speed.py --data "$DATA" --device "$DEVICE" "${SPEED[@]}"
+"$PY" bench_speed.py --data "$DATA" --device "$DEVICE" --paths full default "${SPEED[@]}"
 echo "== SAM ViT-B (random weights): authors' procedure vs this project's path =="
 "$PY" bench_scoring.py --data "$DATA" --device "$DEVICE" --paths authors project "${SAM[@]}"
 echo "gpu_check done"

@@ -49,6 +49,7 @@ class ScorerSpec(ScoringOptions):
             device=self.device,
             random_weights=self.random_weights,
         )
+        model.use_runtime(self.runtime, self.precision)
         everything = EverythingSettings.for_model(
             model,
             grid=tuple(self.grid) if self.grid else None,

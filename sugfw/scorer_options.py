@@ -23,6 +23,13 @@ def model_names() -> tuple[str, ...]:
     return tuple(MODEL_NAMES)
 
 
+def runtime_names() -> tuple[str, ...]:
+    """The encoder runtimes (``sugfw.models.runtime``; imported when a parser asks)."""
+    from sugfw.models.runtime import RUNTIMES
+
+    return RUNTIMES
+
+
 def _check_model(value: str, name: str) -> None:
     if value not in model_names():
         raise InvalidInputError(
@@ -135,6 +142,13 @@ class ScoringOptions:
     )
     precision: str = setting(
         "fp32", "SUGFW_PRECISION", "model arithmetic", choices=lambda: ("fp32", "bf16")
+    )
+    runtime: str = setting(
+        "auto",
+        "SUGFW_RUNTIME",
+        "what runs the image encoder on a CPU: auto (OpenVINO, else ONNX Runtime, else torch), "
+        "openvino, onnxruntime or torch; a GPU and bf16 always use torch",
+        choices=runtime_names,
     )
     prompt_batch: int | None = setting(
         None,

@@ -209,13 +209,19 @@ class Scorer:
         self.cache = RecordCache(cache_dir, self.identity()) if cache_dir is not None else None
 
     def identity(self) -> dict:
-        """What the cache is keyed on besides the pixels: model, weights, settings, code version."""
-        return {
+        """What the cache is keyed on besides the pixels: model, weights, settings, code version,
+        and the model's runtime when it is not torch (records then differ by rounding; torch's
+        key is unchanged, so its cached records stay valid)."""
+        identity = {
             "model": self.model.name,
             "checkpoint": self.model.checkpoint_id,
             "version": SCORING_VERSION,
             **asdict(self.settings),
         }
+        runtime = getattr(self.model, "runtime", "torch")
+        if runtime != "torch":
+            identity["runtime"] = runtime
+        return identity
 
     def score_image(self, image: np.ndarray, slice_id: str = "") -> SliceRecord:
         image = validate_slice(image, slice_id or "slice")

@@ -17,7 +17,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sugfw.models.decoder import decode_passing_prompts, decode_prompts_on_one_image
+from sugfw.models.decoder import (
+    RUNTIME_IOU_CHUNKS,
+    decode_passing_prompts,
+    decode_prompts_on_one_image,
+)
+from sugfw.models.iou_first import FactoredIoU
+from sugfw.models.runtime import (
+    Graph,
+    Runner,
+    choose_runtime,
+    export_key,
+    in_chunks,
+    load_runner,
+    runtime_version,
+)
 
 PromptKind = Literal["points", "boxes"]
 
@@ -79,6 +93,9 @@ class SegmenterModel(ABC):
     """Round the input to 8-bit grey levels before and after resizing, as SAM's own predictor
     does with its uint8 images (keeps this path's masks identical to SAM's generator)."""
     defaults: EverythingSettings
+    runtime_measured: bool = False
+    """Whether ``use_runtime("auto")`` moves the model to a CPU runtime: only where one was
+    measured faster and within tolerance (LiteMedSAM); SAM's ViTs stay in torch unless asked."""
     prompt_kinds: tuple[PromptKind, ...] = ("points", "boxes")
     """Interactive prompts the model was trained for (LiteMedSAM: boxes only)."""
 
@@ -88,6 +105,11 @@ class SegmenterModel(ABC):
         self.checkpoint_id = checkpoint_id
         """Identity of the weights (a SHA-256, or a one-off id for random weights), for cache
         keys."""
+        self.runtime = "torch"
+        """What runs the encoder and the factored IoU pass (``use_runtime``), with its version;
+        records computed on a runtime other than torch differ by rounding, so the record cache
+        keys on it."""
+        self._runners: dict[str, Runner] = {}
 
     @property
     def image_encoder(self) -> nn.Module:
@@ -130,10 +152,61 @@ class SegmenterModel(ABC):
     def _quantise(self, x: torch.Tensor) -> torch.Tensor:
         return torch.round(x.clamp(0, 1) * 255) / 255 if self.quantise_8bit else x
 
+    def use_runtime(self, requested: str = "auto", precision: str = "fp32") -> str:
+        """Run the image encoder and the factored IoU pass on ``requested``
+        (``sugfw.models.runtime``): exported and loaded now, so the first slice is not slowed.
+        Returns the runtime in use ("torch" on a GPU, under bf16, or when the runtime is missing
+        or fails, logged)."""
+        random_weights = self.checkpoint_id.startswith("random-")
+        if requested == "auto" and (not self.runtime_measured or random_weights):
+            requested = "torch"  # the reference path where no runtime was measured faster
+        runtime = choose_runtime(requested, self.device, precision)
+        self._runners = {}
+        for graph in self.runtime_graphs():
+            # Random weights are never seen twice: exported to a temporary file, not the cache.
+            key = None if random_weights else export_key(self.name, self.checkpoint_id, graph.name)
+            runner = load_runner(graph, runtime, key)
+            if runner is not None:
+                self._runners[graph.name] = runner
+        if not self._runners:
+            runtime = "torch"
+        self.runtime = runtime_version(runtime) if runtime != "torch" else "torch"
+        return runtime
+
+    def runtime_graphs(self) -> list[Graph]:
+        """The stages a runtime takes over, with static example inputs: the encoder on one
+        canvas, and the factored IoU pass on each of ``RUNTIME_IOU_CHUNKS`` two-token prompts
+        (boxes, or a point and its padding) of the everything-mode default."""
+        canvas = torch.zeros(1, 3, self.canvas_size, self.canvas_size)
+        channels = self.prompt_encoder.embed_dim
+        # Distinct tensors: an exporter may take one tensor passed twice for one input.
+        grid = (1, channels, *self.prompt_encoder.image_embedding_size)
+        images = [torch.zeros(grid) for _ in range(3)]  # embedding, pe, no-mask embedding
+        iou = FactoredIoU(self.mask_decoder, self.defaults.multimask)
+        return [Graph("encoder", self.image_encoder, (canvas,), dynamo=False)] + [
+            Graph(
+                f"iou{size}",
+                iou,
+                (images[0], torch.zeros(size, 2, channels), images[1], images[2]),
+                dynamo=True,
+            )
+            for size in RUNTIME_IOU_CHUNKS
+        ]
+
+    def _runner(self, name: str, device: torch.device) -> Runner | None:
+        """The runtime's stage, where it applies: CPU tensors, no autocast."""
+        if device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+            return None
+        return self._runners.get(name)
+
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) prepared canvases → (B, 256, 64, 64) patch embeddings."""
-        return self.image_encoder(batch)
+        runner = self._runner("encoder", batch.device)
+        if runner is None:
+            return self.image_encoder(batch)
+        # The exported encoder takes one canvas at a time (static batch).
+        return torch.cat([runner(canvas[None].float().contiguous()) for canvas in batch])
 
     @torch.inference_mode()
     def decode(
@@ -165,8 +238,22 @@ class SegmenterModel(ABC):
             sparse, dense = self.prompt_encoder(points=None, boxes=prompts, masks=None)
         image_pe = self.prompt_encoder.get_dense_pe()
         if share_image and iou_thresh > 0:
+            runners = {
+                size: self._runner(f"iou{size}", embedding.device) for size in RUNTIME_IOU_CHUNKS
+            }
+            iou_pass = None
+            fits = sparse.shape[1] == 2 and multimask == self.defaults.multimask
+            if fits and all(runner is not None for runner in runners.values()):
+                iou_pass = in_chunks(runners)
             return decode_passing_prompts(
-                self.mask_decoder, embedding, image_pe, sparse, dense[:1], multimask, iou_thresh
+                self.mask_decoder,
+                embedding,
+                image_pe,
+                sparse,
+                dense[:1],
+                multimask,
+                iou_thresh,
+                iou_pass=iou_pass,
             )
         if share_image:
             # Without a mask prompt the dense embedding is the same "no mask" vector for every

@@ -39,15 +39,23 @@ class _Stream:
 
     base: torch.Tensor  # (N, C), shared
     scale: torch.Tensor | None  # (P, N) per-row factor of ``base``; None means 1
-    buffer: torch.Tensor  # (P, r_max, N): rows [0, rank) hold R transposed
-    rank: int
+    coeff: torch.Tensor | None  # (P, r, N): R transposed, the N axis contiguous; None: r = 0
     vectors: torch.Tensor  # (P, r, C)
     beta: torch.Tensor  # (C,), shared
 
-    @property
-    def coeff(self) -> torch.Tensor:
-        """(P, r, N): one row per vector, one column per image row (the N axis is contiguous)."""
-        return self.buffer[:, : self.rank]
+
+class _Shared:
+    """Products of the image with fixed weights, the same for every prompt of one image: made
+    once per image, not once per chunk of prompts."""
+
+    def __init__(self) -> None:
+        self._products: dict[tuple[int, str], torch.Tensor] = {}
+
+    def product(self, owner: nn.Module, name: str, compute) -> torch.Tensor:
+        key = (id(owner), name)
+        if key not in self._products:
+            self._products[key] = compute()
+        return self._products[key]
 
 
 def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -56,7 +64,7 @@ def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 
 def _token_to_stream(
-    attn: nn.Module, tokens_q: torch.Tensor, stream: _Stream, pe: torch.Tensor
+    attn: nn.Module, tokens_q: torch.Tensor, stream: _Stream, pe: torch.Tensor, shared: _Shared
 ) -> torch.Tensor:
     """``attn(q=tokens_q, k=stream + pe, v=stream)`` of SAM's ``Attention``, factored stream."""
     heads = attn.num_heads
@@ -67,26 +75,26 @@ def _token_to_stream(
     wk, wv = attn.k_proj.weight, attn.v_proj.weight
     # Scores (P, H·T, N): the softmax runs over contiguous rows. The key bias and any constant
     # part of the stream shift every score of a row alike, which the softmax ignores.
-    base_k = _heads(stream.base @ wk.T, heads)  # (N, H, d)
-    pe_k = _heads(pe @ wk.T, heads)
+    base_k = shared.product(attn, "base_k", lambda: _heads(stream.base @ wk.T, heads))  # (N, H, d)
+    pe_k = shared.product(attn, "pe_k", lambda: _heads(pe @ wk.T, heads))
     if stream.scale is None:
         by_head = torch.einsum("pthd,nhd->phtn", q, base_k + pe_k)
-        scores = by_head.reshape(n_prompts, heads * n_tokens, -1)
     else:
+        by_head = torch.einsum("pthd,nhd->phtn", q, base_k) * stream.scale[:, None, None, :]
+        by_head = by_head + torch.einsum("pthd,nhd->phtn", q, pe_k)
+    scores = by_head.reshape(n_prompts, heads * n_tokens, -1)
+    if stream.coeff is not None:
         # R[n] · (W W_kᵀ q): project the prompt's few vectors, not its N rows.
         vec_k = _heads(stream.vectors @ wk.T, heads)  # (P, r, H, d)
         mixed = torch.einsum("prhd,pthd->phtr", vec_k, q).flatten(1, 2)  # (P, H·T, r)
-        scores = torch.bmm(mixed, stream.coeff)
-        by_head = scores.view(n_prompts, heads, n_tokens, -1)
-        by_head.addcmul_(torch.einsum("pthd,nhd->phtn", q, base_k), stream.scale[:, None, None, :])
-        by_head += torch.einsum("pthd,nhd->phtn", q, pe_k)
+        scores = torch.baddbmm(scores, mixed, stream.coeff)
     probs = torch.softmax(scores, dim=-1)  # (P, H·T, N)
     # Pooled values Σ_n p[n] v[n] with v[n] = a[n] Wv B[n] + Wv (R[n] W + beta) + bv.
-    base_v = _heads(stream.base @ wv.T, heads)  # (N, H, d)
+    base_v = shared.product(attn, "base_v", lambda: _heads(stream.base @ wv.T, heads))
     weighted = probs if stream.scale is None else probs * stream.scale[:, None, :]
     out = torch.einsum("phtn,nhd->pthd", weighted.view(n_prompts, heads, n_tokens, -1), base_v)
     out = out + _heads(stream.beta @ wv.T + attn.v_proj.bias, heads)  # probabilities sum to one
-    if stream.rank:
+    if stream.coeff is not None:
         vec_v = _heads(stream.vectors @ wv.T, heads)  # (P, r, H, d)
         pooled = torch.bmm(probs, stream.coeff.transpose(1, 2))  # (P, H·T, r)
         out = out + torch.einsum(
@@ -101,6 +109,7 @@ def _stream_to_token(
     pe: torch.Tensor,
     tokens_k: torch.Tensor,
     tokens_v: torch.Tensor,
+    shared: _Shared,
 ) -> _Stream:
     """``stream + attn(q=stream + pe, k=tokens_k, v=tokens_v)``, still factored."""
     heads = attn.num_heads
@@ -109,26 +118,21 @@ def _stream_to_token(
     d = k.shape[-1] // heads
     k = _heads(k / math.sqrt(d), heads)  # (P, T, H, d)
     wq, bq = attn.q_proj.weight, attn.q_proj.bias
-    # Scores (P, T, H, N) per row against the prompt's few keys, written straight into the rows
-    # of R they become; the softmax over T then reads contiguous runs of H·N.
-    new = stream.buffer[:, stream.rank : stream.rank + n_tokens * heads]  # (P, T·H, N)
-    scores = new.view(n_prompts, n_tokens, heads, -1)
-    base_q = _heads(stream.base @ wq.T, heads)  # (N, H, d)
-    pe_q = _heads(pe @ wq.T + stream.beta @ wq.T + bq, heads)
+    # Scores (P, T, H, N) per row against the prompt's few keys: the rows of R they become; the
+    # softmax over T then reads contiguous runs of H·N.
+    base_q = shared.product(attn, "base_q", lambda: _heads(stream.base @ wq.T, heads))
+    pe_q = shared.product(attn, "pe_q", lambda: _heads(pe @ wq.T + stream.beta @ wq.T + bq, heads))
     if stream.scale is None:
-        scores.copy_(torch.einsum("nhd,pthd->pthn", base_q + pe_q, k))
+        scores = torch.einsum("nhd,pthd->pthn", base_q + pe_q, k)
     else:
-        torch.mul(
-            torch.einsum("nhd,pthd->pthn", base_q, k), stream.scale[:, None, None, :], out=scores
-        )
-        scores += torch.einsum("nhd,pthd->pthn", pe_q, k)
-    if stream.rank:
+        scores = torch.einsum("nhd,pthd->pthn", base_q, k) * stream.scale[:, None, None, :]
+        scores = scores + torch.einsum("nhd,pthd->pthn", pe_q, k)
+    scores = scores.reshape(n_prompts, n_tokens * heads, -1)  # (P, T·H, N)
+    if stream.coeff is not None:
         vec_q = _heads(stream.vectors @ wq.T, heads)  # (P, r, H, d)
         mixed = torch.einsum("prhd,pthd->pthr", vec_q, k).flatten(1, 2)  # (P, T·H, r)
-        new.baddbmm_(mixed, stream.coeff)
-    flat = new.view(n_prompts, n_tokens, -1)  # softmax over dim 1, in place
-    flat.sub_(flat.amax(1, keepdim=True)).exp_()
-    flat.div_(flat.sum(1, keepdim=True))
+        scores = torch.baddbmm(scores, mixed, stream.coeff)
+    probs = torch.softmax(scores.view(n_prompts, n_tokens, -1), dim=1).view_as(scores)
     v = _heads(attn.v_proj(tokens_v), heads)  # (P, T, H, d)
     # Row n's output is Σ_{t,h} p[n,t,h] · out_proj_h(v[t,h]): new rows of R, new vectors.
     w_out = attn.out_proj.weight.view(attn.out_proj.weight.shape[0], heads, d)  # (C, H, d)
@@ -136,8 +140,7 @@ def _stream_to_token(
     return _Stream(
         stream.base,
         stream.scale,
-        stream.buffer,
-        stream.rank + n_tokens * heads,
+        probs if stream.coeff is None else torch.cat([stream.coeff, probs], dim=1),
         torch.cat([stream.vectors.expand(n_prompts, -1, -1), vectors], dim=1),
         stream.beta + attn.out_proj.bias,
     )
@@ -145,32 +148,29 @@ def _stream_to_token(
 
 def _layer_norm(norm: nn.LayerNorm, stream: _Stream) -> _Stream:
     """``norm`` applied to every row of the factored stream: centre, rescale, still factored."""
-    n_prompts = stream.buffer.shape[0]
+    n_prompts, _, n_rows = stream.coeff.shape
     channels = stream.base.shape[-1]
     # Fold beta into the low-rank part as a row of ones, then centre every vector.
-    stream.buffer[:, stream.rank] = 1
-    rank = stream.rank + 1
-    coeff = stream.buffer[:, :rank]  # (P, r, N)
+    ones = stream.coeff.new_ones(1, 1, n_rows).expand(n_prompts, 1, n_rows)
+    coeff = torch.cat([stream.coeff, ones], dim=1)  # (P, r, N)
     vectors = torch.cat([stream.vectors, stream.beta.expand(n_prompts, 1, channels)], dim=1)
     vectors = vectors - vectors.mean(-1, keepdim=True)
     base = stream.base - stream.base.mean(-1, keepdim=True)
     # Row variance · C = a²|B|² + 2a R·(W B) + R (W Wᵀ) Rᵀ, with B and W centred.
     base_sq = (base * base).sum(-1)  # (N,)
-    cross = (vectors @ base.T).mul_(coeff).sum(1)  # (P, N)
-    quad = torch.bmm(vectors @ vectors.transpose(1, 2), coeff).mul_(coeff).sum(1)
+    cross = ((vectors @ base.T) * coeff).sum(1)  # (P, N)
+    quad = (torch.bmm(vectors @ vectors.transpose(1, 2), coeff) * coeff).sum(1)
     if stream.scale is None:
-        sq = quad.add_(cross, alpha=2).add_(base_sq)
+        sq = quad + 2 * cross + base_sq
     else:
-        sq = quad.addcmul_(stream.scale, cross, value=2).addcmul_(stream.scale**2, base_sq)
-    inv = torch.rsqrt(sq.clamp_min_(0).div_(channels).add_(norm.eps))  # (P, N)
-    coeff.mul_(inv[:, None, :])
+        sq = quad + 2 * stream.scale * cross + stream.scale**2 * base_sq
+    inv = torch.rsqrt(sq.clamp(min=0) / channels + norm.eps)  # (P, N)
     return _Stream(
         base * norm.weight,
         inv if stream.scale is None else stream.scale * inv,
-        stream.buffer,
-        rank,
+        coeff * inv[:, None, :],
         vectors * norm.weight,
-        norm.bias.clone(),
+        norm.bias,
     )
 
 
@@ -181,11 +181,43 @@ def predict_iou(
     sparse_prompt_embeddings: torch.Tensor,
     no_mask_embedding: torch.Tensor,
     multimask_output: bool,
+    chunk: int | None = None,
 ) -> torch.Tensor:
     """Predicted IoU (P, M) of the stock ``MaskDecoder.forward``, without masks.
 
-    Arguments as for ``sugfw.models.decoder.decode_prompts_on_one_image``.
+    Arguments as for ``sugfw.models.decoder.decode_prompts_on_one_image``; ``chunk`` prompts at
+    a time (all at once when None). On a CPU small chunks keep each prompt's (rank × h·w)
+    coefficients in cache (32 measured fastest on 2 cores); the image's own projections are
+    made once for all chunks.
     """
+    shared = _Shared()
+    n_prompts = sparse_prompt_embeddings.shape[0]
+    step = chunk or max(n_prompts, 1)
+    return torch.cat(
+        [
+            _predict_iou_chunk(
+                decoder,
+                image_embedding,
+                image_pe,
+                part,
+                no_mask_embedding,
+                multimask_output,
+                shared,
+            )
+            for part in sparse_prompt_embeddings.split(step)
+        ]
+    )
+
+
+def _predict_iou_chunk(
+    decoder: nn.Module,
+    image_embedding: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse_prompt_embeddings: torch.Tensor,
+    no_mask_embedding: torch.Tensor,
+    multimask_output: bool,
+    shared: _Shared,
+) -> torch.Tensor:
     transformer = decoder.transformer
     n_prompts = sparse_prompt_embeddings.shape[0]
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
@@ -196,15 +228,7 @@ def predict_iou(
     base = src.flatten(2)[0].T  # (N, C)
     pe = image_pe.flatten(2)[0].T
     channels = base.shape[-1]
-    # Room for every block's heads × tokens rows of R plus one row per LayerNorm.
-    n_tokens = point_embedding.shape[1]
-    max_rank = sum(
-        layer.cross_attn_image_to_token.num_heads * n_tokens + 1 for layer in transformer.layers
-    )
-    buffer = base.new_empty(n_prompts, max_rank, base.shape[0])
-    stream = _Stream(
-        base, None, buffer, 0, base.new_zeros(1, 0, channels), base.new_zeros(channels)
-    )
+    stream = _Stream(base, None, None, base.new_zeros(1, 0, channels), base.new_zeros(channels))
 
     queries = point_embedding
     for layer in transformer.layers:
@@ -215,18 +239,50 @@ def predict_iou(
             queries = queries + layer.self_attn(q=q, k=q, v=queries)
         queries = layer.norm1(queries)
         attn_out = _token_to_stream(
-            layer.cross_attn_token_to_image, queries + point_embedding, stream, pe
+            layer.cross_attn_token_to_image, queries + point_embedding, stream, pe, shared
         )
         queries = layer.norm2(queries + attn_out)
         queries = layer.norm3(queries + layer.mlp(queries))
         stream = _stream_to_token(
-            layer.cross_attn_image_to_token, stream, pe, queries + point_embedding, queries
+            layer.cross_attn_image_to_token,
+            stream,
+            pe,
+            queries + point_embedding,
+            queries,
+            shared,
         )
         stream = _layer_norm(layer.norm4, stream)
     attn_out = _token_to_stream(
-        transformer.final_attn_token_to_image, queries + point_embedding, stream, pe
+        transformer.final_attn_token_to_image, queries + point_embedding, stream, pe, shared
     )
     queries = transformer.norm_final_attn(queries + attn_out)
 
     iou_pred = decoder.iou_prediction_head(queries[:, 0, :])
     return iou_pred[:, 1:] if multimask_output else iou_pred[:, :1]
+
+
+class FactoredIoU(nn.Module):
+    """``predict_iou`` on one chunk of prompts as a module, for export to a CPU runtime
+    (``sugfw.models.runtime``); arguments in the order the runtime's chunking expects."""
+
+    def __init__(self, decoder: nn.Module, multimask_output: bool) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.multimask_output = multimask_output
+
+    def forward(
+        self,
+        image_embedding: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        no_mask_embedding: torch.Tensor,
+    ) -> torch.Tensor:
+        return _predict_iou_chunk(
+            self.decoder,
+            image_embedding,
+            image_pe,
+            sparse_prompt_embeddings,
+            no_mask_embedding,
+            self.multimask_output,
+            _Shared(),
+        )

@@ -72,6 +72,7 @@ class LiteMedSAM(SegmenterModel):
     canvas_size = 256
     defaults = LITEMEDSAM_DEFAULTS
     prompt_kinds = ("boxes",)  # trained with box prompts only
+    runtime_measured = True  # OpenVINO / ONNX Runtime: docs/benchmarks.md, "Scoring speed"
 
     def normalise(self, canvas: torch.Tensor) -> torch.Tensor:
         return canvas  # trained on min-max scaled [0, 1] input, no mean/std
