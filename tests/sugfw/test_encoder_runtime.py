@@ -1,5 +1,6 @@
-"""The image encoder on OpenVINO / ONNX Runtime: same records as torch within tolerance on the
-real LiteMedSAM weights, and torch whenever a runtime is missing, fails, or does not apply."""
+"""The encoder and the factored IoU pass on OpenVINO / ONNX Runtime: same records as torch within
+tolerance on the real LiteMedSAM weights, and torch whenever a runtime is missing, fails, or does
+not apply."""
 
 from __future__ import annotations
 
@@ -64,9 +65,19 @@ def test_runtime_embedding_matches_torch_and_the_export_is_reused(
     model = build_model("litemedsam", device="cpu")
     canvas = torch.rand(2, 3, model.canvas_size, model.canvas_size)
     want = model.encode(canvas)
+    boxes = torch.tensor([[10.0, 10.0, 120.0, 140.0], [60.0, 40.0, 200.0, 250.0]] * 20)  # 40
+    want_logits, want_iou = model.decode(want[:1], boxes, False)
     assert model.use_runtime(name) == name
-    assert np.abs((model.encode(canvas) - want).numpy()).max() < 1e-4
-    assert len(list(export_cache.glob("encoder-*.onnx"))) == 1
+    got = model.encode(canvas)
+    assert np.abs((got - want).numpy()).max() < 1e-4
+    # The IoU filter through the runtime's pass (chunks of 32 and 8) keeps the same prompts.
+    threshold = float(want_iou.median())
+    passing = (want_iou > threshold).any(1)
+    logits, iou = model.decode(got[:1], boxes, False, iou_thresh=threshold)
+    assert len(iou) == int(passing.sum()) > 0
+    assert torch.allclose(iou, want_iou[passing], atol=1e-4)
+    exported = sorted(p.name.split("-")[0] for p in export_cache.glob("*.onnx"))
+    assert exported == ["encoder", "iou32", "iou8"]
 
     def no_export(*args, **kwargs):
         raise AssertionError("the cached export should be reused")
@@ -82,6 +93,24 @@ def test_a_missing_runtime_falls_back_to_torch_with_a_log_line(monkeypatch, capl
         assert runtime.choose_runtime("openvino", torch.device("cpu")) == "torch"
         assert runtime.choose_runtime("auto", torch.device("cpu")) == "torch"
     assert sum("not installed" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_chunks_pad_the_last_rows_and_drop_their_outputs() -> None:
+    calls = []
+
+    def runner_of(size):
+        def run(first, rows, scale):
+            calls.append((size, rows[:, 0].tolist()))
+            return first + rows * scale
+
+        return run
+
+    run = runtime.in_chunks({4: runner_of(4), 2: runner_of(2)})
+    rows = torch.arange(7.0)[:, None]
+    out = run(torch.tensor(100.0), rows, torch.tensor(2.0))
+    # 7 rows: one chunk of 4, one of 2, then 1 row padded to 2 with a copy of itself.
+    assert calls == [(4, [0.0, 1.0, 2.0, 3.0]), (2, [4.0, 5.0]), (2, [6.0, 6.0])]
+    assert out[:, 0].tolist() == [100.0 + 2 * i for i in range(7)]
 
 
 def test_torch_is_kept_on_a_gpu_under_bf16_and_when_asked() -> None:
