@@ -310,7 +310,7 @@ class BackendConfig(ScoringOptions, RayOptions):
         check=_check_document_root,
         flag="--local-files-root",
     )
-    # -- limits of an exposed server (README "Exposure and limits") --
+    # -- limits of an exposed server (docs/backend.md, "Exposure and limits") --
     predict_max_tasks: int = setting(
         10_000,
         "SUGFW_PREDICT_MAX_TASKS",

@@ -341,7 +341,7 @@ def connect(address: str) -> bool:
     except ConnectionError as err:
         raise ClusterError(
             f"cannot reach a Ray cluster at {address!r} ({err}); start one with `ray start --head` "
-            '(README, "Scoring on a Ray cluster")'
+            "(docs/ray.md)"
         ) from err
     return True
 

@@ -25,6 +25,6 @@ def test_gpu_check_smoke_runs_on_cpu() -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    assert "ratio default/reference" in out and "union IoU min" in out
+    assert "default vs full: union IoU min" in out and "ratio" in out
     assert "authors:" in out and "project:" in out and "slices/s" in out
     assert out.rstrip().endswith("gpu_check done")

@@ -4,9 +4,9 @@ Queue order reaches Label Studio two ways (checked against ``/api/projects/{id}/
 - "Label All Tasks": the project's ``sampling`` is uncertainty sampling and its ``model_version``
   names the batch; tasks are then served by ascending prediction ``score`` (the queue position).
   Predictions carry no ``cluster``: Label Studio would serve the annotator's least-labelled
-  cluster first, which breaks the published order (``README``, "Backend at project scale"). With
-  several annotators Label Studio picks at random among the first few, so two people do not get
-  the same task.
+  cluster first, which breaks the published order (docs/benchmarks.md, "Backend at project
+  scale"). With several annotators Label Studio picks at random among the first few, so two
+  people do not get the same task.
 - "Label Tasks As Displayed": a Data Manager tab sorted by ascending prediction score (the
   average score of the predictions of the project's ``model_version``).
 

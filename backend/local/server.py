@@ -99,7 +99,8 @@ def server_environment(
             # sentry_sdk.init, which fails under sentry-sdk 3 in a venv made before the pin.
             "SENTRY_DSN": "",
             # Label Studio recounts every task's counters after each prediction import unless
-            # this flag is on: 4.6 s → 0.17 s per import at 5,000 tasks (README, project scale).
+            # this flag is on: 4.6 s → 0.17 s per import at 5,000 tasks (docs/benchmarks.md,
+            # "Backend at project scale").
             "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short": "true",
             "FRONTEND_SENTRY_DSN": "",
             "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",

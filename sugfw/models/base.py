@@ -164,7 +164,9 @@ class SegmenterModel(ABC):
         self._runners = {}
         for graph in self.runtime_graphs():
             # Random weights are never seen twice: exported to a temporary file, not the cache.
-            key = None if random_weights else export_key(self.name, self.checkpoint_id, graph.name)
+            key = None
+            if not random_weights:
+                key = export_key(self.name, self.checkpoint_id, graph.name, graph.code_digest())
             runner = load_runner(graph, runtime, key)
             if runner is not None:
                 self._runners[graph.name] = runner

@@ -33,6 +33,21 @@ import torch
 from torch import nn
 
 
+@dataclass(frozen=True)
+class _Block:
+    """Rows of W in the form they were made: row (t, h) = Σ_d coords[t, h, d] · basis[h, d], or
+    (``coords`` None) rows shared by every prompt, ``basis`` itself."""
+
+    coords: torch.Tensor | None  # (P, T, H, d)
+    basis: torch.Tensor  # (H, d, C), or (k, C) when shared
+
+    @property
+    def rows(self) -> int:
+        if self.coords is None:
+            return self.basis.shape[0]
+        return self.coords.shape[1] * self.coords.shape[2]
+
+
 @dataclass
 class _Stream:
     """One batch of prompts' image streams in factored form: a·B + Rᵀ W + beta."""
@@ -42,6 +57,9 @@ class _Stream:
     coeff: torch.Tensor | None  # (P, r, N): R transposed, the N axis contiguous; None: r = 0
     vectors: torch.Tensor  # (P, r, C)
     beta: torch.Tensor  # (C,), shared
+    blocks: tuple[_Block, ...] = ()
+    """W again, block by block in row order: each attention block's rows lie in a head's
+    d-dimensional output space, which makes their products with the image d/C as costly."""
 
 
 class _Shared:
@@ -143,6 +161,7 @@ def _stream_to_token(
         probs if stream.coeff is None else torch.cat([stream.coeff, probs], dim=1),
         torch.cat([stream.vectors.expand(n_prompts, -1, -1), vectors], dim=1),
         stream.beta + attn.out_proj.bias,
+        (*stream.blocks, _Block(v, w_out.permute(1, 2, 0))),
     )
 
 
@@ -155,10 +174,15 @@ def _layer_norm(norm: nn.LayerNorm, stream: _Stream) -> _Stream:
     coeff = torch.cat([stream.coeff, ones], dim=1)  # (P, r, N)
     vectors = torch.cat([stream.vectors, stream.beta.expand(n_prompts, 1, channels)], dim=1)
     vectors = vectors - vectors.mean(-1, keepdim=True)
+    # Centring a row centres what it is made of: each block's basis.
+    blocks = tuple(
+        _Block(b.coords, b.basis - b.basis.mean(-1, keepdim=True))
+        for b in (*stream.blocks, _Block(None, stream.beta[None]))
+    )
     base = stream.base - stream.base.mean(-1, keepdim=True)
     # Row variance · C = a²|B|² + 2a R·(W B) + R (W Wᵀ) Rᵀ, with B and W centred.
     base_sq = (base * base).sum(-1)  # (N,)
-    cross = ((vectors @ base.T) * coeff).sum(1)  # (P, N)
+    cross = _cross_term(blocks, coeff, base)  # (P, N): Σ_r R[n, r] (W[r] · B[n])
     quad = (torch.bmm(vectors @ vectors.transpose(1, 2), coeff) * coeff).sum(1)
     if stream.scale is None:
         sq = quad + 2 * cross + base_sq
@@ -171,7 +195,28 @@ def _layer_norm(norm: nn.LayerNorm, stream: _Stream) -> _Stream:
         coeff * inv[:, None, :],
         vectors * norm.weight,
         norm.bias,
+        tuple(_Block(b.coords, b.basis * norm.weight) for b in blocks),
     )
+
+
+def _cross_term(
+    blocks: tuple[_Block, ...], coeff: torch.Tensor, base: torch.Tensor
+) -> torch.Tensor:
+    """Σ_r coeff[p, r, n] (W[p, r] · base[n]) block by block: a head's rows through its basis
+    projected onto the image once (N, H, d), so each prompt pays d, not C, per row and pixel."""
+    total = coeff.new_zeros(coeff.shape[0], coeff.shape[2])
+    start = 0
+    for block in blocks:
+        part = coeff[:, start : start + block.rows]
+        if block.coords is None:
+            total = total + (part * (block.basis @ base.T)).sum(1)
+        else:
+            n_prompts, n_tokens, heads, _ = block.coords.shape
+            projected = torch.einsum("hdc,nc->nhd", block.basis, base)  # shared
+            dots = torch.einsum("pthd,nhd->pthn", block.coords, projected)
+            total = total + (part.view(n_prompts, n_tokens, heads, -1) * dots).sum((1, 2))
+        start += block.rows
+    return total
 
 
 def predict_iou(

@@ -17,10 +17,11 @@ from sugfw.errors import CheckpointError
 from sugfw.models.base import EverythingSettings, SegmenterModel
 
 # Calibrated with benchmarks/calibrate_litemedsam.py on 12 LA2018 slices and on synthetic disks
-# (README, "Calibrating LiteMedSAM"). Its predicted IoU runs lower than SAM's (box-grid masks on LA
-# slices: median ≈ 0.72, maximum ≈ 0.90) and its stability scores too, so SAM's 0.95/0.95 would keep
-# nothing. On smooth synthetic backgrounds, box-grid masks of empty background reach predicted IoU
-# 0.87 with stability 0.81; 0.85/0.85 keeps the disk alone there and ≈ 0.6 masks per LA slice.
+# (docs/models.md, "Calibrating LiteMedSAM"). Its predicted IoU runs lower than SAM's (box-grid
+# masks on LA slices: median ≈ 0.72, maximum ≈ 0.90) and its stability scores too, so SAM's
+# 0.95/0.95 would keep nothing. On smooth synthetic backgrounds, box-grid masks of empty background
+# reach predicted IoU 0.87 with stability 0.81; 0.85/0.85 keeps the disk alone there and ≈ 0.6 masks
+# per LA slice.
 LITEMEDSAM_DEFAULTS = EverythingSettings(
     prompt_kind="boxes",
     grid=(64, 96, 128),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import inspect
 import logging
 import os
 import tempfile
@@ -52,6 +53,15 @@ class Graph:
     dynamo: bool
     """The exporter: torch.export (functional graphs, e.g. the IoU pass) or TorchScript tracing
     (the encoders: torch.export does not take TinyViT's windowed attention)."""
+
+    def code_digest(self) -> str:
+        """A digest of the source files that define the module and its submodules, so a change
+        to the code that builds the graph exports it again instead of reusing a stale file."""
+        digest = hashlib.sha256()
+        files = {inspect.getsourcefile(type(m)) for m in self.module.modules()}
+        for name in sorted(f for f in files if f):
+            digest.update(Path(name).read_bytes())
+        return digest.hexdigest()[:16]
 
 
 def cache_folder() -> Path:
@@ -90,7 +100,8 @@ def choose_runtime(requested: str, device: torch.device, precision: str = "fp32"
 
 
 def export_key(*parts: object) -> str:
-    """A file name part for one graph of one model: its identity plus torch and opset versions."""
+    """A file name part for one graph of one model: its identity (with its code's digest) plus
+    torch and opset versions."""
     text = ":".join(map(str, (*parts, torch.__version__, ONNX_OPSET)))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

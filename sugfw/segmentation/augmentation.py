@@ -3,15 +3,15 @@
 Two laws, named by ``TrainConfig.augmentation``:
 
 - ``"rot_flip"``: the paper's and the authors' (one of the 8 symmetries of the square, uniformly).
-- ``"monai"``: the field's standard spatial and intensity augmentation, in MONAI's transforms, with
-  nnU-Net's probabilities for 2-D data where it has them: one affine with p = 0.36 (nnU-Net draws
-  rotation and scaling with p = 0.2 each; 1 − 0.8² is the chance of either) that rotates by any
-  angle and scales the first image axis by 0.7–1.4 (MONAI's ``scale_range`` is given for one axis,
-  so the second is not scaled: a stretch, not nnU-Net's isotropic zoom; the figures in the README
-  were measured with this law), mirroring on both axes (p = 0.5 each), Gaussian noise (p = 0.1),
-  Gaussian blur (p = 0.2), brightness (multiplicative, p = 0.15), contrast (scaled about the mean,
-  p = 0.15) and gamma (p = 0.3). The label follows every spatial transform with nearest
-  interpolation, so it stays a label map; intensity transforms touch only the image. Elastic
+- ``"monai"``: the field's standard spatial and intensity augmentation, in MONAI's transforms,
+  with nnU-Net's probabilities for 2-D data where it has them: one affine with p = 0.36 (nnU-Net
+  draws rotation and scaling with p = 0.2 each; 1 − 0.8² is the chance of either) that rotates by
+  any angle and scales the first image axis by 0.7–1.4 (MONAI's ``scale_range`` is given for one
+  axis, so the second is not scaled: a stretch, not nnU-Net's isotropic zoom; the figures in
+  docs/benchmarks.md were measured with this law), mirroring on both axes (p = 0.5 each), Gaussian
+  noise (p = 0.1), Gaussian blur (p = 0.2), brightness (multiplicative, p = 0.15), contrast (scaled
+  about the mean, p = 0.15) and gamma (p = 0.3). The label follows every spatial transform with
+  nearest interpolation, so it stays a label map; intensity transforms touch only the image. Elastic
   deformation is left out, as nnU-Net leaves it out by default.
 
 The MONAI pipeline draws from its own generators; it is built and seeded from the training loop's

@@ -51,7 +51,8 @@ PAPER_EPOCHS, PAPER_BATCH_SIZE = 1000, 8
 AUTHORS_CODE_EPOCHS, AUTHORS_CODE_BATCH_SIZE = 400, 16
 LAST_CHECKPOINT, BEST_CHECKPOINT = "last.pt", "best.pt"
 OPTIMIZERS = ("sgd", "adamw")
-# The few-slice recipe (TrainConfig.few_slice); chosen in the README's learner section.
+# The few-slice recipe (TrainConfig.few_slice); chosen in docs/benchmarks.md, "The few-slice
+# learner".
 FEW_SLICE_LR = 2e-3
 FEW_SLICE_WEIGHT_DECAY = 1e-2
 FEW_SLICE_EVAL_EVERY = 25

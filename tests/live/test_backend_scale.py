@@ -3,7 +3,7 @@
 A fast deterministic stand-in replaces the SAM scorer here (and only here): this test measures
 the Label Studio side — listing, publishing, /setup, an import and a training run's re-rank —
 not the model. Tasks carry tiny PNGs as data URLs, so no file storage is involved.
-``SUGFW_SCALE_TASKS`` sets the project size (default 5,000, the README's figures: about five
+``SUGFW_SCALE_TASKS`` sets the project size (default 5,000, docs/benchmarks.md's figures: about five
 minutes on a loaded 2-core machine). The figures, and an estimate for 100,000 tasks from the
 measured rates, are printed (``pytest -s``); the request budgets are asserted at any size.
 """

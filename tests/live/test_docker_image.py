@@ -1,7 +1,8 @@
 """The image, built with podman (docker/build_local.sh) and run beside the tests' Label Studio.
 
 Out of the default run: building the image from nothing takes longer than the rest of a test run
-can spare (README, "Docker"), so these tests skip unless selected by their marker:
+can spare (docs/backend.md, "Docker and compose"), so these tests skip unless selected by their
+marker:
 
     .venv/bin/python -m pytest -m container tests/live/test_docker_image.py
 

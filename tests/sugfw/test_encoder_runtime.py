@@ -137,10 +137,25 @@ def test_a_failing_runtime_leaves_torch_working(monkeypatch, caplog) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("cannot load")
 
-    monkeypatch.setattr(runtime, "export_encoder", broken)
+    monkeypatch.setattr(runtime, "export_graph", broken)
     model = build_model("litemedsam", device="cpu", random_weights=True)
     canvas = torch.rand(1, 3, model.canvas_size, model.canvas_size)
     with caplog.at_level(logging.WARNING, logger="sugfw.models.runtime"):
         assert model.use_runtime(name) == "torch"
     assert any("cannot load" in r.getMessage() for r in caplog.records)
     assert model.encode(canvas).shape == (1, 256, 64, 64)
+
+
+class _Scaled(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = torch.nn.Linear(2, 2)
+
+
+def test_an_export_key_follows_the_code_that_builds_the_graph() -> None:
+    example = (torch.zeros(1, 2),)
+    plain = runtime.Graph("g", torch.nn.Linear(2, 2), example, dynamo=False)
+    again = runtime.Graph("g", torch.nn.Linear(2, 2), example, dynamo=False)
+    wrapped = runtime.Graph("g", _Scaled(), example, dynamo=False)
+    assert plain.code_digest() == again.code_digest()
+    assert plain.code_digest() != wrapped.code_digest()  # this file's source joins the digest
