@@ -41,8 +41,9 @@ class Clock:
     def __init__(self) -> None:
         self.seconds, self.calls, self.prompts = 0.0, 0, 0
 
-    def wrap(self, fn, prompts_at: int = 3):
-        """``fn`` timed; its argument ``prompts_at`` holds the sparse prompt embeddings."""
+    def wrap(self, fn, prompts_at: int | None = 3):
+        """``fn`` timed; its argument ``prompts_at`` holds the sparse prompt embeddings (None:
+        the call's prompts are not counted)."""
 
         def timed(*args, **kwargs):
             start = time.perf_counter()
@@ -51,7 +52,8 @@ class Clock:
             finally:
                 self.seconds += time.perf_counter() - start
                 self.calls += 1
-                self.prompts += args[prompts_at].shape[0]  # (P, T, C)
+                if prompts_at is not None:
+                    self.prompts += args[prompts_at].shape[0]  # (P, T, C)
 
         return timed
 
@@ -87,8 +89,10 @@ def child(path: str, image: np.ndarray, k: int, opts: dict, queue) -> None:
     decoder.predict_iou = iou_only.wrap(decoder.predict_iou)
     runners = getattr(model, "_runners", {})
     for name in [name for name in runners if name.startswith("iou")]:
-        # The runtime's IoU pass, chunk by chunk: prompts counted with their padding.
-        runners[name] = iou_only.wrap(runners[name], prompts_at=1)
+        # The runtime's IoU pass: the image's products once per view, then chunk by chunk
+        # (prompts counted with their padding).
+        counted = None if name == "iou_image" else 1
+        runners[name] = iou_only.wrap(runners[name], prompts_at=counted)
     if path == "full":
         scoring.everything_union = partial(everything_union, iou_first=False)
     original_encode = model.encode

@@ -146,8 +146,9 @@ class ScoringOptions:
     runtime: str = setting(
         "auto",
         "SUGFW_RUNTIME",
-        "what runs the image encoder on a CPU: auto (OpenVINO, else ONNX Runtime, else torch), "
-        "openvino, onnxruntime or torch; a GPU and bf16 always use torch",
+        "what runs LiteMedSAM's image encoder and IoU pass on a CPU: auto (OpenVINO, else ONNX "
+        "Runtime, else torch), openvino, onnxruntime or torch; a GPU, bf16 and the SAM ViTs under "
+        "auto use torch",
         choices=runtime_names,
     )
     prompt_batch: int | None = setting(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -22,7 +23,7 @@ from sugfw.models.decoder import (
     decode_passing_prompts,
     decode_prompts_on_one_image,
 )
-from sugfw.models.iou_first import FactoredIoU
+from sugfw.models.iou_first import FactoredIoU, ImageProducts
 from sugfw.models.runtime import (
     Graph,
     Runner,
@@ -177,19 +178,28 @@ class SegmenterModel(ABC):
 
     def runtime_graphs(self) -> list[Graph]:
         """The stages a runtime takes over, with static example inputs: the encoder on one
-        canvas, and the factored IoU pass on each of ``RUNTIME_IOU_CHUNKS`` two-token prompts
-        (boxes, or a point and its padding) of the everything-mode default."""
+        canvas, and the factored IoU pass: the image's products once per image, then each of
+        ``RUNTIME_IOU_CHUNKS`` two-token prompts (boxes, or a point and its padding) of the
+        everything-mode default."""
         canvas = torch.zeros(1, 3, self.canvas_size, self.canvas_size)
         channels = self.prompt_encoder.embed_dim
         # Distinct tensors: an exporter may take one tensor passed twice for one input.
         grid = (1, channels, *self.prompt_encoder.image_embedding_size)
         images = [torch.zeros(grid) for _ in range(3)]  # embedding, pe, no-mask embedding
-        iou = FactoredIoU(self.mask_decoder, self.defaults.multimask)
-        return [Graph("encoder", self.image_encoder, (canvas,), dynamo=False)] + [
+        multimask = self.defaults.multimask
+        image_products = ImageProducts(self.mask_decoder, multimask)
+        example = (images[0], torch.zeros(1, 2, channels), images[1], images[2])
+        # Distinct example products too, for the same reason.
+        products = tuple(p.clone() + i for i, p in enumerate(image_products(*example)))
+        iou = FactoredIoU(self.mask_decoder, multimask)
+        return [
+            Graph("encoder", self.image_encoder, (canvas,), dynamo=False),
+            Graph("iou_image", image_products, example, dynamo=True),
+        ] + [
             Graph(
                 f"iou{size}",
                 iou,
-                (images[0], torch.zeros(size, 2, channels), images[1], images[2]),
+                (images[0], torch.zeros(size, 2, channels), images[1], images[2], *products),
                 dynamo=True,
             )
             for size in RUNTIME_IOU_CHUNKS
@@ -201,6 +211,21 @@ class SegmenterModel(ABC):
             return None
         return self._runners.get(name)
 
+    def _runtime_iou_pass(self, device: torch.device) -> Callable[..., torch.Tensor] | None:
+        """The runtime's factored IoU pass, or None where a stage stays in torch: the image's
+        products once, then the prompts chunk by chunk."""
+        image = self._runner("iou_image", device)
+        runners = {size: self._runner(f"iou{size}", device) for size in RUNTIME_IOU_CHUNKS}
+        if image is None or any(runner is None for runner in runners.values()):
+            return None
+        chunks = in_chunks(runners)
+
+        def iou_pass(embedding, sparse, pe, no_mask) -> torch.Tensor:
+            products = image(embedding, sparse[:1], pe, no_mask)
+            return chunks(embedding, sparse, pe, no_mask, *products)
+
+        return iou_pass
+
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) prepared canvases → (B, 256, 64, 64) patch embeddings."""
@@ -208,7 +233,7 @@ class SegmenterModel(ABC):
         if runner is None:
             return self.image_encoder(batch)
         # The exported encoder takes one canvas at a time (static batch).
-        return torch.cat([runner(canvas[None].float().contiguous()) for canvas in batch])
+        return torch.cat([runner(canvas[None].float().contiguous())[0] for canvas in batch])
 
     @torch.inference_mode()
     def decode(
@@ -240,13 +265,9 @@ class SegmenterModel(ABC):
             sparse, dense = self.prompt_encoder(points=None, boxes=prompts, masks=None)
         image_pe = self.prompt_encoder.get_dense_pe()
         if share_image and iou_thresh > 0:
-            runners = {
-                size: self._runner(f"iou{size}", embedding.device) for size in RUNTIME_IOU_CHUNKS
-            }
             iou_pass = None
-            fits = sparse.shape[1] == 2 and multimask == self.defaults.multimask
-            if fits and all(runner is not None for runner in runners.values()):
-                iou_pass = in_chunks(runners)
+            if sparse.shape[1] == 2 and multimask == self.defaults.multimask:
+                iou_pass = self._runtime_iou_pass(embedding.device)
             return decode_passing_prompts(
                 self.mask_decoder,
                 embedding,

@@ -64,15 +64,21 @@ class _Stream:
 
 class _Shared:
     """Products of the image with fixed weights, the same for every prompt of one image: made
-    once per image, not once per chunk of prompts."""
+    once per image, not once per chunk of prompts.
 
-    def __init__(self) -> None:
+    They are made in the same order on every pass, which lets an exported pass take them as
+    inputs: ``made`` lists them in that order, and ``_Shared(given)`` hands them out again."""
+
+    def __init__(self, given: tuple[torch.Tensor, ...] = ()) -> None:
         self._products: dict[tuple[int, str], torch.Tensor] = {}
+        self._given = list(given)
+        self.made: list[torch.Tensor] = []
 
     def product(self, owner: nn.Module, name: str, compute) -> torch.Tensor:
         key = (id(owner), name)
         if key not in self._products:
-            self._products[key] = compute()
+            self._products[key] = self._given.pop(0) if self._given else compute()
+            self.made.append(self._products[key])
         return self._products[key]
 
 
@@ -165,7 +171,7 @@ def _stream_to_token(
     )
 
 
-def _layer_norm(norm: nn.LayerNorm, stream: _Stream) -> _Stream:
+def _layer_norm(norm: nn.LayerNorm, stream: _Stream, shared: _Shared) -> _Stream:
     """``norm`` applied to every row of the factored stream: centre, rescale, still factored."""
     n_prompts, _, n_rows = stream.coeff.shape
     channels = stream.base.shape[-1]
@@ -182,7 +188,7 @@ def _layer_norm(norm: nn.LayerNorm, stream: _Stream) -> _Stream:
     base = stream.base - stream.base.mean(-1, keepdim=True)
     # Row variance · C = a²|B|² + 2a R·(W B) + R (W Wᵀ) Rᵀ, with B and W centred.
     base_sq = (base * base).sum(-1)  # (N,)
-    cross = _cross_term(blocks, coeff, base)  # (P, N): Σ_r R[n, r] (W[r] · B[n])
+    cross = _cross_term(blocks, coeff, base, norm, shared)  # (P, N): Σ_r R[n, r] (W[r] · B[n])
     quad = (torch.bmm(vectors @ vectors.transpose(1, 2), coeff) * coeff).sum(1)
     if stream.scale is None:
         sq = quad + 2 * cross + base_sq
@@ -200,19 +206,27 @@ def _layer_norm(norm: nn.LayerNorm, stream: _Stream) -> _Stream:
 
 
 def _cross_term(
-    blocks: tuple[_Block, ...], coeff: torch.Tensor, base: torch.Tensor
+    blocks: tuple[_Block, ...],
+    coeff: torch.Tensor,
+    base: torch.Tensor,
+    norm: nn.Module,
+    shared: _Shared,
 ) -> torch.Tensor:
     """Σ_r coeff[p, r, n] (W[p, r] · base[n]) block by block: a head's rows through its basis
     projected onto the image once (N, H, d), so each prompt pays d, not C, per row and pixel."""
     total = coeff.new_zeros(coeff.shape[0], coeff.shape[2])
     start = 0
-    for block in blocks:
+    for index, block in enumerate(blocks):
         part = coeff[:, start : start + block.rows]
         if block.coords is None:
             total = total + (part * (block.basis @ base.T)).sum(1)
         else:
             n_prompts, n_tokens, heads, _ = block.coords.shape
-            projected = torch.einsum("hdc,nc->nhd", block.basis, base)  # shared
+            projected = shared.product(
+                norm,
+                f"basis{index}",
+                lambda basis=block.basis: torch.einsum("hdc,nc->nhd", basis, base),
+            )
             dots = torch.einsum("pthd,nhd->pthn", block.coords, projected)
             total = total + (part.view(n_prompts, n_tokens, heads, -1) * dots).sum((1, 2))
         start += block.rows
@@ -296,7 +310,7 @@ def _predict_iou_chunk(
             queries,
             shared,
         )
-        stream = _layer_norm(layer.norm4, stream)
+        stream = _layer_norm(layer.norm4, stream, shared)
     attn_out = _token_to_stream(
         transformer.final_attn_token_to_image, queries + point_embedding, stream, pe, shared
     )
@@ -308,7 +322,8 @@ def _predict_iou_chunk(
 
 class FactoredIoU(nn.Module):
     """``predict_iou`` on one chunk of prompts as a module, for export to a CPU runtime
-    (``sugfw.models.runtime``); arguments in the order the runtime's chunking expects."""
+    (``sugfw.models.runtime``); arguments in the order the runtime's chunking expects, then the
+    image's products made by ``ImageProducts`` (so no chunk makes them again)."""
 
     def __init__(self, decoder: nn.Module, multimask_output: bool) -> None:
         super().__init__()
@@ -321,6 +336,7 @@ class FactoredIoU(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         image_pe: torch.Tensor,
         no_mask_embedding: torch.Tensor,
+        *products: torch.Tensor,
     ) -> torch.Tensor:
         return _predict_iou_chunk(
             self.decoder,
@@ -329,5 +345,30 @@ class FactoredIoU(nn.Module):
             sparse_prompt_embeddings,
             no_mask_embedding,
             self.multimask_output,
-            _Shared(),
+            _Shared(products),
         )
+
+
+class ImageProducts(FactoredIoU):
+    """The image's products with the decoder's weights (``_Shared``), in the order a pass makes
+    them: one prompt goes through the pass so that the order is the pass's own; its IoU is
+    dropped."""
+
+    def forward(
+        self,
+        image_embedding: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        no_mask_embedding: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        shared = _Shared()
+        _predict_iou_chunk(
+            self.decoder,
+            image_embedding,
+            image_pe,
+            sparse_prompt_embeddings[:1],
+            no_mask_embedding,
+            self.multimask_output,
+            shared,
+        )
+        return tuple(shared.made)

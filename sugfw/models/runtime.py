@@ -39,7 +39,7 @@ RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
 _PREFERENCE = ("openvino", "onnxruntime")
 ONNX_OPSET = 18
 
-Runner = Callable[..., torch.Tensor]
+Runner = Callable[..., tuple[torch.Tensor, ...]]  # every output of the graph, in order
 """Tensors in (the exported module's arguments, in order), its one output tensor back."""
 
 
@@ -146,9 +146,11 @@ def _openvino_runner(path: Path, threads: int) -> Runner:
     )
     request = compiled.create_infer_request()
 
-    def run(*inputs: torch.Tensor) -> torch.Tensor:
+    outputs = range(len(compiled.outputs))
+
+    def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         request.infer([x.contiguous().numpy() for x in inputs])
-        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+        return tuple(torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in outputs)
 
     return run
 
@@ -162,9 +164,9 @@ def _onnxruntime_runner(path: Path, threads: int) -> Runner:
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
 
-    def run(*inputs: torch.Tensor) -> torch.Tensor:
+    def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         feed = {name: x.contiguous().numpy() for name, x in zip(names, inputs)}
-        return torch.from_numpy(session.run(None, feed)[0])
+        return tuple(torch.from_numpy(out) for out in session.run(None, feed))
 
     return run
 
@@ -211,7 +213,7 @@ def in_chunks(runners: dict[int, Runner]) -> Callable[..., torch.Tensor]:
             part = rows[start : start + size]
             if len(part) < size:
                 part = torch.cat([part, part[:1].expand(size - len(part), *part.shape[1:])])
-            outputs.append(runners[size](first, part, *rest)[: min(size, left)])
+            outputs.append(runners[size](first, part, *rest)[0][: min(size, left)])
             start += size
         return torch.cat(outputs)
 
