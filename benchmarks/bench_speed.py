@@ -1,16 +1,16 @@
 """LiteMedSAM scoring speed on the same slices, each path in its own process.
 
-Paths (``--paths``): ``full`` decodes every prompt's masks, then filters on predicted IoU (the
-path before IoU-first decoding); ``torch`` is the IoU-first path all in torch, one factored IoU
-pass per decoder call (the default before the CPU runtimes); ``default`` is ``ScorerSpec`` as
-shipped (on a CPU: the image encoder on OpenVINO, else ONNX Runtime; the IoU pass 32 prompts at a
-time). Each (path, K, slice) runs in its own child process, the paths alternating slice by slice
-so that a busy machine slows all alike; the model is built (and the encoder exported or loaded)
-before the clock starts. Prints s/slice of each path and the ratio to the first path, peak RSS,
-the smallest union-mask IoU over all views, the largest |ΔÛ| and feature difference between the
-first path's records and each other path's, and each part's time per slice with its FLOP count
-and achieved GFLOP/s (FLOPs counted once with torch's FlopCounterMode). ``--encoders`` also
-times the image encoder alone on every installed runtime. Usage:
+Paths (``--paths``): ``full`` decodes every prompt's masks, then filters on predicted IoU (the path
+before IoU-first decoding); ``before`` is another checkout's default (``--before``); ``torch`` is
+today's path with ``--runtime torch`` (the IoU pass in chunks of ``CPU_IOU_CHUNK`` prompts);
+``default`` is ``ScorerSpec`` as shipped (on a CPU: the image encoder and the IoU pass on OpenVINO,
+else ONNX Runtime). Each (path, K, slice) runs in its own child process, the paths alternating slice
+by slice so that a busy machine slows all alike; the model is built (and the encoder exported or
+loaded) before the clock starts. Prints s/slice of each path and the ratio to the first path, peak
+RSS, the smallest union-mask IoU over all views, the largest |ΔÛ| and feature difference between the
+first path's records and each other path's, and each part's time per slice with its FLOP count and
+achieved GFLOP/s (FLOPs counted once with torch's FlopCounterMode). ``--encoders`` also times the
+image encoder alone on every installed runtime. Usage:
 
     python benchmarks/bench_speed.py --slices 3 --k 2 10 --encoders
     python benchmarks/bench_speed.py --slices 4 --k 2 10 --paths full default --device cuda
@@ -72,8 +72,6 @@ def child(path: str, image: np.ndarray, k: int, opts: dict, queue) -> None:
     from sugfw.everything import everything_union
     from sugfw.pipeline import ScorerSpec
 
-    if path != "default":
-        decoder.CPU_IOU_CHUNK = None  # one factored IoU pass per decoder call, as before
     spec = ScorerSpec(
         k=k, device=opts["device"], grid=tuple(opts["grid"]) if opts["grid"] else None
     )

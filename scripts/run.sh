@@ -14,5 +14,5 @@ if [ ! -e "$DATA" ]; then
 fi
 bash scripts/setup.sh
 # Defaults sized for a 2-core CPU: 24 slices (every 11th of the first 3 volumes), K=2, a budget of
-# 25 %: the queue is ready about 7 minutes after start.
+# 25 %: the queue is ready about 2.5 minutes after start once both environments are set up.
 exec .venv/bin/python -m backend.local.launch "$DATA" --slice-step 11 --limit 24 --k 2 --budget 0.25 "$@"
