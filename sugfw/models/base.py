@@ -163,7 +163,7 @@ class SegmenterModel(ABC):
             requested = "torch"  # the reference path where no runtime was measured faster
         runtime = choose_runtime(requested, self.device, precision)
         self._runners = {}
-        for graph in self.runtime_graphs():
+        for graph in self.runtime_graphs() if runtime != "torch" else []:
             # Random weights are never seen twice: exported to a temporary file, not the cache.
             key = None
             if not random_weights:
@@ -176,6 +176,7 @@ class SegmenterModel(ABC):
         self.runtime = runtime_version(runtime) if runtime != "torch" else "torch"
         return runtime
 
+    @torch.no_grad()
     def runtime_graphs(self) -> list[Graph]:
         """The stages a runtime takes over, with static example inputs: the encoder on one
         canvas, and the factored IoU pass: the image's products once per image, then each of

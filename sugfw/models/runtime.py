@@ -39,8 +39,8 @@ RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
 _PREFERENCE = ("openvino", "onnxruntime")
 ONNX_OPSET = 18
 
-Runner = Callable[..., tuple[torch.Tensor, ...]]  # every output of the graph, in order
-"""Tensors in (the exported module's arguments, in order), its one output tensor back."""
+Runner = Callable[..., tuple[torch.Tensor, ...]]
+"""Tensors in (the exported module's arguments, in order), every output of the graph back."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def _onnxruntime_runner(path: Path, threads: int) -> Runner:
     names = [i.name for i in session.get_inputs()]
 
     def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        feed = {name: x.contiguous().numpy() for name, x in zip(names, inputs)}
+        feed = {name: x.contiguous().numpy() for name, x in zip(names, inputs, strict=True)}
         return tuple(torch.from_numpy(out) for out in session.run(None, feed))
 
     return run
