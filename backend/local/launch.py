@@ -309,6 +309,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A shell without job control starts background jobs with SIGINT ignored (`nohup ... &`), and
+    # Python then never raises KeyboardInterrupt; Ctrl-C or `kill -INT` must still stop both
+    # servers.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args.workdir = args.workdir.resolve()
     (args.workdir / "files").mkdir(parents=True, exist_ok=True)
