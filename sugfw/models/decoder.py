@@ -33,11 +33,11 @@ CPU_IOU_CHUNK = 32
 """Prompts per factored-IoU pass on a CPU in torch (``predict_iou``): 32 measured 25-30 % less
 CPU time than 71-128 at once on LiteMedSAM's grids."""
 RUNTIME_IOU_CHUNKS = (16, 8)
-"""Prompt chunks the runtime's IoU pass is exported for: (16, 8) took 472-587 ms on 56-71 prompts
-with OpenVINO, (32, 8) 484-592, (16, 4) 550-619, (8, 2) 501-644 (image products made once)."""
-"""Static chunk sizes of the IoU pass exported to a CPU runtime: 32 at a time, the rest in 8s
-(LiteMedSAM's 56-71 boxes per view pad to at most 7 more); a static 32 ran 7.7 ms per prompt
-on 2 cores, a graph with a dynamic prompt count 10.2 ms."""
+"""Static prompt chunks the IoU pass is exported for on a CPU runtime: 16 at a time, the rest in
+8s (LiteMedSAM's 56-71 boxes per view pad to at most 7 more). Static chunks beat a graph with a
+dynamic prompt count (7.7 against 10.2 ms per prompt); with the image's products made once per
+view, (16, 8) took 472-587 ms on 56-71 prompts with OpenVINO, (32, 8) 484-592, (16, 4) 550-619,
+(8, 2) 501-644."""
 IOU_MARGIN_AUTOCAST = 0.05
 """The same under bf16/fp16 autocast, where the factored IoU (kept in fp32) and the
 reduced-precision full decoder's differ by up to ~1e-2."""
