@@ -338,6 +338,22 @@ class FactoredIoU(nn.Module):
         no_mask_embedding: torch.Tensor,
         *products: torch.Tensor,
     ) -> torch.Tensor:
+        return self._pass(
+            image_embedding,
+            sparse_prompt_embeddings,
+            image_pe,
+            no_mask_embedding,
+            _Shared(products),
+        )
+
+    def _pass(
+        self,
+        image_embedding: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        no_mask_embedding: torch.Tensor,
+        shared: _Shared,
+    ) -> torch.Tensor:
         return _predict_iou_chunk(
             self.decoder,
             image_embedding,
@@ -345,7 +361,7 @@ class FactoredIoU(nn.Module):
             sparse_prompt_embeddings,
             no_mask_embedding,
             self.multimask_output,
-            _Shared(products),
+            shared,
         )
 
 
@@ -362,13 +378,7 @@ class ImageProducts(FactoredIoU):
         no_mask_embedding: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         shared = _Shared()
-        _predict_iou_chunk(
-            self.decoder,
-            image_embedding,
-            image_pe,
-            sparse_prompt_embeddings[:1],
-            no_mask_embedding,
-            self.multimask_output,
-            shared,
+        self._pass(
+            image_embedding, sparse_prompt_embeddings[:1], image_pe, no_mask_embedding, shared
         )
         return tuple(shared.made)
